@@ -1,0 +1,52 @@
+"""`alpha-panda` command line: one subcommand module per concern under alpha_panda/commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from alpha_panda.settings import SettingsError
+
+# Each module exposes register(subparsers); the handler it sets returns an exit code.
+COMMAND_MODULES = (
+    "alpha_panda.commands.broker",
+    "alpha_panda.commands.topics",
+    "alpha_panda.commands.db",
+    "alpha_panda.commands.strategies",
+    "alpha_panda.commands.users",
+    "alpha_panda.commands.risk",
+    "alpha_panda.commands.run",
+    "alpha_panda.commands.ops",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alpha-panda", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command module not written yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SettingsError as exc:
+        print(f"alpha-panda: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

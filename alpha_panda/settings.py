@@ -1,0 +1,186 @@
+"""The one settings object.
+
+Every knob is read from the environment (prefix ``ALPHA_PANDA_``, one ``_`` between the
+section and the field: ``ALPHA_PANDA_BROKER_URL`` sets ``broker.url``) or from ``.env``.
+It is built once per process by :func:`load_settings` and passed down; nothing else reads
+the environment.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_JWT_SECRET = "change-me-in-production"  # noqa: S105 - refused outside development
+
+
+class Stage(StrEnum):
+    """The pipeline stages; each runs as its own worker with its own consumer group."""
+
+    MARKET_FEED = "market-feed"
+    STRATEGY_RUNNER = "strategy-runner"
+    RISK_MANAGER = "risk-manager"
+    TRADING_ENGINE = "trading-engine"
+    PORTFOLIO_MANAGER = "portfolio-manager"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"alpha-panda.{self.value}"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerSettings(_Section):
+    url: str = Field(
+        default="127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma separated host:port (Redpanda or embedded).",
+    )
+    embedded: bool = Field(
+        default=True,
+        description="`make run` may start the embedded Tansu broker when nothing answers at url.",
+    )
+    enable_idempotence: bool = Field(
+        default=True,
+        description="Idempotent producers; falls back with one log line if the broker refuses.",
+    )
+    exactly_once: bool = Field(
+        default=False,
+        description="Faust processing_guarantee=exactly_once (Redpanda only; needs transactions).",
+    )
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    rebalance_timeout_s: float = Field(default=8.0, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    replication_factor: int = Field(default=1, ge=1)
+    linger_ms: int = Field(default=5, ge=0)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.url.removeprefix("kafka://").split(",") if s.strip()]
+
+    @property
+    def faust_url(self) -> str:
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        default="sqlite+aiosqlite:///var/alpha_panda.db",
+        description="SQLAlchemy async URL; production: postgresql+asyncpg://user@host/db.",
+    )
+    config_refresh_s: float = Field(
+        default=2.0, gt=0, description="How often stages re-read strategy configuration."
+    )
+
+
+class RedisSettings(_Section):
+    url: str = Field(default="redis://127.0.0.1:6379/0")
+    enabled: bool = True
+    key_prefix: str = "alpha-panda"
+
+
+class AuthSettings(_Section):
+    jwt_secret: SecretStr = Field(default=SecretStr(PLACEHOLDER_JWT_SECRET))
+    jwt_algorithm: Literal["HS256"] = "HS256"
+    token_ttl_minutes: int = Field(default=60, gt=0, le=24 * 60)
+    login_max_failures: int = Field(default=5, gt=0)
+    login_window_s: float = Field(default=300.0, gt=0)
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, lt=65536, description="Port of the read API (portfolio manager).")
+    stage_base_port: int = Field(
+        default=8081,
+        gt=0,
+        lt=65536,
+        description="Other stages serve /health and /metrics on base, base+1, ...",
+    )
+
+
+class PaperSettings(_Section):
+    slippage_bps: Decimal = Field(default=Decimal("5"), ge=0, le=1000)
+
+
+class FeedSettings(_Section):
+    instruments: str = Field(
+        default="256265:NIFTY 50:22000,738561:RELIANCE:2900,2953217:TCS:3900,408065:INFY:1500",
+        description="token:symbol:start_price, comma separated.",
+    )
+    ticks_per_second: float = Field(default=20.0, gt=0)
+    seed: int = 42
+    volatility_bps: Decimal = Field(default=Decimal("8"), ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ALPHA_PANDA_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path("var")
+    broker: BrokerSettings = BrokerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    auth: AuthSettings = AuthSettings()
+    web: WebSettings = WebSettings()
+    paper: PaperSettings = PaperSettings()
+    feed: FeedSettings = FeedSettings()
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if (
+            self.env != "development"
+            and self.auth.jwt_secret.get_secret_value() == PLACEHOLDER_JWT_SECRET
+        ):
+            raise ValueError(
+                "auth.jwt_secret (ALPHA_PANDA_AUTH_JWT_SECRET) is the placeholder; "
+                "set a real secret outside development"
+            )
+        return self
+
+    def stage_web_port(self, stage: Stage) -> int:
+        if stage is Stage.PORTFOLIO_MANAGER:
+            return self.web.port
+        others = [s for s in Stage if s is not Stage.PORTFOLIO_MANAGER]
+        return self.web.stage_base_port + others.index(stage)
+
+
+class SettingsError(Exception):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "ALPHA_PANDA_" + "_".join(str(p) for p in loc).upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings; errors name the offending field and its environment variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_env_name(err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, for entry points only (CLI, `faust -A alpha_panda`)."""
+    return load_settings()

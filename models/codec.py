@@ -1,0 +1,167 @@
+"""The codec boundary: bytes on a topic <-> a validated :class:`EventEnvelope`.
+
+Faust topics carry raw bytes (a pydantic model cannot be a Faust ``value_type``); every
+produce goes through :func:`encode` and every consume through :func:`decode`. A record
+that cannot be decoded raises :class:`DecodeError`, which names topic, partition, offset
+and reason, so the consuming stage can log it, dead-letter it and carry on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from models.envelope import (
+    CURRENT_VERSION,
+    PAYLOAD_TYPES,
+    SUPPORTED_VERSIONS,
+    EventEnvelope,
+    EventType,
+)
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class DecodeFailure(StrEnum):
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    UNEXPECTED_TYPE = "unexpected_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_FIELDS = "invalid_fields"
+    KEY_MISMATCH = "key_mismatch"
+
+
+@dataclass(frozen=True)
+class RecordPosition:
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+class DecodeError(ValueError):
+    """A record that is not a valid envelope: a poison pill, never retried."""
+
+    def __init__(self, failure: DecodeFailure, reason: str, position: RecordPosition) -> None:
+        self.failure = failure
+        self.reason = reason
+        self.position = position
+        super().__init__(
+            f"cannot decode record at {position.topic}[{position.partition}]@{position.offset}: "
+            f"{failure.value}: {reason}"
+        )
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "topic": self.position.topic,
+            "partition": self.position.partition,
+            "offset": self.position.offset,
+            "failure": self.failure.value,
+            "reason": self.reason,
+        }
+
+
+_ADAPTERS: dict[EventType, TypeAdapter[Any]] = {
+    t: TypeAdapter(EventEnvelope[model]) for t, model in PAYLOAD_TYPES.items()  # type: ignore[valid-type]
+}
+
+
+def _short(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def decode(
+    raw: bytes | None,
+    *,
+    topic: str,
+    partition: int | None = None,
+    offset: int | None = None,
+    expect: EventType | None = None,
+    key: bytes | None = None,
+) -> EventEnvelope[Any]:
+    """Validate `raw` into an envelope. `expect` pins the topic's event type; `key`, when
+    given, must equal the envelope's key (a producer that bypassed the helpers is caught)."""
+    position = RecordPosition(topic, partition, offset)
+    if raw is None:
+        raise DecodeError(DecodeFailure.INVALID_JSON, "empty record (tombstone)", position)
+    try:
+        # parse_float=Decimal: a JSON number never passes through a binary float.
+        obj = json.loads(raw, parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(DecodeFailure.INVALID_JSON, str(exc), position) from None
+    if not isinstance(obj, dict):
+        raise DecodeError(
+            DecodeFailure.NOT_AN_OBJECT, f"top level is {type(obj).__name__}", position
+        )
+    raw_type = obj.get("type")
+    try:
+        event_type = EventType(raw_type)
+    except ValueError:
+        raise DecodeError(
+            DecodeFailure.UNKNOWN_TYPE, f"unknown event type {raw_type!r}", position
+        ) from None
+    if expect is not None and event_type is not expect:
+        raise DecodeError(
+            DecodeFailure.UNEXPECTED_TYPE,
+            f"topic carries {expect.value!r}, record is {event_type.value!r}",
+            position,
+        )
+    version = obj.get("version")
+    if version not in SUPPORTED_VERSIONS[event_type] or isinstance(version, bool):
+        raise DecodeError(
+            DecodeFailure.UNSUPPORTED_VERSION,
+            f"{event_type.value} version {version!r} not in "
+            f"{sorted(SUPPORTED_VERSIONS[event_type])}",
+            position,
+        )
+    try:
+        envelope = cast(EventEnvelope[Any], _ADAPTERS[event_type].validate_python(obj))
+    except ValidationError as exc:
+        raise DecodeError(DecodeFailure.INVALID_FIELDS, _short(exc.errors()), position) from None
+    if key is not None and key.decode("utf-8", "replace") != envelope.key:
+        raise DecodeError(
+            DecodeFailure.KEY_MISMATCH,
+            f"record key {key!r} differs from envelope key {envelope.key!r}",
+            position,
+        )
+    return envelope
+
+
+def build_envelope(
+    event_type: EventType,
+    payload: P,
+    *,
+    key: str,
+    event_id: str,
+    ts: datetime,
+    source: str,
+) -> EventEnvelope[P]:
+    if not isinstance(payload, PAYLOAD_TYPES[event_type]):
+        raise TypeError(
+            f"{event_type.value} carries {PAYLOAD_TYPES[event_type].__name__}, "
+            f"not {type(payload).__name__}"
+        )
+    return EventEnvelope[type(payload)](  # type: ignore[misc]
+        id=event_id,
+        type=event_type,
+        ts=ts,
+        key=key,
+        source=source,
+        version=CURRENT_VERSION[event_type],
+        data=payload,
+    )
+
+
+def encode(envelope: EventEnvelope[Any]) -> bytes:
+    return envelope.model_dump_json().encode()

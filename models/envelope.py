@@ -1,0 +1,69 @@
+"""The one event envelope used at every produce and consume."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.events import (
+    MarketTick,
+    OrderFill,
+    RejectedSignal,
+    TradingSignal,
+    UtcDatetime,
+    ValidatedSignal,
+)
+
+# Namespace for deterministic event ids: an event derived from another gets
+# uuid5(NAMESPACE, parent_id + discriminator), so reprocessing after a crash
+# reproduces the same id and downstream consumers can drop the duplicate.
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a0e-5a57-4b8e-9a3c-a1fa9a9da000")
+
+
+class EventType(StrEnum):
+    MARKET_TICK = "market.tick"
+    SIGNAL_GENERATED = "trading.signal.generated"
+    SIGNAL_VALIDATED = "trading.signal.validated"
+    SIGNAL_REJECTED = "trading.signal.rejected"
+    ORDER_FILLED = "order.filled"
+
+
+PAYLOAD_TYPES: dict[EventType, type[BaseModel]] = {
+    EventType.MARKET_TICK: MarketTick,
+    EventType.SIGNAL_GENERATED: TradingSignal,
+    EventType.SIGNAL_VALIDATED: ValidatedSignal,
+    EventType.SIGNAL_REJECTED: RejectedSignal,
+    EventType.ORDER_FILLED: OrderFill,
+}
+
+# Schema versions each consumer understands. Bumping a payload's version without
+# teaching the consumers is caught by the contract tests.
+CURRENT_VERSION: dict[EventType, int] = {t: 1 for t in EventType}
+SUPPORTED_VERSIONS: dict[EventType, frozenset[int]] = {t: frozenset({1}) for t in EventType}
+
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
+
+
+class EventEnvelope(BaseModel, Generic[PayloadT]):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, description="Unique event id, for dedup.")
+    type: EventType
+    ts: UtcDatetime = Field(description="Event time (ISO 8601 UTC), from the causing tick.")
+    key: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1)
+    data: PayloadT
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_event_id(parent_id: str, *discriminators: object) -> str:
+    """Deterministic id of an event caused by `parent_id` (same input, same id)."""
+    name = ":".join([parent_id, *(str(d) for d in discriminators)])
+    return uuid.uuid5(EVENT_ID_NAMESPACE, name).hex

@@ -1,0 +1,157 @@
+"""Event payloads carried inside :class:`models.envelope.EventEnvelope`.
+
+Prices and money are ``Decimal`` (serialised as JSON strings) so cash and P&L never see
+binary floating point. Quantities are whole shares (Indian cash equities).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (ISO 8601 with Z or an offset)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Price = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=4)]
+Money = Annotated[Decimal, Field(max_digits=20, decimal_places=4)]
+InstrumentToken = Annotated[int, Field(gt=0)]
+StrategyId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class ExecutionMode(StrEnum):
+    PAPER = "paper"
+    LIVE = "live"
+
+
+class RejectionReason(StrEnum):
+    """Machine-readable reasons; `detail` on the event carries the human text."""
+
+    MAX_ORDER_QUANTITY = "max_order_quantity"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
+    MAX_POSITION = "max_position"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    DAILY_LOSS_HALT = "daily_loss_halt"
+    ORDER_RATE = "order_rate"
+    INSTRUMENT_NOT_ALLOWED = "instrument_not_allowed"
+    KILL_SWITCH = "kill_switch"
+    SHORT_SELLING_NOT_ALLOWED = "short_selling_not_allowed"
+    NO_MARKET_PRICE = "no_market_price"
+    LIVE_TRADING_NOT_CONFIGURED = "live_trading_not_configured"
+    STRATEGY_UNKNOWN = "strategy_unknown"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MarketTick(_Payload):
+    instrument_token: InstrumentToken
+    symbol: str = Field(min_length=1, max_length=64)
+    exchange: str = Field(default="NSE", min_length=1, max_length=16)
+    last_price: Price
+    volume: int = Field(ge=0, description="Cumulative traded volume for the day.")
+    last_quantity: int = Field(default=0, ge=0)
+    bid: Price | None = None
+    ask: Price | None = None
+    exchange_ts: UtcDatetime
+
+
+class TradingSignal(_Payload):
+    strategy_id: StrategyId
+    instrument_token: InstrumentToken
+    symbol: str = Field(min_length=1, max_length=64)
+    side: Side
+    quantity: int = Field(gt=0)
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Price | None = None
+    reference_price: Price = Field(description="Last price the strategy saw.")
+    execution_mode: ExecutionMode = ExecutionMode.PAPER
+    signal_ts: UtcDatetime = Field(description="Exchange time of the tick that caused it.")
+    reason: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _limit_price_iff_limit(self) -> TradingSignal:
+        if self.order_type is OrderType.LIMIT and self.limit_price is None:
+            raise ValueError("limit_price is required for a LIMIT order")
+        if self.order_type is OrderType.MARKET and self.limit_price is not None:
+            raise ValueError("limit_price must be empty for a MARKET order")
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy_id}:{self.instrument_token}"
+
+
+class ValidatedSignal(_Payload):
+    signal_event_id: str = Field(min_length=1)
+    signal: TradingSignal
+    validated_ts: UtcDatetime
+
+
+class RejectedSignal(_Payload):
+    signal_event_id: str = Field(min_length=1)
+    signal: TradingSignal
+    reason: RejectionReason
+    detail: str = Field(default="", max_length=500)
+    rejected_by: str = Field(min_length=1, description="Stage that rejected it.")
+    rejected_ts: UtcDatetime
+
+
+class FeeBreakdown(_Payload):
+    brokerage: Money = Decimal("0")
+    stt: Money = Decimal("0")
+    exchange_txn: Money = Decimal("0")
+    sebi: Money = Decimal("0")
+    stamp_duty: Money = Decimal("0")
+    gst: Money = Decimal("0")
+
+    @property
+    def total(self) -> Decimal:
+        return (
+            self.brokerage + self.stt + self.exchange_txn + self.sebi + self.stamp_duty + self.gst
+        )
+
+
+class OrderFill(_Payload):
+    fill_id: str = Field(min_length=1)
+    order_id: str = Field(min_length=1)
+    signal_event_id: str = Field(min_length=1)
+    strategy_id: StrategyId
+    instrument_token: InstrumentToken
+    symbol: str = Field(min_length=1, max_length=64)
+    side: Side
+    quantity: int = Field(gt=0)
+    fill_price: Price
+    fees: Money = Field(ge=0)
+    fee_breakdown: FeeBreakdown = FeeBreakdown()
+    execution_mode: ExecutionMode
+    filled_ts: UtcDatetime
+
+    @model_validator(mode="after")
+    def _fees_add_up(self) -> OrderFill:
+        if self.fee_breakdown != FeeBreakdown() and self.fee_breakdown.total != self.fees:
+            raise ValueError("fees must equal the sum of fee_breakdown")
+        return self
+
+    @property
+    def notional(self) -> Decimal:
+        return self.fill_price * self.quantity
