@@ -110,6 +110,25 @@ class PaperSettings(_Section):
     slippage_bps: Decimal = Field(default=Decimal("5"), ge=0, le=1000)
 
 
+class RiskSettings(_Section):
+    """Global risk defaults; a strategy's configuration may override any of them."""
+
+    max_order_quantity: int = Field(default=1_000, gt=0)
+    max_order_notional: Decimal = Field(default=Decimal("500000"), gt=0)
+    max_position_quantity: int = Field(default=5_000, gt=0)
+    max_gross_exposure: Decimal = Field(default=Decimal("2000000"), gt=0)
+    max_daily_loss: Decimal = Field(default=Decimal("50000"), gt=0)
+    max_orders_per_minute: int = Field(default=30, gt=0)
+    allowed_instruments: str = Field(
+        default="", description="Comma separated instrument tokens; empty allows all."
+    )
+    allow_short: bool = False
+
+
+class PortfolioSettings(_Section):
+    starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
+
+
 class FeedSettings(_Section):
     instruments: str = Field(
         default="256265:NIFTY 50:22000,738561:RELIANCE:2900,2953217:TCS:3900,408065:INFY:1500",
@@ -139,6 +158,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     web: WebSettings = WebSettings()
     paper: PaperSettings = PaperSettings()
+    risk: RiskSettings = RiskSettings()
+    portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
 
     @model_validator(mode="after")
