@@ -1,0 +1,118 @@
+"""Mean reversion: buy a price stretched far below its rolling mean, sell on reversion."""
+
+from __future__ import annotations
+
+from decimal import Context, Decimal, Inexact
+from typing import ClassVar
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from models.events import MarketTick
+from strategies.base import (
+    MAX_WINDOW,
+    BaseStrategy,
+    StrategyParams,
+    WholeNumber,
+    format_decimal,
+)
+
+# Decisions use sums of prices and of squared prices (<= ~50 digits for 18-digit prices
+# over MAX_WINDOW ticks) times z^2 (<= 24 digits), so 120 digits keeps them exact.
+# Inexact is trapped so that guarantee is checked, not hoped.
+_EXACT = Context(prec=120, traps=[Inexact])
+# 28 significant digits for the mean/std/z quoted in `reason`; decisions never use it.
+_DISPLAY = Context(prec=28)
+
+
+class MeanReversionParams(StrategyParams):
+    window: WholeNumber = Field(ge=2, le=MAX_WINDOW, description="Ticks in the rolling window.")
+    entry_z: Decimal = Field(
+        gt=0, max_digits=12, decimal_places=6, description="BUY when z <= -entry_z."
+    )
+    exit_z: Decimal = Field(
+        ge=0, max_digits=12, decimal_places=6, description="SELL when z >= -exit_z."
+    )
+
+    @field_validator("exit_z")
+    @classmethod
+    def _exit_inside_entry(cls, exit_z: Decimal, info: ValidationInfo) -> Decimal:
+        entry_z = info.data.get("entry_z")
+        # Absent when entry_z itself failed validation; that error is reported already.
+        if entry_z is not None and exit_z >= entry_z:
+            raise ValueError(
+                f"exit_z ({exit_z}) must be less than entry_z ({entry_z}), otherwise a "
+                "position would be sold on the same tick that bought it"
+            )
+        return exit_z
+
+
+class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
+    """z-score of the current price against the last ``window`` prices (itself included).
+
+    mean and population std are over those ``window`` prices; z = (p - mean) / std.
+    Flat and z <= -entry_z: BUY. Long and z >= -exit_z: SELL. std == 0 (all prices
+    equal): no signal either way. Nothing until ``window`` prices are seen. Only ticks
+    count: a time gap between ticks does not reset or age the window.
+    """
+
+    kind: ClassVar[str] = "mean_reversion"
+    params_model: ClassVar[type[StrategyParams]] = MeanReversionParams
+
+    def _history_size(self) -> int:
+        return self.params.window
+
+    def _moments(self) -> tuple[Decimal, Decimal] | None:
+        """(D, V) with z = D / sqrt(V), or None if the window is not full or std == 0.
+
+        With n prices, sum S and sum of squares Q: p - mean = (n*p - S) / n and
+        std = sqrt(n*Q - S^2) / n, so D = n*p - S and V = n*Q - S^2. Both are exact,
+        which lets the thresholds be tested by squaring instead of by an irrational
+        sqrt that could round a z sitting exactly on a threshold to either side.
+        """
+        if not self.window_full:
+            return None
+        n = len(self._prices)
+        total = Decimal(0)
+        squares = Decimal(0)
+        for price in self._prices:
+            total = _EXACT.add(total, price)
+            squares = _EXACT.add(squares, _EXACT.multiply(price, price))
+        d = _EXACT.subtract(_EXACT.multiply(n, self._prices[-1]), total)
+        v = _EXACT.subtract(_EXACT.multiply(n, squares), _EXACT.multiply(total, total))
+        if v == 0:
+            return None
+        return d, v
+
+    def _reason(self, d: Decimal, v: Decimal, comparison: str, bound: Decimal) -> str:
+        n = len(self._prices)
+        std_n = _DISPLAY.sqrt(v)
+        z = _DISPLAY.divide(d, std_n)
+        mean = _DISPLAY.divide(_DISPLAY.subtract(_DISPLAY.multiply(n, self._prices[-1]), d), n)
+        std = _DISPLAY.divide(std_n, n)
+        return (
+            f"z {format_decimal(z, bound)} {comparison} {format_decimal(bound, bound)} "
+            f"(price {self._prices[-1]}, mean {format_decimal(mean, Decimal(0), 4)}, "
+            f"std {format_decimal(std, Decimal(0), 4)}, {n} ticks)"
+        )
+
+    def _entry_reason(self, tick: MarketTick) -> str | None:
+        moments = self._moments()
+        if moments is None:
+            return None
+        d, v = moments
+        entry_z = self.params.entry_z
+        # z <= -entry_z  <=>  d <= -entry_z * sqrt(v)  <=>  d < 0 and d^2 >= entry_z^2 * v
+        if d < 0 and _EXACT.multiply(d, d) >= _EXACT.multiply(_EXACT.multiply(entry_z, entry_z), v):
+            return self._reason(d, v, "<=", _DISPLAY.minus(entry_z))
+        return None
+
+    def _exit_reason(self, tick: MarketTick) -> str | None:
+        moments = self._moments()
+        if moments is None:
+            return None
+        d, v = moments
+        exit_z = self.params.exit_z
+        # z >= -exit_z  <=>  d >= -exit_z * sqrt(v)  <=>  d >= 0 or d^2 <= exit_z^2 * v
+        if d >= 0 or _EXACT.multiply(d, d) <= _EXACT.multiply(_EXACT.multiply(exit_z, exit_z), v):
+            return self._reason(d, v, ">=", _DISPLAY.minus(exit_z))
+        return None
