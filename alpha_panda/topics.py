@@ -77,7 +77,7 @@ class OutgoingRecord:
     topic: str
     key: bytes
     value: bytes
-    envelope: EventEnvelope[Any]
+    envelope: EventEnvelope[Any] | None  # None when forwarding bytes unchanged
 
 
 MARKET_TICKS = TopicSpec("market.ticks", 12, EventType.MARKET_TICK, tick_key)
@@ -102,21 +102,60 @@ TOPICS: tuple[TopicSpec, ...] = (
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 
 
+# Repartition topics, owned by one stage each. A stage whose state is keyed differently
+# from its input forwards the input's bytes unchanged (envelope and envelope key intact)
+# under a new record key, so that every state key is written from exactly one partition.
+def strategy_of_signal(signal: TradingSignal) -> str:
+    return signal.strategy_id
+
+
+def instrument_of_validated(validated: ValidatedSignal) -> str:
+    return str(validated.signal.instrument_token)
+
+
+RISK_SIGNALS_BY_STRATEGY = TopicSpec(
+    "alpha-panda.risk-manager.signals-by-strategy",
+    6,
+    EventType.SIGNAL_GENERATED,
+    strategy_of_signal,
+)
+# Same partition count and key as market.ticks: Faust's assignor then gives a worker the
+# same partition numbers of both, so one agent sees an instrument's ticks and orders.
+ENGINE_SIGNALS_BY_INSTRUMENT = TopicSpec(
+    "alpha-panda.trading-engine.signals-by-instrument",
+    MARKET_TICKS.partitions,
+    EventType.SIGNAL_VALIDATED,
+    instrument_of_validated,
+)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (RISK_SIGNALS_BY_STRATEGY, ENGINE_SIGNALS_BY_INSTRUMENT)
+INTERNAL_TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in INTERNAL_TOPICS}
+ALL_TOPICS_BY_NAME: dict[str, TopicSpec] = {**TOPICS_BY_NAME, **INTERNAL_TOPICS_BY_NAME}
+
+
 def dlq_name(topic: str) -> str:
-    if topic not in TOPICS_BY_NAME:
+    if topic not in ALL_TOPICS_BY_NAME:
         raise KeyError(f"unknown topic {topic!r}")
     return topic + DLQ_SUFFIX
 
 
+def partitions_of(name: str) -> int:
+    if name in ALL_TOPICS_BY_NAME:
+        return ALL_TOPICS_BY_NAME[name].partitions
+    if name.endswith(DLQ_SUFFIX) and name.removesuffix(DLQ_SUFFIX) in ALL_TOPICS_BY_NAME:
+        return DLQ_PARTITIONS
+    raise KeyError(f"unknown topic {name!r}")
+
+
 def all_topic_layout() -> dict[str, int]:
-    """Every topic Alpha Panda owns (pipeline topics and their DLQs) with partition counts."""
-    layout = {t.name: t.partitions for t in TOPICS}
-    layout.update({t.dlq_name: DLQ_PARTITIONS for t in TOPICS})
+    """Every topic Alpha Panda owns (pipeline, repartition and DLQ topics) with partitions."""
+    specs = (*TOPICS, *INTERNAL_TOPICS)
+    layout = {t.name: t.partitions for t in specs}
+    layout.update({t.dlq_name: DLQ_PARTITIONS for t in specs})
     return layout
 
 
 def topic_spec(name: str) -> TopicSpec:
     try:
-        return TOPICS_BY_NAME[name]
+        return ALL_TOPICS_BY_NAME[name]
     except KeyError:
-        raise KeyError(f"unknown topic {name!r}; known: {sorted(TOPICS_BY_NAME)}") from None
+        raise KeyError(f"unknown topic {name!r}; known: {sorted(ALL_TOPICS_BY_NAME)}") from None

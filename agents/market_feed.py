@@ -1,0 +1,54 @@
+"""Stage 1, market feed: publishes mock ticks to market.ticks (Zerodha Kite ticker later).
+
+Ticks carry the wall clock as exchange time: the feed stands in for the exchange, the one
+place where outside time enters the pipeline. Everything downstream takes time from ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+
+from agents.random_walk import RandomWalkFeed, parse_instruments
+from alpha_panda.producer import send_record, start_producer
+from alpha_panda.runtime import StageContext
+from alpha_panda.topics import MARKET_TICKS
+from models.envelope import new_event_id
+
+log = structlog.get_logger(__name__)
+
+
+def register(ctx: StageContext) -> None:
+    settings = ctx.settings.feed
+    feed = RandomWalkFeed(parse_instruments(settings.instruments), settings.seed, settings.volatility_bps)
+    interval = 1.0 / settings.ticks_per_second
+    ctx.topic(MARKET_TICKS)
+    # The feed consumes nothing: Faust's producer-only boot runs the web server (health,
+    # metrics) and tasks without a consumer group subscription.
+    ctx.app.producer_only = True
+
+    @ctx.app.task
+    async def publish_ticks() -> None:
+        producer = await start_producer(ctx.settings, client_id=f"{ctx.stage.consumer_group}")
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        sent = 0
+        log.info("market_feed_started", topic=MARKET_TICKS.name, ticks_per_second=settings.ticks_per_second)
+        try:
+            while not ctx.app.should_stop:
+                now = datetime.now(UTC)
+                tick = feed.step(now)
+                record = MARKET_TICKS.record(tick, event_id=new_event_id(), ts=now, source=ctx.source)
+                await send_record(producer, record)
+                ctx.metrics.produced.labels(ctx.source, MARKET_TICKS.name).inc()
+                sent += 1
+                next_at += interval
+                # Pacing to the configured rate; falls behind gracefully if the loop is slow.
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+        finally:
+            # Flushed on shutdown: every tick handed to the producer reaches the broker.
+            await producer.flush()
+            await producer.stop()
+            log.info("market_feed_stopped", ticks_sent=sent)

@@ -1,0 +1,71 @@
+"""The one place that builds a stage's Faust app and wires its parts together.
+
+Plain constructor wiring: settings in, app out. Nothing here touches the network; the
+broker, database and Redis are reached only when the worker starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import faust
+
+from alpha_panda.logging import faust_logging_config
+from alpha_panda.metrics import StageMetrics
+from alpha_panda.runtime import StageContext
+from alpha_panda.settings import Settings, Stage
+from web.health import register_health_views
+
+STAGE_MODULES: dict[Stage, str] = {
+    Stage.MARKET_FEED: "agents.market_feed",
+    Stage.STRATEGY_RUNNER: "agents.strategy_runner",
+    Stage.RISK_MANAGER: "agents.risk_manager",
+    Stage.TRADING_ENGINE: "agents.trading_engine",
+    Stage.PORTFOLIO_MANAGER: "agents.portfolio_manager",
+}
+
+
+def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
+    broker = settings.broker
+    return {
+        "broker": broker.faust_url,
+        # Tables live in memory and are rebuilt from their changelog topics on start:
+        # the log is the source of truth (no RocksDB to install or to go stale).
+        "store": "memory://",
+        "autodiscover": False,
+        "datadir": str(settings.data_dir / "faust" / stage.value),
+        "processing_guarantee": "exactly_once" if broker.exactly_once else "at_least_once",
+        "producer_acks": -1,  # acks=all
+        "producer_linger_ms": broker.linger_ms,
+        "broker_session_timeout": broker.session_timeout_s,
+        "broker_heartbeat_interval": broker.heartbeat_interval_s,
+        "broker_rebalance_timeout": broker.rebalance_timeout_s,
+        "broker_commit_interval": broker.commit_interval_s,
+        "consumer_auto_offset_reset": "earliest",
+        "topic_replication_factor": broker.replication_factor,
+        "topic_disable_leader": True,
+        "table_standby_replicas": 0,
+        "web_enabled": True,
+        "web_bind": settings.web.host,
+        "web_host": settings.web.host,
+        "web_port": settings.stage_web_port(stage),
+        "web_in_thread": False,
+        "logging_config": faust_logging_config(settings.log_level),
+        "loghandlers": [],
+    }
+
+
+def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faust.App:
+    """Build the Faust app of one stage. Its id is the stage's consumer group."""
+    config = faust_config(settings, stage)
+    # Faust creates only the last path component of its datadir.
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    config.update(faust_overrides)
+    app = faust.App(stage.consumer_group, **config)
+    context = StageContext(app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value))
+    app.alpha_panda = context  # type: ignore[attr-defined]
+    register_health_views(context)
+    module = importlib.import_module(STAGE_MODULES[stage])
+    module.register(context)
+    return app

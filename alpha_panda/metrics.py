@@ -1,0 +1,83 @@
+"""Prometheus metrics of one stage process (one registry per process, served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class StageMetrics:
+    def __init__(self, stage: str, registry: CollectorRegistry | None = None) -> None:
+        self.stage = stage
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.produced = Counter(
+            "alpha_panda_messages_produced", "Records produced", ["stage", "topic"], registry=r
+        )
+        self.send_errors = Counter(
+            "alpha_panda_send_errors", "Failed produce calls", ["stage", "topic"], registry=r
+        )
+        self.consumed = Counter(
+            "alpha_panda_messages_consumed", "Records consumed", ["stage", "topic"], registry=r
+        )
+        self.processed = Counter(
+            "alpha_panda_messages_processed", "Records processed", ["stage", "topic"], registry=r
+        )
+        self.failed = Counter(
+            "alpha_panda_messages_failed",
+            "Processing attempts that raised or records that failed decoding",
+            ["stage", "topic", "kind"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "alpha_panda_dlq_records", "Records sent to a DLQ", ["stage", "topic"], registry=r
+        )
+        self.processing_seconds = Histogram(
+            "alpha_panda_processing_seconds",
+            "Time to process one record",
+            ["stage", "topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "alpha_panda_record_age_seconds",
+            "Wall time between a record's broker timestamp and the end of its processing",
+            ["stage", "topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "alpha_panda_consumer_lag",
+            "High watermark minus committed offset",
+            ["stage", "topic", "partition"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "alpha_panda_circuit_breaker_open",
+            "1 while a circuit breaker is open (failing fast)",
+            ["stage", "breaker"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "alpha_panda_http_requests",
+            "HTTP requests served",
+            ["stage", "route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "alpha_panda_http_request_seconds",
+            "HTTP request latency",
+            ["stage", "route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.domain = Counter(
+            "alpha_panda_domain_events",
+            "Domain outcomes (signals, approvals, rejections by reason, fills)",
+            ["stage", "event", "detail"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

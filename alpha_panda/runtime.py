@@ -1,0 +1,224 @@
+"""What every stage shares: its Faust topics, the decode -> handle -> send loop, the DLQ.
+
+An agent body is one call to :meth:`StageContext.process`, which for every record:
+1. routes by topic name to the handler registered for that topic (never by wildcard);
+2. decodes the bytes at the codec boundary; an undecodable record is a poison pill and is
+   dead-lettered at once;
+3. runs the handler; a handler that raises is retried, and after
+   ``MAX_ATTEMPTS`` failed attempts the record goes to ``{topic}.dlq``;
+4. moves on, so the records around a bad one are all processed and the offset commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import structlog
+
+from alpha_panda.metrics import StageMetrics
+from alpha_panda.settings import Settings, Stage
+from alpha_panda.topics import OutgoingRecord, TopicSpec, dlq_name, partitions_of
+from models.codec import DecodeError, decode
+from models.envelope import EventEnvelope
+
+log = structlog.get_logger("alpha_panda.runtime")
+
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF_S = (0.05, 0.2)
+
+Handler = Callable[[EventEnvelope[Any], faust.types.EventT], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    spec: TopicSpec
+    handler: Handler
+
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+@dataclass
+class StageContext:
+    app: faust.App
+    settings: Settings
+    stage: Stage
+    metrics: StageMetrics
+    topics: dict[str, faust.types.TopicT] = field(default_factory=dict)
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    # Test hook: an exception raised here is treated like a handler failure.
+    fault_injector: Callable[[EventEnvelope[Any]], None] | None = None
+
+    @property
+    def source(self) -> str:
+        return self.stage.value
+
+    def topic(self, spec: TopicSpec | str) -> faust.types.TopicT:
+        name = spec if isinstance(spec, str) else spec.name
+        if name not in self.topics:
+            self.topics[name] = self.app.topic(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=partitions_of(name),
+                internal=False,
+            )
+        return self.topics[name]
+
+    def source_channel(self, specs: Iterable[TopicSpec]) -> faust.types.TopicT:
+        """One Faust channel over several registry topics, for an agent that routes by name."""
+        names = [s.name for s in specs]
+        for name in names:
+            self.topic(name)
+        return self.app.topic(
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    def table(self, name: str, *, partitions: int, help: str) -> faust.Table:
+        """A changelog-backed table of JSON values, co-partitioned with its source topic."""
+        return self.app.Table(
+            name,
+            default=None,
+            key_type=str,
+            value_type=None,
+            key_serializer="raw",
+            value_serializer="json",
+            partitions=partitions,
+            help=help,
+        )
+
+    async def send(self, record: OutgoingRecord) -> None:
+        topic = self.topic(record.topic)
+        try:
+            await topic.send(key=record.key, value=record.value)
+        except Exception:
+            self.metrics.send_errors.labels(self.source, record.topic).inc()
+            raise
+        self.metrics.produced.labels(self.source, record.topic).inc()
+
+    async def forward(self, spec: TopicSpec, key: str, value: bytes) -> None:
+        """Repartition: the same bytes under a new record key (see topics.py)."""
+        await self.send(OutgoingRecord(spec.name, key.encode(), value, envelope=None))
+
+    async def dead_letter(
+        self,
+        message: faust.types.tuples.Message,
+        *,
+        error_type: str,
+        error: str,
+        attempts: int,
+    ) -> None:
+        headers = {
+            "x-error-type": error_type.encode(),
+            "x-error-message": error[:2000].encode(),
+            "x-stage": self.source.encode(),
+            "x-attempts": str(attempts).encode(),
+            "x-original-topic": message.topic.encode(),
+            "x-original-partition": str(message.partition).encode(),
+            "x-original-offset": str(message.offset).encode(),
+        }
+        target = dlq_name(message.topic)
+        # A DLQ write must not be lost silently: if it raises, the agent fails loudly and
+        # the record is redelivered after restart (its offset is not yet committed).
+        await self.topic(target).send(key=message.key, value=message.value, headers=headers)
+        self.metrics.dead_lettered.labels(self.source, message.topic).inc()
+        self.metrics.produced.labels(self.source, target).inc()
+        log.warning(
+            "record_dead_lettered",
+            stage=self.source,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            dlq=target,
+            error_type=error_type,
+            error=error[:500],
+            attempts=attempts,
+        )
+
+    async def process(self, stream: faust.StreamT, routes: Mapping[str, Route]) -> None:
+        """The agent body: consume `stream`, route each record by topic name."""
+        metrics = self.metrics
+        async for event in stream.events():
+            message = event.message
+            topic = message.topic
+            route = routes.get(topic)
+            metrics.consumed.labels(self.source, topic).inc()
+            if route is None:
+                # A subscription without a route is a wiring bug, not bad data.
+                raise RuntimeError(f"{self.source}: no route for topic {topic!r}")
+            started = time.perf_counter()
+            try:
+                envelope = decode(
+                    message.value,
+                    topic=topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    expect=route.spec.event_type,
+                )
+            except DecodeError as err:
+                metrics.failed.labels(self.source, topic, "decode").inc()
+                log.warning("decode_failed", stage=self.source, **err.log_fields())
+                await self.dead_letter(
+                    message,
+                    error_type=f"DecodeError.{err.failure.value}",
+                    error=err.reason,
+                    attempts=1,
+                )
+                continue
+            await self._handle_with_retries(route, envelope, event)
+            elapsed = time.perf_counter() - started
+            metrics.processing_seconds.labels(self.source, topic).observe(elapsed)
+            if message.timestamp:
+                metrics.end_to_end_seconds.labels(self.source, topic).observe(
+                    max(0.0, time.time() - message.timestamp)
+                )
+
+    async def _handle_with_retries(
+        self, route: Route, envelope: EventEnvelope[Any], event: faust.types.EventT
+    ) -> None:
+        message = event.message
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                if self.fault_injector is not None:
+                    self.fault_injector(envelope)
+                await route.handler(envelope, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.failed.labels(self.source, message.topic, "handler").inc()
+                log.warning(
+                    "processing_failed",
+                    stage=self.source,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    event_id=envelope.id,
+                    attempt=attempt,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:500],
+                    exc_info=attempt == MAX_ATTEMPTS,
+                )
+                if attempt == MAX_ATTEMPTS:
+                    await self.dead_letter(
+                        message,
+                        error_type=type(exc).__name__,
+                        error=str(exc) or repr(exc),
+                        attempts=attempt,
+                    )
+                    return
+                await asyncio.sleep(RETRY_BACKOFF_S[attempt - 1])
+            else:
+                self.metrics.processed.labels(self.source, message.topic).inc()
+                return
+

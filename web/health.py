@@ -1,0 +1,69 @@
+"""`/health` and `/metrics` on every stage worker."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web as aiohttp_web
+
+if TYPE_CHECKING:
+    from alpha_panda.runtime import StageContext
+
+
+async def evaluate_health(context: StageContext) -> tuple[bool, dict[str, Any]]:
+    """Liveness is answering at all; readiness is every check passing."""
+    app = context.app
+    checks: dict[str, dict[str, Any]] = {}
+    consumer = app.consumer if app.started and not app.producer_only else None
+    try:
+        assignment = consumer.assignment() if consumer is not None else set()
+    except Exception:  # the consumer may not exist yet during startup
+        assignment = set()
+    checks["broker"] = {
+        "ok": bool(app.started) and not app.should_stop,
+        "detail": "worker running" if app.started else "worker not started",
+    }
+    if not app.producer_only:
+        checks["assignment"] = {
+            "ok": len(assignment) > 0,
+            "detail": f"{len(assignment)} partitions assigned",
+        }
+    recovering = bool(app.tables.recovery.in_recovery) if app.started else True
+    checks["tables"] = {
+        "ok": not recovering and not app.rebalancing,
+        "detail": "recovering" if recovering else ("rebalancing" if app.rebalancing else "ready"),
+    }
+    for name, check in context.health_checks.items():
+        try:
+            ok, detail = await check()
+        except Exception as exc:  # a failing probe is a "down" answer, not a 500
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        checks[name] = {"ok": ok, "detail": detail}
+    healthy = all(c["ok"] for c in checks.values())
+    return healthy, {
+        "status": "ok" if healthy else "unavailable",
+        "stage": context.source,
+        "failing": sorted(n for n, c in checks.items() if not c["ok"]),
+        "checks": checks,
+    }
+
+
+def register_health_views(context: StageContext) -> None:
+    app = context.app
+
+    @app.page("/health")
+    async def health(self: Any, request: Any) -> Any:
+        healthy, body = await evaluate_health(context)
+        return aiohttp_web.Response(
+            status=200 if healthy else 503,
+            text=json.dumps(body),
+            content_type="application/json",
+        )
+
+    @app.page("/metrics")
+    async def metrics(self: Any, request: Any) -> Any:
+        return aiohttp_web.Response(
+            body=context.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
