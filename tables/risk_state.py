@@ -1,0 +1,244 @@
+"""Risk limits, the kill switch and the per-strategy pre-trade risk state.
+
+Pure domain values; the rules that read them live in :mod:`agents.risk_rules`. State is
+kept per strategy because the risk agent sees all of one strategy's signals, in order, from
+one partition. It is pre-trade: an approved signal is assumed to fill at its reference
+price; the portfolio manager holds the booked truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from alpha_panda.settings import RiskSettings
+from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
+
+IST = ZoneInfo("Asia/Kolkata")
+ORDER_RATE_WINDOW = timedelta(seconds=60)
+# A replayed signal is one redelivered after a crash or rebalance, i.e. from the last few
+# seconds of the partition; 2,000 decisions per strategy covers that many times over while
+# keeping the stored state (written on every signal) small.
+SEEN_SIGNALS_BOUND = 2_000
+
+ZERO = Decimal("0")
+
+
+def trading_day_of(ts: datetime) -> date:
+    """The NSE trading day a timestamp belongs to: its calendar day in Asia/Kolkata."""
+    return ts.astimezone(IST).date()
+
+
+class RiskConfigError(ValueError):
+    """A risk limit or override is invalid; the message names the field and the rule."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RiskLimits(_Frozen):
+    max_order_quantity: int = Field(gt=0)
+    max_order_notional: Decimal = Field(gt=0)
+    max_position_quantity: int = Field(gt=0, description="Absolute, per instrument.")
+    max_gross_exposure: Decimal = Field(
+        gt=0, description="Sum over instruments of |quantity| * last reference price."
+    )
+    max_daily_loss: Decimal = Field(gt=0, description="A positive amount of rupees.")
+    max_orders_per_minute: int = Field(gt=0)
+    allowed_instruments: frozenset[InstrumentToken] | None = Field(
+        default=None, description="None allows every instrument."
+    )
+    allow_short: bool = False
+
+    @field_validator(
+        "max_order_quantity", "max_position_quantity", "max_orders_per_minute", mode="before"
+    )
+    @classmethod
+    def _no_bool_for_int(cls, value: Any) -> Any:
+        # pydantic would read True as 1; in a limit that is a configuration mistake.
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not a boolean")
+        return value
+
+    @field_validator("allowed_instruments", mode="before")
+    @classmethod
+    def _parse_instrument_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_instrument_list(value)
+        return value
+
+    @classmethod
+    def from_settings(cls, settings: RiskSettings) -> RiskLimits:
+        return cls._build(
+            {
+                "max_order_quantity": settings.max_order_quantity,
+                "max_order_notional": settings.max_order_notional,
+                "max_position_quantity": settings.max_position_quantity,
+                "max_gross_exposure": settings.max_gross_exposure,
+                "max_daily_loss": settings.max_daily_loss,
+                "max_orders_per_minute": settings.max_orders_per_minute,
+                "allowed_instruments": settings.allowed_instruments,
+                "allow_short": settings.allow_short,
+            }
+        )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RiskLimits:
+        """These limits with a strategy's overrides applied (same validation as defaults).
+
+        ``allowed_instruments`` may be given as a comma separated string, a list of tokens
+        or None (all instruments).
+        """
+        unknown = sorted(set(overrides) - set(type(self).model_fields))
+        if unknown:
+            known = ", ".join(type(self).model_fields)
+            raise RiskConfigError(
+                f"unknown risk limit field(s) {', '.join(unknown)}; known fields: {known}"
+            )
+        return self._build({**self.model_dump(), **overrides})
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Any]) -> RiskLimits:
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'limits'}: {err['msg']} "
+                f"(got {err['input']!r})"
+                for err in exc.errors()
+            )
+            raise RiskConfigError(f"invalid risk limits: {problems}") from None
+
+
+def parse_instrument_list(text: str) -> frozenset[int] | None:
+    """``"738561, 408065"`` -> those tokens; an empty string means every instrument."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        return None
+    tokens: set[int] = set()
+    for part in parts:
+        if not part.isdigit() or int(part) <= 0:
+            raise RiskConfigError(
+                f"allowed_instruments: {part!r} is not a positive instrument token"
+            )
+        tokens.add(int(part))
+    return frozenset(tokens)
+
+
+class KillSwitch(_Frozen):
+    halt_all: bool = False
+    halted_strategies: frozenset[str] = frozenset()
+
+    def halts(self, strategy_id: str) -> bool:
+        return self.halt_all or strategy_id in self.halted_strategies
+
+
+class SeenSignal(_Frozen):
+    """The decision taken for a signal id, so a replay can re-emit the same outcome."""
+
+    event_id: str = Field(min_length=1)
+    rejection: RejectionReason | None = Field(description="None when it was approved.")
+
+
+class StrategyRiskState(_Frozen):
+    """Everything risk remembers about one strategy. Transitions build new instances.
+
+    Containers are plain dicts/tuples for cheap JSON; they are never mutated in place.
+    """
+
+    strategy_id: StrategyId
+    trading_day: date | None = Field(
+        default=None, description="Asia/Kolkata day of the latest signal; None before any."
+    )
+    positions: dict[InstrumentToken, int] = Field(default_factory=dict)
+    avg_price: dict[InstrumentToken, Decimal] = Field(default_factory=dict)
+    last_price: dict[InstrumentToken, Decimal] = Field(
+        default_factory=dict, description="Latest reference price from this strategy's signals."
+    )
+    realized_pnl_today: Decimal = ZERO
+    halted_for_day: bool = False
+    recent_order_ts: tuple[UtcDatetime, ...] = Field(
+        default=(), description="Approved orders' signal times within the rate window."
+    )
+    seen_signals: tuple[SeenSignal, ...] = Field(
+        default=(), description=f"Last {SEEN_SIGNALS_BOUND} decisions, oldest first."
+    )
+
+    @classmethod
+    def new(cls, strategy_id: str) -> StrategyRiskState:
+        return cls(strategy_id=strategy_id)
+
+    @property
+    def seen_signal_ids(self) -> tuple[str, ...]:
+        return tuple(seen.event_id for seen in self.seen_signals)
+
+    def seen(self, signal_event_id: str) -> SeenSignal | None:
+        for seen in reversed(self.seen_signals):
+            if seen.event_id == signal_event_id:
+                return seen
+        return None
+
+    def position(self, token: int) -> int:
+        return self.positions.get(token, 0)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> StrategyRiskState:
+        return cls.model_validate(dict(data))
+
+    def on_day(self, day: date) -> StrategyRiskState:
+        """Roll to ``day`` if it is later: daily P&L, halt and rate counter reset.
+
+        Positions, prices and seen ids carry over. An earlier day (a late signal) does not
+        roll back: it is judged under the current day's state.
+        """
+        if self.trading_day is not None and day <= self.trading_day:
+            return self
+        return self.model_copy(
+            update={
+                "trading_day": day,
+                "realized_pnl_today": ZERO,
+                "halted_for_day": False,
+                "recent_order_ts": (),
+            }
+        )
+
+    def with_mark(self, token: int, price: Decimal) -> StrategyRiskState:
+        return self.model_copy(update={"last_price": {**self.last_price, token: price}})
+
+    def with_seen(
+        self, signal_event_id: str, rejection: RejectionReason | None
+    ) -> StrategyRiskState:
+        seen = (*self.seen_signals, SeenSignal(event_id=signal_event_id, rejection=rejection))
+        return self.model_copy(update={"seen_signals": seen[-SEEN_SIGNALS_BOUND:]})
+
+    def orders_in_window(self, ts: datetime) -> int:
+        """Approved orders in the 60 s window ending at ``ts``: (ts - 60 s, ts]."""
+        start = ts - ORDER_RATE_WINDOW
+        return sum(1 for order_ts in self.recent_order_ts if start < order_ts <= ts)
+
+    def unrealized_pnl(self) -> Decimal:
+        """Open positions marked at the last reference price (at cost when none is known)."""
+        total = ZERO
+        for token, quantity in self.positions.items():
+            if quantity:
+                avg = self.avg_price.get(token, ZERO)
+                total += (self.last_price.get(token, avg) - avg) * quantity
+        return total
+
+    def gross_exposure(self, positions: Mapping[int, int] | None = None) -> Decimal:
+        """Sum of |quantity| * last reference price, of ``positions`` (default: current)."""
+        held = self.positions if positions is None else positions
+        total = ZERO
+        for token, quantity in held.items():
+            if quantity:
+                price = self.last_price.get(token, self.avg_price.get(token, ZERO))
+                total += abs(quantity) * price
+        return total
