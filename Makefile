@@ -1,0 +1,45 @@
+# Alpha Panda: `make run` and `make test` work on a fresh machine with only python3.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-unit test-integration lint format typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create or update .venv
+
+run: $(STAMP) ## run the whole pipeline on the embedded broker (Ctrl-C stops it)
+	$(BIN)/alpha-panda run
+
+test: $(STAMP) ## the whole suite: unit, contract, integration (embedded broker, PostgreSQL, Redis)
+	$(BIN)/python -m pytest -q -ra
+
+test-unit: $(STAMP) ## unit and contract tests only
+	$(BIN)/python -m pytest -q tests/unit tests/contract
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff formatting and fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy on the packages
+	$(BIN)/mypy
+
+bench: $(STAMP) ## pipeline benchmark against raw aiokafka (prints numbers)
+	$(BIN)/python scripts/bench.py
+
+clean: ## remove the virtualenv and runtime data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
