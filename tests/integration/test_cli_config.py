@@ -1,0 +1,283 @@
+"""`alpha-panda db|strategies|users|halt|resume` end to end against PostgreSQL.
+
+The CLI reads the database URL from the environment through ``get_settings()``, which is
+cached per process; every run clears that cache so the test's URL is the one used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from alpha_panda.cli import main
+from alpha_panda.settings import get_settings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def bare_cli(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Cli]:
+    """Run the CLI against a fresh database that has no schema yet."""
+    monkeypatch.setenv("ALPHA_PANDA_DATABASE_URL", pg_url)
+
+    def run(*argv: str, stdin: str | None = None) -> Result:
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        get_settings.cache_clear()
+        capsys.readouterr()
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    yield run
+    # Later tests must not inherit settings built from this test's environment.
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def cli(bare_cli: Cli) -> Cli:
+    assert bare_cli("db", "upgrade").code == 0
+    return bare_cli
+
+
+def test_db_upgrade_reports_then_is_up_to_date(bare_cli: Cli) -> None:
+    first = bare_cli("db", "upgrade")
+    second = bare_cli("db", "upgrade")
+
+    assert first.code == 0
+    assert "created table strategy_configurations" in first.out
+    assert "recorded schema version 1" in first.out
+    assert second.code == 0
+    assert "schema up to date" in second.out
+    assert "created table" not in second.out
+
+
+def test_commands_before_upgrade_point_at_db_upgrade(bare_cli: Cli) -> None:
+    result = bare_cli("strategies", "list")
+
+    assert result.code == 1
+    assert "alpha-panda db upgrade" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_add_then_list(cli: Cli) -> None:
+    added = cli(
+        "strategies", "add", "mom-1", "--kind", "momentum",
+        "--instrument", "256265:NIFTY 50", "--instrument", "738561:RELIANCE",
+        "--param", "lookback=7", "--risk", "max_order_quantity=50", "--mode", "paper",
+    )  # fmt: skip
+    listed = cli("strategies", "list", "--json")
+    table = cli("strategies", "list")
+
+    assert added.code == 0, added.err
+    assert "added mom-1" in added.out
+    assert listed.code == 0
+    [record] = json.loads(listed.out)
+    assert record["strategy_id"] == "mom-1"
+    assert record["instruments"] == [
+        {"token": 256265, "symbol": "NIFTY 50"},
+        {"token": 738561, "symbol": "RELIANCE"},
+    ]
+    # lookback as given; the rest from StrategyFactory.default_params("momentum").
+    assert record["parameters"] == {"lookback": 7, "threshold_pct": "0.5", "quantity": 10}
+    assert record["risk_limits"] == {"max_order_quantity": 50}
+    assert record["enabled"] is True
+    assert record["execution_mode"] == "paper"
+    assert record["halted"] is False
+    assert "mom-1" in table.out and "lookback=7" in table.out
+
+
+def test_add_disabled_live(cli: Cli) -> None:
+    assert cli(
+        "strategies", "add", "mr-1", "--kind", "mean_reversion", "--instrument", "2953217:TCS",
+        "--mode", "live", "--disabled",
+    ).code == 0  # fmt: skip
+
+    [record] = json.loads(cli("strategies", "list", "--json").out)
+    assert record["enabled"] is False
+    assert record["execution_mode"] == "live"
+
+
+def test_unknown_kind_exits_2_naming_the_kind(cli: Cli) -> None:
+    result = cli("strategies", "add", "x", "--kind", "turtle", "--instrument", "1:ABC")
+
+    assert result.code == 2
+    assert "'turtle'" in result.err
+    assert "momentum" in result.err  # says what would have been accepted
+    assert json.loads(cli("strategies", "list", "--json").out) == []
+
+
+def test_bad_parameter_exits_2_naming_the_parameter(cli: Cli) -> None:
+    result = cli(
+        "strategies", "add", "x", "--kind", "momentum", "--instrument", "1:ABC",
+        "--param", "lookback=-3",
+    )  # fmt: skip
+
+    assert result.code == 2
+    assert "lookback" in result.err
+    assert "greater than" in result.err
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--param", "lookbak=3"], "lookbak"),
+        (["--param", "lookback"], "--param"),
+        (["--risk", "max_bananas=1"], "max_bananas"),
+        (["--risk", "max_daily_loss=0"], "max_daily_loss"),
+        (["--instrument", "NIFTY"], "--instrument"),
+    ],
+)
+def test_other_bad_input_exits_2(cli: Cli, extra: list[str], named: str) -> None:
+    result = cli("strategies", "add", "x", "--kind", "momentum", "--instrument", "1:ABC", *extra)
+
+    assert result.code == 2
+    assert named in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_duplicate_id_exits_2(cli: Cli) -> None:
+    argv = ("strategies", "add", "x", "--kind", "momentum", "--instrument", "1:ABC")
+    assert cli(*argv).code == 0
+
+    result = cli(*argv)
+    assert result.code == 2
+    assert "already exists" in result.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("strategies", "enable", "ghost"),
+        ("strategies", "disable", "ghost"),
+        ("strategies", "show", "ghost"),
+        ("strategies", "set-param", "ghost", "quantity=1"),
+        ("halt", "--strategy", "ghost"),
+        ("resume", "--strategy", "ghost"),
+        ("users", "disable", "ghost"),
+        ("users", "enable", "ghost"),
+    ],
+)
+def test_unknown_id_exits_1(cli: Cli, argv: tuple[str, ...]) -> None:
+    result = cli(*argv)
+
+    assert result.code == 1
+    assert "'ghost' not found" in result.err
+
+
+def test_enable_disable_and_set_param(cli: Cli) -> None:
+    cli("strategies", "add", "x", "--kind", "momentum", "--instrument", "1:ABC")
+
+    assert cli("strategies", "disable", "x").out.strip() == "strategy x disabled"
+    assert json.loads(cli("strategies", "show", "x", "--json").out)["enabled"] is False
+    assert cli("strategies", "enable", "x").code == 0
+    assert json.loads(cli("strategies", "show", "x", "--json").out)["enabled"] is True
+
+    changed = cli("strategies", "set-param", "x", "threshold_pct=0.2", "quantity=3")
+    assert changed.code == 0, changed.err
+    params = json.loads(cli("strategies", "show", "x", "--json").out)["parameters"]
+    assert params == {"lookback": 5, "threshold_pct": "0.2", "quantity": 3}
+
+    refused = cli("strategies", "set-param", "x", "quantity=0")
+    assert refused.code == 2
+    assert "quantity" in refused.err
+    params = json.loads(cli("strategies", "show", "x", "--json").out)["parameters"]
+    assert params["quantity"] == 3
+
+
+def test_seed_demo_only_once(cli: Cli) -> None:
+    first = cli("strategies", "seed-demo")
+    second = cli("strategies", "seed-demo")
+
+    assert first.code == 0
+    assert "created demo strategy momentum-nifty" in first.out
+    assert "created demo strategy meanrev-it" in first.out
+    assert second.code == 0
+    assert "nothing seeded" in second.out
+    ids = [r["strategy_id"] for r in json.loads(cli("strategies", "list", "--json").out)]
+    assert ids == ["meanrev-it", "momentum-nifty"]
+
+
+def test_halt_and_resume(cli: Cli) -> None:
+    cli("strategies", "seed-demo")
+
+    halted = cli("halt", "--strategy", "meanrev-it", "--reason", "odd fills")
+    assert halted.code == 0
+    assert "halted strategy meanrev-it: odd fills" in halted.out
+    again = cli("halt", "--strategy", "meanrev-it")
+    assert again.code == 0 and "already halted" in again.out and "odd fills" in again.out
+    records = {r["strategy_id"]: r for r in json.loads(cli("strategies", "list", "--json").out)}
+    assert records["meanrev-it"]["halted"] and not records["momentum-nifty"]["halted"]
+
+    assert cli("halt", "--all", "--reason", "exchange outage").code == 0
+    listed = cli("halt", "--list").out
+    assert "all trading" in listed and "exchange outage" in listed
+    records = {r["strategy_id"]: r for r in json.loads(cli("strategies", "list", "--json").out)}
+    assert all(r["halted"] for r in records.values())
+
+    resumed = cli("resume", "--strategy", "meanrev-it")
+    assert resumed.code == 0
+    assert "resumed strategy meanrev-it" in resumed.out
+    assert "all trading is still halted" in resumed.out
+    assert cli("resume", "--all").out.strip() == "resumed all trading"
+    assert cli("resume", "--all").out.strip() == "all trading was not halted"
+    assert cli("halt", "--list").out.strip() == "no halts in force"
+
+
+def test_halt_needs_a_scope(cli: Cli) -> None:
+    # argparse refuses it before any handler runs, with its usual exit status 2.
+    with pytest.raises(SystemExit) as caught:
+        cli("halt")
+    assert caught.value.code == 2
+
+
+def test_users(cli: Cli) -> None:
+    created = cli("users", "create", "alice", "--role", "admin", "--password-stdin",
+                  stdin="s3cret-pass\n")  # fmt: skip
+    assert created.code == 0, created.err
+    assert "created user alice (admin)" in created.out
+
+    duplicate = cli("users", "create", "alice", "--password-stdin", stdin="s3cret-pass\n")
+    assert duplicate.code == 2 and "already exists" in duplicate.err
+
+    short = cli("users", "create", "bob", "--password-stdin", stdin="short\n")
+    assert short.code == 2 and "at least 8 characters" in short.err
+
+    assert cli("users", "disable", "alice").out.strip() == "user alice disabled"
+    [user] = json.loads(cli("users", "list", "--json").out)
+    assert user["username"] == "alice" and user["role"] == "admin" and user["disabled"]
+    assert "password_hash" not in user
+    assert "alice" in cli("users", "list").out
+
+    changed = cli("users", "set-password", "alice", "--password-stdin", stdin="new-pass-123\n")
+    assert changed.code == 0
+    missing = cli("users", "set-password", "ghost", "--password-stdin", stdin="new-pass-123\n")
+    assert missing.code == 1
+
+
+def test_users_create_prompts_twice(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter(["s3cret-pass", "s3cret-pasS"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+
+    mismatch = cli("users", "create", "carol")
+    assert mismatch.code == 2
+    assert "do not match" in mismatch.err
+
+    answers = iter(["s3cret-pass", "s3cret-pass"])
+    assert cli("users", "create", "carol").code == 0
