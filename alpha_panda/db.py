@@ -441,17 +441,28 @@ def _positive_decimal(key: str, value: Any) -> str:
     return str(number)
 
 
-def _instrument_list(value: Any) -> list[int]:
+def _instrument_list(value: Any) -> list[int] | None:
+    # None (JSON null, or an empty CLI value) means "every instrument", the same as an
+    # empty ALPHA_PANDA_RISK_ALLOWED_INSTRUMENTS; it lets one strategy lift a global list.
     items: Sequence[Any]
+    if value is None:
+        return None
     if isinstance(value, str):
         items = [p for p in (s.strip() for s in value.split(",")) if p]
+        if not items:
+            return None
     elif isinstance(value, Sequence):
         items = value
+        if not items:
+            raise ConfigValidationError(
+                "risk_limits.allowed_instruments",
+                "an empty list would block every instrument; use null to allow all",
+            )
     else:
         raise ConfigValidationError(
             "risk_limits.allowed_instruments", "must be a list of instrument tokens"
         )
-    return [_positive_int("allowed_instruments", v) for v in items]
+    return sorted({_positive_int("allowed_instruments", v) for v in items})
 
 
 def _boolean(key: str, value: Any) -> bool:

@@ -120,6 +120,8 @@ def parse_instruments(items: Sequence[str]) -> list[tuple[int, str]]:
 
 
 def _format_value(value: Any) -> str:
+    if value is None:  # only allowed_instruments can be null: no restriction
+        return "all"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
