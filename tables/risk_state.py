@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from alpha_panda.settings import RiskSettings
 from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
@@ -108,24 +109,32 @@ class RiskLimits(_Frozen):
             return cls.model_validate(dict(values))
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'limits'}: {err['msg']} "
+                f"{'.'.join(str(p) for p in err['loc']) or 'limits'}: {_rule_text(err)} "
                 f"(got {err['input']!r})"
                 for err in exc.errors()
             )
             raise RiskConfigError(f"invalid risk limits: {problems}") from None
 
 
+def _rule_text(error: ErrorDetails) -> str:
+    # Our own validators' messages read better without pydantic's "Value error, " prefix.
+    if error["type"] == "value_error":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return error["msg"]
+
+
 def parse_instrument_list(text: str) -> frozenset[int] | None:
-    """``"738561, 408065"`` -> those tokens; an empty string means every instrument."""
+    """``"738561, 408065"`` -> those tokens; an empty string means every instrument.
+
+    Raises ValueError naming the bad entry.
+    """
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
         return None
     tokens: set[int] = set()
     for part in parts:
         if not part.isdigit() or int(part) <= 0:
-            raise RiskConfigError(
-                f"allowed_instruments: {part!r} is not a positive instrument token"
-            )
+            raise ValueError(f"{part!r} is not a positive instrument token")
         tokens.add(int(part))
     return frozenset(tokens)
 
