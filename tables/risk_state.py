@@ -72,6 +72,9 @@ class RiskLimits(_Frozen):
     def _parse_instrument_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return parse_instrument_list(value)
+        if value is not None and not value:
+            # Same rule as the config store: "allow nothing" is a mistake; None allows all.
+            raise ValueError("an empty list would block every instrument; use None to allow all")
         return value
 
     @classmethod

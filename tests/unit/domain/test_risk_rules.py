@@ -391,6 +391,7 @@ def test_overrides_apply_and_validate() -> None:
         ({"max_orders_per_minute": True}, r"max_orders_per_minute: .*not a boolean"),
         ({"max_order_qty": 5}, r"unknown risk limit field\(s\) max_order_qty"),
         ({"allowed_instruments": [0]}, r"allowed_instruments\.0: Input should be greater than 0"),
+        ({"allowed_instruments": []}, r"allowed_instruments: an empty list would block"),
     ],
 )
 def test_bad_overrides_name_the_field_and_rule(overrides: dict[str, Any], message: str) -> None:
