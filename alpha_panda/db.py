@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -121,9 +121,29 @@ class SchemaTooNewError(ConfigStoreError):
 # -- engine ----------------------------------------------------------------------------
 
 
+_SUPPORTED_DRIVERS = {("sqlite", "aiosqlite"), ("postgresql", "asyncpg")}
+_URL_FORMS = "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+
+
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; for a SQLite file, its directory is created first."""
-    parsed = make_url(url)
+    """An async engine for ``url``; for a SQLite file, its directory is created first.
+
+    Raises :class:`ConfigValidationError` (field ``database.url``) for a URL that is not
+    one of the two supported async drivers, before anything tries to connect.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not echoed: an unparseable URL may still contain a password.
+        raise ConfigValidationError(
+            "database.url", f"ALPHA_PANDA_DATABASE_URL is not a database URL ({_URL_FORMS})"
+        ) from None
+    if (parsed.get_backend_name(), parsed.get_driver_name()) not in _SUPPORTED_DRIVERS:
+        raise ConfigValidationError(
+            "database.url",
+            f"ALPHA_PANDA_DATABASE_URL driver {parsed.drivername!r} is not supported "
+            f"({_URL_FORMS})",
+        )
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

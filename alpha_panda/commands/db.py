@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,10 +39,11 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def _database_error(url: str, exc: DBAPIError) -> str:
-    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+def _database_error(url: str, exc: Exception) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     hint = ""
-    if "no such table" in detail or "does not exist" in detail:
+    if "no such table" in detail or ("relation" in detail and "does not exist" in detail):
         hint = "; run `alpha-panda db upgrade` to create the schema"
     return f"database error at {describe_url(url)}: {detail}{hint}"
 
@@ -69,7 +71,9 @@ def _run(action: Callable[[AsyncEngine], Awaitable[int]]) -> int:
         return fail(str(exc), EXIT_BAD_INPUT)
     except SchemaTooNewError as exc:
         return fail(str(exc), EXIT_FAILED)
-    except DBAPIError as exc:
+    except (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # asyncpg errors raised while connecting (unknown database, bad password) reach
+        # here unwrapped; once connected, SQLAlchemy wraps them in DBAPIError.
         return fail(_database_error(url, exc), EXIT_FAILED)
     except OSError as exc:
         # asyncpg raises plain OSError (connection refused, DNS) before any DBAPI exists.

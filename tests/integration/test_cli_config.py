@@ -281,3 +281,33 @@ def test_users_create_prompts_twice(cli: Cli, monkeypatch: pytest.MonkeyPatch) -
 
     answers = iter(["s3cret-pass", "s3cret-pass"])
     assert cli("users", "create", "carol").code == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("mysql://root@localhost/x", 2, "driver 'mysql' is not supported"),
+        ("postgresql://postgres@127.0.0.1/x", 2, "driver 'postgresql' is not supported"),
+        ("not a url", 2, "ALPHA_PANDA_DATABASE_URL is not a database URL"),
+        # Port 9 (discard) on loopback: nothing listens, so the connection is refused.
+        ("postgresql+asyncpg://u:hunter2@127.0.0.1:9/x", 1, "cannot reach database"),
+    ],
+)
+def test_bad_database_url(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    code: int,
+    message: str,
+) -> None:
+    monkeypatch.setenv("ALPHA_PANDA_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        assert main(["strategies", "list"]) == code
+    finally:
+        get_settings.cache_clear()
+
+    err = capsys.readouterr().err
+    assert message in err
+    assert "hunter2" not in err
+    assert len(err.strip().splitlines()) == 1
