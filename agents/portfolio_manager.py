@@ -1,7 +1,188 @@
-"""Placeholder until the stage lands."""
+"""Stage 5, portfolio manager: fills and ticks -> positions, cash and P&L; the read API.
 
-from alpha_panda.runtime import StageContext
+One portfolio per strategy. Fills are keyed by strategy id, so each portfolio is updated
+only from the one orders.filled.* partition that owns it, in order. Last prices are
+kept per instrument from market.ticks; unrealised P&L and equity are derived from the
+two (``Portfolio.valuation``) when read, so a tick costs one small table write.
+Recent rejections are kept for the API. After each update the Redis mirror is marked;
+its flusher copies current table values to Redis in batches (see alpha_panda/mirror.py).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from faust.types import EventT, StreamT
+
+from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker
+from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
+from alpha_panda.runtime import Route, StageContext
+from alpha_panda.topics import (
+    MARKET_TICKS,
+    ORDERS_FILLED_LIVE,
+    ORDERS_FILLED_PAPER,
+    SIGNALS_REJECTED,
+    Tables,
+)
+from models.envelope import EventEnvelope
+from models.events import MarketTick, OrderFill, RejectedSignal
+from tables.portfolio import Portfolio
+
+log = structlog.get_logger(__name__)
+
+RECENT_FILLS = 100
+RECENT_REJECTIONS = 50
 
 
 def register(ctx: StageContext) -> None:
-    return None
+    starting_cash = ctx.settings.portfolio.starting_cash
+    portfolios = ctx.table(
+        Tables.PORTFOLIOS, partitions=ORDERS_FILLED_PAPER.partitions, help="Portfolio per strategy"
+    )
+    recent_fills = ctx.table(
+        Tables.RECENT_FILLS,
+        partitions=ORDERS_FILLED_PAPER.partitions,
+        help="Recent fills per strategy",
+    )
+    last_prices = ctx.table(
+        Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
+    )
+    recent_rejections = ctx.table(
+        Tables.RECENT_REJECTIONS,
+        partitions=SIGNALS_REJECTED.partitions,
+        help="Recent rejections per strategy:instrument",
+    )
+
+    def equity_of(strategy_id: str) -> str | None:
+        raw = portfolios.get(strategy_id)
+        if raw is None:
+            return None
+        portfolio = Portfolio.from_json_dict(raw)
+        prices = {
+            token: Decimal(p["price"])
+            for token in portfolio.positions
+            if (p := last_prices.get(str(token))) is not None
+        }
+        return str(portfolio.valuation(prices).equity)
+
+    mirror: RedisMirror | None = None
+    if ctx.settings.redis.enabled:
+        breaker = CircuitBreaker(
+            "redis-mirror",
+            failure_threshold=3,
+            reset_timeout_s=2.0,
+            on_state_change=lambda name, state: ctx.metrics.breaker_state.labels(
+                ctx.source, name
+            ).set(0 if state is BreakerState.CLOSED else 1),
+        )
+        ctx.metrics.breaker_state.labels(ctx.source, "redis-mirror").set(0)
+        mirror = RedisMirror(
+            url=ctx.settings.redis.url,
+            keys=MirrorKeys(ctx.settings.redis.key_prefix),
+            sources=MirrorSources(
+                portfolio=portfolios.get,
+                fills=recent_fills.get,
+                price=last_prices.get,
+                rejections=recent_rejections.get,
+                equity=equity_of,
+            ),
+            breaker=breaker,
+        )
+        ctx.health_checks["redis"] = mirror.health
+        running_mirror = mirror
+
+        @ctx.app.task
+        async def flush_mirror() -> None:
+            try:
+                await running_mirror.run(lambda: ctx.app.should_stop)
+            finally:
+                await running_mirror.flush()
+                await running_mirror.close()
+
+    async def on_fill(envelope: EventEnvelope[Any], event: EventT) -> None:
+        fill: OrderFill = envelope.data
+        sid = fill.strategy_id
+        source = f"{event.message.topic}:{event.message.partition}"
+        raw = portfolios.get(sid)
+        portfolio = (
+            Portfolio.from_json_dict(raw) if raw is not None else Portfolio.new(sid, starting_cash)
+        )
+        if portfolio.already_applied(source, event.message.offset):
+            ctx.metrics.domain.labels(ctx.source, "fill_duplicate", "redelivered").inc()
+            return
+        updated = portfolio.apply_fill(fill)
+        if updated is None:
+            ctx.metrics.domain.labels(ctx.source, "fill_duplicate", "same_fill_id").inc()
+            updated = portfolio
+        else:
+            recent_fills[sid] = [fill.model_dump(mode="json"), *(recent_fills.get(sid) or [])][
+                :RECENT_FILLS
+            ]
+            ctx.metrics.domain.labels(ctx.source, "fill_booked", fill.side.value).inc()
+        portfolios[sid] = updated.after_source(source, event.message.offset).to_json_dict()
+        if mirror is not None:
+            mirror.mark_portfolio(sid)
+
+    async def on_tick(envelope: EventEnvelope[Any], event: EventT) -> None:
+        tick: MarketTick = envelope.data
+        key = str(tick.instrument_token)
+        previous = last_prices.get(key)
+        # An instrument always maps to the same partition, so its offsets order its ticks.
+        if previous is not None and previous["offset"] >= event.message.offset:
+            return  # redelivered
+        last_prices[key] = {
+            "price": str(tick.last_price),
+            "symbol": tick.symbol,
+            "ts": tick.exchange_ts.isoformat(),
+            "offset": event.message.offset,
+        }
+        if mirror is not None:
+            mirror.mark_price(key)
+
+    async def on_rejected(envelope: EventEnvelope[Any], event: EventT) -> None:
+        rejected: RejectedSignal = envelope.data
+        key = envelope.key
+        existing = recent_rejections.get(key) or []
+        if any(r["event_id"] == envelope.id for r in existing):
+            return
+        entry = {"event_id": envelope.id, **rejected.model_dump(mode="json")}
+        recent_rejections[key] = [entry, *existing][:RECENT_REJECTIONS]
+        if mirror is not None:
+            mirror.mark_rejections(key)
+
+    @ctx.app.agent(
+        ctx.source_channel([ORDERS_FILLED_PAPER, ORDERS_FILLED_LIVE]), name="portfolio-fills"
+    )
+    async def book_fills(stream: StreamT) -> None:
+        await ctx.process(
+            stream,
+            {
+                ORDERS_FILLED_PAPER.name: Route(ORDERS_FILLED_PAPER, on_fill),
+                ORDERS_FILLED_LIVE.name: Route(ORDERS_FILLED_LIVE, on_fill),
+            },
+        )
+
+    @ctx.app.agent(ctx.source_channel([MARKET_TICKS]), name="portfolio-marks")
+    async def mark_prices(stream: StreamT) -> None:
+        await ctx.process(stream, {MARKET_TICKS.name: Route(MARKET_TICKS, on_tick)})
+
+    @ctx.app.agent(ctx.source_channel([SIGNALS_REJECTED]), name="portfolio-rejections")
+    async def keep_rejections(stream: StreamT) -> None:
+        await ctx.process(stream, {SIGNALS_REJECTED.name: Route(SIGNALS_REJECTED, on_rejected)})
+
+    try:
+        from web.api import ReadModel, register_api
+    except ImportError:  # the read API lands separately; the stage runs without it
+        return
+    register_api(
+        ctx,
+        ReadModel(
+            portfolios=portfolios,
+            recent_fills=recent_fills,
+            last_prices=last_prices,
+            recent_rejections=recent_rejections,
+        ),
+        mirror,
+    )

@@ -1,7 +1,150 @@
-"""Placeholder until the stage lands."""
+"""Stage 3, risk manager: trading.signals.generated -> validated | rejected.
 
-from alpha_panda.runtime import StageContext
+Risk state is per strategy (exposure, daily loss and order rate span instruments), but
+signals are keyed "{strategy_id}:{instrument_token}". So the first agent repartitions
+each signal, bytes unchanged, by strategy id onto the stage's own topic, and the second
+agent owns each strategy's state from exactly one partition. Decisions keep the original
+signal key and get ids derived from the signal's id, so a replay reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from faust.types import EventT, StreamT
+
+from agents.risk_rules import RiskDecision, evaluate
+from alpha_panda.config_watch import ConfigWatcher
+from alpha_panda.db import RuntimeConfig
+from alpha_panda.runtime import Route, StageContext
+from alpha_panda.topics import (
+    RISK_SIGNALS_BY_STRATEGY,
+    SIGNALS_GENERATED,
+    SIGNALS_REJECTED,
+    SIGNALS_VALIDATED,
+    Tables,
+)
+from models.envelope import EventEnvelope, derived_event_id
+from models.events import RejectedSignal, RejectionReason, TradingSignal, ValidatedSignal
+from tables.risk_state import KillSwitch, RiskConfigError, RiskLimits, StrategyRiskState
+
+log = structlog.get_logger(__name__)
+
+
+class RiskPolicy:
+    """Limits and kill switch as of the latest configuration (refreshed in background)."""
+
+    def __init__(self, defaults: RiskLimits) -> None:
+        self.defaults = defaults
+        self.limits: dict[str, RiskLimits] = {}
+        self.unusable: dict[str, str] = {}  # strategy id -> why it may not trade
+        self.kill_switch = KillSwitch()
+
+    def configure(self, config: RuntimeConfig) -> None:
+        limits: dict[str, RiskLimits] = {}
+        unusable: dict[str, str] = {}
+        for record in config.strategies:
+            if not record.enabled:
+                unusable[record.strategy_id] = "strategy is disabled"
+                continue
+            try:
+                limits[record.strategy_id] = self.defaults.with_overrides(record.risk_limits)
+            except RiskConfigError as exc:
+                # Refuse rather than trade on defaults the operator did not mean.
+                unusable[record.strategy_id] = f"risk limits invalid: {exc}"
+                log.error("risk_limits_invalid", strategy_id=record.strategy_id, error=str(exc))
+        self.limits, self.unusable = limits, unusable
+        self.kill_switch = KillSwitch(
+            halt_all=config.halt_all, halted_strategies=config.halted_strategies
+        )
+
+    def precheck(self, signal: TradingSignal) -> tuple[RejectionReason, str] | None:
+        sid = signal.strategy_id
+        if sid in self.unusable:
+            return RejectionReason.KILL_SWITCH, self.unusable[sid]
+        if sid not in self.limits:
+            return RejectionReason.STRATEGY_UNKNOWN, f"no configuration for strategy {sid!r}"
+        return None
 
 
 def register(ctx: StageContext) -> None:
-    return None
+    policy = RiskPolicy(RiskLimits.from_settings(ctx.settings.risk))
+    watcher = ConfigWatcher(ctx, policy.configure)
+    watcher.install()
+    states = ctx.table(
+        Tables.RISK_STATE,
+        partitions=RISK_SIGNALS_BY_STRATEGY.partitions,
+        help="Pre-trade risk state per strategy",
+    )
+
+    async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
+        await ctx.forward(RISK_SIGNALS_BY_STRATEGY, envelope.data.strategy_id, event.message.value)
+
+    async def decide(envelope: EventEnvelope[Any], event: EventT) -> None:
+        await watcher.ready.wait()
+        signal: TradingSignal = envelope.data
+        sid = signal.strategy_id
+        raw_state = states.get(sid)
+        state = (
+            StrategyRiskState.from_json_dict(raw_state)
+            if raw_state is not None
+            else StrategyRiskState.new(sid)
+        )
+        pre = policy.precheck(signal)
+        if pre is not None:
+            await emit_rejection(envelope, signal, pre[0], pre[1])
+            return
+        decision: RiskDecision = evaluate(
+            signal, envelope.id, policy.limits[sid], state, policy.kill_switch
+        )
+        if not decision.duplicate:
+            states[sid] = decision.new_state.to_json_dict()
+        if decision.rejection is None:
+            validated = ValidatedSignal(
+                signal_event_id=envelope.id, signal=signal, validated_ts=signal.signal_ts
+            )
+            await ctx.send(
+                SIGNALS_VALIDATED.record(
+                    validated,
+                    event_id=derived_event_id(envelope.id, "validated"),
+                    ts=envelope.ts,
+                    source=ctx.source,
+                )
+            )
+            ctx.metrics.domain.labels(ctx.source, "approved", sid).inc()
+        else:
+            await emit_rejection(
+                envelope, signal, decision.rejection.reason, decision.rejection.detail
+            )
+
+    async def emit_rejection(
+        envelope: EventEnvelope[Any], signal: TradingSignal, reason: RejectionReason, detail: str
+    ) -> None:
+        rejected = RejectedSignal(
+            signal_event_id=envelope.id,
+            signal=signal,
+            reason=reason,
+            detail=detail[:500],
+            rejected_by=ctx.source,
+            rejected_ts=signal.signal_ts,
+        )
+        await ctx.send(
+            SIGNALS_REJECTED.record(
+                rejected,
+                event_id=derived_event_id(envelope.id, "rejected"),
+                ts=envelope.ts,
+                source=ctx.source,
+            )
+        )
+        ctx.metrics.domain.labels(ctx.source, "rejected", reason.value).inc()
+
+    @ctx.app.agent(ctx.source_channel([SIGNALS_GENERATED]), name="risk-repartition")
+    async def repartition_signals(stream: StreamT) -> None:
+        await ctx.process(stream, {SIGNALS_GENERATED.name: Route(SIGNALS_GENERATED, repartition)})
+
+    @ctx.app.agent(ctx.source_channel([RISK_SIGNALS_BY_STRATEGY]), name="risk-decide")
+    async def decide_signals(stream: StreamT) -> None:
+        await ctx.process(
+            stream, {RISK_SIGNALS_BY_STRATEGY.name: Route(RISK_SIGNALS_BY_STRATEGY, decide)}
+        )

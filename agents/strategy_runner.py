@@ -1,7 +1,78 @@
-"""Placeholder until the stage lands."""
+"""Stage 2, strategy runner: market.ticks -> trading.signals.generated.
 
-from alpha_panda.runtime import StageContext
+Consumes market.ticks (group alpha-panda.strategy-runner), hands each tick to the
+strategies configured for its instrument, and publishes their signals keyed
+"{strategy_id}:{instrument_token}". Strategy state lives in a changelog-backed table
+co-partitioned with market.ticks, so a restarted runner resumes exactly where it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from faust.types import EventT, StreamT
+
+from agents.strategy_host import StrategyHost
+from alpha_panda.config_watch import ConfigWatcher
+from alpha_panda.db import RuntimeConfig
+from alpha_panda.runtime import Route, StageContext
+from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
+from models.envelope import EventEnvelope
+
+log = structlog.get_logger(__name__)
 
 
 def register(ctx: StageContext) -> None:
-    return None
+    host = StrategyHost()
+    states = ctx.table(
+        "strategy-state",
+        partitions=MARKET_TICKS.partitions,
+        help="Rolling state per strategy:instrument, with replay bookkeeping",
+    )
+
+    def on_config(config: RuntimeConfig) -> None:
+        for problem in host.configure(config):
+            log.warning("strategy_skipped", stage=ctx.source, reason=problem)
+        log.info("strategies_routed", stage=ctx.source, assignments=host.assignment_count)
+
+    watcher = ConfigWatcher(ctx, on_config)
+    watcher.install()
+
+    async def on_tick(envelope: EventEnvelope[Any], event: EventT) -> None:
+        await watcher.ready.wait()
+        tick = envelope.data
+        offset = event.message.offset
+        for assignment in host.assignments_for(tick.instrument_token):
+            try:
+                outcome = host.on_tick(
+                    assignment, tick, envelope.id, offset, states.get(assignment.key)
+                )
+            except Exception as exc:
+                # One strategy's bug must not starve the others of this tick.
+                ctx.metrics.failed.labels(ctx.source, MARKET_TICKS.name, "strategy").inc()
+                log.error(
+                    "strategy_failed",
+                    stage=ctx.source,
+                    strategy_id=assignment.strategy_id,
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=offset,
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=True,
+                )
+                continue
+            if outcome.new_entry is not None:
+                states[assignment.key] = outcome.new_entry
+            for event_id, signal in outcome.signals:
+                record = SIGNALS_GENERATED.record(
+                    signal, event_id=event_id, ts=tick.exchange_ts, source=ctx.source
+                )
+                await ctx.send(record)
+                ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()
+
+    channel = ctx.source_channel([MARKET_TICKS])
+
+    @ctx.app.agent(channel, name="strategy-runner")
+    async def run_strategies(stream: StreamT) -> None:
+        await ctx.process(stream, {MARKET_TICKS.name: Route(MARKET_TICKS, on_tick)})

@@ -1,7 +1,171 @@
-"""Placeholder until the stage lands."""
+"""Stage 4, trading engine: validated signals + ticks -> orders.filled.paper.
 
-from alpha_panda.runtime import StageContext
+Paper fills need the instrument's last price and resting LIMIT orders need its ticks, so
+all state here is per instrument. Validated signals are keyed by strategy and instrument;
+the first agent repartitions them, bytes unchanged, by instrument onto a topic with
+market.ticks' partitioning, and the second agent consumes that topic and market.ticks
+together, routing by topic name, so an instrument's price and orders live in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from faust.types import EventT, StreamT
+
+from agents.fees import FeeSchedule
+from agents.paper_trader import PaperTrader, PendingLimitOrder
+from alpha_panda.runtime import Route, StageContext
+from alpha_panda.topics import (
+    ENGINE_SIGNALS_BY_INSTRUMENT,
+    MARKET_TICKS,
+    ORDERS_FILLED_PAPER,
+    SIGNALS_REJECTED,
+    SIGNALS_VALIDATED,
+    Tables,
+)
+from models.envelope import EventEnvelope, derived_event_id
+from models.events import (
+    ExecutionMode,
+    MarketTick,
+    OrderFill,
+    RejectedSignal,
+    RejectionReason,
+    ValidatedSignal,
+)
+
+log = structlog.get_logger(__name__)
 
 
 def register(ctx: StageContext) -> None:
-    return None
+    fees = (
+        FeeSchedule.delivery()
+        if ctx.settings.paper.product == "delivery"
+        else FeeSchedule.intraday()
+    )
+    trader = PaperTrader(slippage_bps=ctx.settings.paper.slippage_bps, fees=fees)
+    last_prices = ctx.table(
+        Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
+    )
+    pending_orders = ctx.table(
+        Tables.PENDING_ORDERS,
+        partitions=MARKET_TICKS.partitions,
+        help="Resting paper LIMIT orders per instrument",
+    )
+
+    async def send_fill(fill: OrderFill, cause: EventEnvelope[Any]) -> None:
+        await ctx.send(
+            ORDERS_FILLED_PAPER.record(
+                fill,
+                event_id=derived_event_id(fill.fill_id, "filled"),
+                ts=fill.filled_ts,
+                source=ctx.source,
+            )
+        )
+        ctx.metrics.domain.labels(ctx.source, "fill", fill.side.value).inc()
+
+    async def reject(
+        envelope: EventEnvelope[Any],
+        validated: ValidatedSignal,
+        reason: RejectionReason,
+        detail: str,
+    ) -> None:
+        rejected = RejectedSignal(
+            signal_event_id=validated.signal_event_id,
+            signal=validated.signal,
+            reason=reason,
+            detail=detail,
+            rejected_by=ctx.source,
+            rejected_ts=validated.signal.signal_ts,
+        )
+        await ctx.send(
+            SIGNALS_REJECTED.record(
+                rejected,
+                event_id=derived_event_id(envelope.id, "engine-rejected"),
+                ts=envelope.ts,
+                source=ctx.source,
+            )
+        )
+        ctx.metrics.domain.labels(ctx.source, "rejected", reason.value).inc()
+
+    async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
+        token = str(envelope.data.signal.instrument_token)
+        await ctx.forward(ENGINE_SIGNALS_BY_INSTRUMENT, token, event.message.value)
+
+    async def on_tick(envelope: EventEnvelope[Any], event: EventT) -> None:
+        tick: MarketTick = envelope.data
+        key = str(tick.instrument_token)
+        previous = last_prices.get(key)
+        if previous is not None and datetime.fromisoformat(previous["ts"]) > tick.exchange_ts:
+            return  # an older tick redelivered: the price has moved on
+        last_prices[key] = {
+            "price": str(tick.last_price),
+            "symbol": tick.symbol,
+            "ts": tick.exchange_ts.isoformat(),
+        }
+        resting = pending_orders.get(key)
+        if not resting:
+            return
+        orders = [PendingLimitOrder.from_json_dict(o) for o in resting]
+        fills, still_resting = trader.on_tick(orders, tick)
+        if fills:
+            pending_orders[key] = [o.to_json_dict() for o in still_resting]
+            for fill in fills:
+                await send_fill(fill, envelope)
+
+    async def on_validated(envelope: EventEnvelope[Any], event: EventT) -> None:
+        validated: ValidatedSignal = envelope.data
+        signal = validated.signal
+        if signal.execution_mode is ExecutionMode.LIVE:
+            await reject(
+                envelope,
+                validated,
+                RejectionReason.LIVE_TRADING_NOT_CONFIGURED,
+                "live trading not configured: no broker adapter is installed for live orders",
+            )
+            return
+        key = str(signal.instrument_token)
+        price = last_prices.get(key)
+        if price is None:
+            await reject(
+                envelope,
+                validated,
+                RejectionReason.NO_MARKET_PRICE,
+                f"no market price yet for instrument {signal.instrument_token}",
+            )
+            return
+        price_ts = datetime.fromisoformat(price["ts"])
+        # Fill time is market time: the later of the signal and the price it fills at.
+        fill_ts = max(signal.signal_ts, price_ts)
+        resting_now = pending_orders.get(key) or []
+        if any(o["signal_event_id"] == validated.signal_event_id for o in resting_now):
+            return  # a redelivered LIMIT order already resting
+        outcome = trader.execute(
+            signal, validated.signal_event_id, Decimal(price["price"]), fill_ts
+        )
+        if isinstance(outcome, PendingLimitOrder):
+            pending_orders[key] = [*resting_now, outcome.to_json_dict()]
+            ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
+            return
+        await send_fill(outcome, envelope)
+
+    @ctx.app.agent(ctx.source_channel([SIGNALS_VALIDATED]), name="engine-repartition")
+    async def repartition_validated(stream: StreamT) -> None:
+        await ctx.process(stream, {SIGNALS_VALIDATED.name: Route(SIGNALS_VALIDATED, repartition)})
+
+    channel = ctx.source_channel([MARKET_TICKS, ENGINE_SIGNALS_BY_INSTRUMENT])
+
+    @ctx.app.agent(channel, name="engine-execute")
+    async def execute(stream: StreamT) -> None:
+        await ctx.process(
+            stream,
+            {
+                MARKET_TICKS.name: Route(MARKET_TICKS, on_tick),
+                ENGINE_SIGNALS_BY_INSTRUMENT.name: Route(
+                    ENGINE_SIGNALS_BY_INSTRUMENT, on_validated
+                ),
+            },
+        )

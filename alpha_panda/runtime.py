@@ -19,6 +19,8 @@ from typing import Any
 
 import faust
 import structlog
+from faust.types import EventT, StreamT, TopicT
+from faust.types.tuples import Message
 
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.settings import Settings, Stage
@@ -31,7 +33,7 @@ log = structlog.get_logger("alpha_panda.runtime")
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = (0.05, 0.2)
 
-Handler = Callable[[EventEnvelope[Any], faust.types.EventT], Awaitable[None]]
+Handler = Callable[[EventEnvelope[Any], EventT], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class StageContext:
     settings: Settings
     stage: Stage
     metrics: StageMetrics
-    topics: dict[str, faust.types.TopicT] = field(default_factory=dict)
+    topics: dict[str, TopicT] = field(default_factory=dict)
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     # Test hook: an exception raised here is treated like a handler failure.
     fault_injector: Callable[[EventEnvelope[Any]], None] | None = None
@@ -58,7 +60,7 @@ class StageContext:
     def source(self) -> str:
         return self.stage.value
 
-    def topic(self, spec: TopicSpec | str) -> faust.types.TopicT:
+    def topic(self, spec: TopicSpec | str) -> TopicT:
         name = spec if isinstance(spec, str) else spec.name
         if name not in self.topics:
             self.topics[name] = self.app.topic(
@@ -72,7 +74,7 @@ class StageContext:
             )
         return self.topics[name]
 
-    def source_channel(self, specs: Iterable[TopicSpec]) -> faust.types.TopicT:
+    def source_channel(self, specs: Iterable[TopicSpec]) -> TopicT:
         """One Faust channel over several registry topics, for an agent that routes by name."""
         names = [s.name for s in specs]
         for name in names:
@@ -91,9 +93,7 @@ class StageContext:
             name,
             default=None,
             key_type=str,
-            value_type=None,
-            key_serializer="raw",
-            value_serializer="json",
+            value_type=None,  # app default serializer: JSON
             partitions=partitions,
             help=help,
         )
@@ -113,7 +113,7 @@ class StageContext:
 
     async def dead_letter(
         self,
-        message: faust.types.tuples.Message,
+        message: Message,
         *,
         error_type: str,
         error: str,
@@ -146,7 +146,7 @@ class StageContext:
             attempts=attempts,
         )
 
-    async def process(self, stream: faust.StreamT, routes: Mapping[str, Route]) -> None:
+    async def process(self, stream: StreamT, routes: Mapping[str, Route]) -> None:
         """The agent body: consume `stream`, route each record by topic name."""
         metrics = self.metrics
         async for event in stream.events():
@@ -185,7 +185,7 @@ class StageContext:
                 )
 
     async def _handle_with_retries(
-        self, route: Route, envelope: EventEnvelope[Any], event: faust.types.EventT
+        self, route: Route, envelope: EventEnvelope[Any], event: EventT
     ) -> None:
         message = event.message
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -221,4 +221,3 @@ class StageContext:
             else:
                 self.metrics.processed.labels(self.source, message.topic).inc()
                 return
-

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_JWT_SECRET = "change-me-in-production"  # noqa: S105 - refused outside development
+PLACEHOLDER_JWT_SECRET = "change-me-in-production"
 
 
 class Stage(StrEnum):
@@ -97,7 +97,9 @@ class AuthSettings(_Section):
 
 class WebSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, gt=0, lt=65536, description="Port of the read API (portfolio manager).")
+    port: int = Field(
+        default=8080, gt=0, lt=65536, description="Port of the read API (portfolio manager)."
+    )
     stage_base_port: int = Field(
         default=8081,
         gt=0,
@@ -108,6 +110,9 @@ class WebSettings(_Section):
 
 class PaperSettings(_Section):
     slippage_bps: Decimal = Field(default=Decimal("5"), ge=0, le=1000)
+    product: Literal["intraday", "delivery"] = Field(
+        default="intraday", description="Which NSE charge schedule paper fills pay."
+    )
 
 
 class RiskSettings(_Section):

@@ -159,3 +159,19 @@ def topic_spec(name: str) -> TopicSpec:
         return ALL_TOPICS_BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown topic {name!r}; known: {sorted(ALL_TOPICS_BY_NAME)}") from None
+
+
+# Changelog topics of the stages' Faust tables: "{app id}-{table}-changelog", where the
+# app id is the stage's consumer group. Named here so tools (rebuild, dlq) never guess.
+class Tables:
+    STRATEGY_STATE = "strategy-state"
+    RISK_STATE = "risk-state"
+    LAST_PRICES = "last-prices"
+    PENDING_ORDERS = "pending-orders"
+    PORTFOLIOS = "portfolios"
+    RECENT_FILLS = "recent-fills"
+    RECENT_REJECTIONS = "recent-rejections"
+
+
+def changelog_topic(consumer_group: str, table: str) -> str:
+    return f"{consumer_group}-{table}-changelog"

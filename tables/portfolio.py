@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import InstrumentToken, OrderFill, Side, StrategyId, UtcDatetime
 
-# Duplicate fills come from at-least-once redelivery: after a crash or rebalance the
-# consumer re-reads from the last committed offset, i.e. at most a few seconds of records.
-# One strategy cannot produce 5,000 fills in that window (risk caps orders per minute), so
-# remembering the last 5,000 fill ids catches every redelivered fill while keeping the
-# stored state bounded.
-RECENT_FILL_IDS_BOUND = 5_000
+# Two kinds of duplicate reach a portfolio. Redelivery after a crash or rebalance re-reads
+# records at or below an offset already applied: `source_offsets` (the last applied offset
+# per source topic-partition) recognises those, however many. A fill the engine produced
+# twice (it crashed after producing, before committing) arrives again at a *later* offset
+# with the same fill id, within the engine's commit window: the last 500 fill ids cover
+# that, and keep every changelog record of a portfolio small.
+RECENT_FILL_IDS_BOUND = 500
 
 ZERO = Decimal("0")
 
@@ -109,6 +110,17 @@ class Portfolio(_Frozen):
     recent_fill_ids: tuple[str, ...] = Field(
         default=(), description=f"Last {RECENT_FILL_IDS_BOUND} applied fill ids, oldest first."
     )
+    source_offsets: dict[str, int] = Field(
+        default_factory=dict, description="'topic:partition' -> last applied offset."
+    )
+
+    def already_applied(self, source: str, offset: int) -> bool:
+        """True for a record at or below the last offset applied from `source`."""
+        last = self.source_offsets.get(source)
+        return last is not None and offset <= last
+
+    def after_source(self, source: str, offset: int) -> Portfolio:
+        return self.model_copy(update={"source_offsets": {**self.source_offsets, source: offset}})
 
     @classmethod
     def new(cls, strategy_id: str, starting_cash: Decimal) -> Portfolio:

@@ -23,9 +23,10 @@ from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatet
 IST = ZoneInfo("Asia/Kolkata")
 ORDER_RATE_WINDOW = timedelta(seconds=60)
 # A replayed signal is one redelivered after a crash or rebalance, i.e. from the last few
-# seconds of the partition; 2,000 decisions per strategy covers that many times over while
+# seconds of the partition; 500 decisions per strategy covers that (risk caps orders per
+# minute, and rejected bursts are short) while
 # keeping the stored state (written on every signal) small.
-SEEN_SIGNALS_BOUND = 2_000
+SEEN_SIGNALS_BOUND = 500
 
 ZERO = Decimal("0")
 

@@ -18,7 +18,9 @@ from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.settings import Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_DSN = os.environ.get("ALPHA_PANDA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "ALPHA_PANDA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_TEST_URL = os.environ.get("ALPHA_PANDA_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
@@ -108,3 +110,14 @@ def settings_factory(tmp_path: object) -> object:
 @pytest.fixture
 async def _noop() -> AsyncIterator[None]:
     yield None
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: object) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own: stage topics and consumer groups have fixed names."""
+    embedded = EmbeddedBroker.on_free_port()
+    embedded.start()
+    try:
+        yield embedded
+    finally:
+        embedded.stop()

@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
                     stdout=sink,
                     stderr=sink,
                     stdin=subprocess.DEVNULL,
+                    # Own session: a terminal's Ctrl-C reaches only this orchestrator, which
+                    # stops the stages in order and the broker last.
+                    start_new_session=True,
                 )
             print(
                 f"stage {stage.value}: pid {workers[stage].pid}, "
@@ -199,8 +202,11 @@ def run(args: argparse.Namespace) -> int:
             broker.stop()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("stopped cleanly" if all(p.returncode == 0 for p in workers.values()) else
-              "stopped (a stage did not exit cleanly; see its log)")
+        print(
+            "stopped cleanly"
+            if all(p.returncode == 0 for p in workers.values())
+            else "stopped (a stage did not exit cleanly; see its log)"
+        )
 
 
 def _stop_workers(workers: dict[Stage, subprocess.Popen[bytes]]) -> None:

@@ -1,0 +1,167 @@
+"""Pure core of the strategy runner: routing ticks to strategies, replay-safe state.
+
+Each (strategy, instrument) has one state entry in the runner's table, written only from
+the market.ticks partition of that instrument. The entry records the offset of the last
+tick it folded in and the signals of its most recent signalling ticks, so a tick
+redelivered after a crash (offset <= the recorded one) re-emits exactly the signals it
+produced the first time, with the same event ids, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from alpha_panda.db import RuntimeConfig
+from models.envelope import derived_event_id
+from models.events import MarketTick, TradingSignal
+from strategies.base import BaseStrategy, StrategyConfig
+from strategies.factory import StrategyConfigError, StrategyFactory
+
+ENTRY_VERSION = 1
+# Signalling ticks remembered per (strategy, instrument). A crash can only redeliver
+# ticks after the last committed offset (commit interval ~1 s), and signals are rare
+# next to ticks, so this comfortably covers the replay window.
+RECENT_SIGNALLING_TICKS = 64
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One enabled strategy trading one instrument."""
+
+    strategy_id: str
+    kind: str
+    config: StrategyConfig
+    params: dict[str, Any]
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy_id}:{self.config.instrument_token}"
+
+
+@dataclass
+class TickOutcome:
+    signals: list[tuple[str, TradingSignal]]
+    new_entry: dict[str, Any] | None
+    replayed: bool = False
+
+
+@dataclass
+class _Cached:
+    fingerprint: str
+    offset: int | None
+    strategy: BaseStrategy[Any]
+
+
+@dataclass
+class StrategyHost:
+    _routes: dict[int, list[Assignment]] = field(default_factory=dict)
+    _cache: dict[str, _Cached] = field(default_factory=dict)
+
+    def configure(self, config: RuntimeConfig) -> list[str]:
+        """Rebuild the routing from a configuration; returns why strategies were skipped."""
+        routes: dict[int, list[Assignment]] = {}
+        problems: list[str] = []
+        for record in config.enabled_strategies:
+            try:
+                StrategyFactory.validate_params(record.kind, record.parameters, record.strategy_id)
+            except StrategyConfigError as exc:
+                problems.append(str(exc))
+                continue
+            fingerprint = _fingerprint(record.kind, record.parameters, record.execution_mode.value)
+            for instrument in record.instruments:
+                routes.setdefault(instrument.token, []).append(
+                    Assignment(
+                        strategy_id=record.strategy_id,
+                        kind=record.kind,
+                        config=StrategyConfig(
+                            strategy_id=record.strategy_id,
+                            instrument_token=instrument.token,
+                            symbol=instrument.symbol,
+                            execution_mode=record.execution_mode,
+                        ),
+                        params=dict(record.parameters),
+                        fingerprint=fingerprint,
+                    )
+                )
+        self._routes = routes
+        return problems
+
+    def assignments_for(self, instrument_token: int) -> list[Assignment]:
+        return self._routes.get(instrument_token, [])
+
+    @property
+    def assignment_count(self) -> int:
+        return sum(len(a) for a in self._routes.values())
+
+    def on_tick(
+        self,
+        assignment: Assignment,
+        tick: MarketTick,
+        tick_event_id: str,
+        offset: int,
+        entry: dict[str, Any] | None,
+    ) -> TickOutcome:
+        if entry is not None and offset <= entry["offset"]:
+            return TickOutcome(_recorded_signals(entry, offset), None, replayed=True)
+
+        strategy = self._strategy_for(assignment, entry)
+        signals = strategy.on_tick(tick)
+        emitted = [
+            (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
+            for index, signal in enumerate(signals)
+        ]
+        recent = list(entry["recent"]) if entry is not None else []
+        if emitted:
+            recent.append([offset, [[eid, s.model_dump(mode="json")] for eid, s in emitted]])
+            recent = recent[-RECENT_SIGNALLING_TICKS:]
+        new_entry = {
+            "v": ENTRY_VERSION,
+            "fp": assignment.fingerprint,
+            "offset": offset,
+            "state": strategy.export_state(),
+            "recent": recent,
+        }
+        self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
+        return TickOutcome(emitted, new_entry)
+
+    def _strategy_for(
+        self, assignment: Assignment, entry: dict[str, Any] | None
+    ) -> BaseStrategy[Any]:
+        cached = self._cache.get(assignment.key)
+        entry_offset = entry["offset"] if entry is not None else None
+        # The table is the truth; the cached instance is only valid if it has folded in
+        # exactly what the table has (a rebalance or restart breaks that).
+        if (
+            cached is not None
+            and cached.fingerprint == assignment.fingerprint
+            and cached.offset == entry_offset
+        ):
+            return cached.strategy
+        strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
+        if entry is not None:
+            try:
+                strategy.restore_state(entry["state"])
+            except ValueError:
+                if entry.get("fp") == assignment.fingerprint:
+                    raise  # same parameters, unreadable state: corrupt data
+                # Re-parameterised into an incompatible shape: start afresh.
+                strategy = StrategyFactory.create(
+                    assignment.kind, assignment.config, assignment.params
+                )
+        return strategy
+
+
+def _recorded_signals(entry: dict[str, Any], offset: int) -> list[tuple[str, TradingSignal]]:
+    for recorded_offset, signals in entry["recent"]:
+        if recorded_offset == offset:
+            return [(eid, TradingSignal.model_validate(data)) for eid, data in signals]
+    return []
+
+
+def _fingerprint(kind: str, parameters: dict[str, Any], mode: str) -> str:
+    blob = json.dumps([kind, parameters, mode], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

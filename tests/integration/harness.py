@@ -1,0 +1,222 @@
+"""Run real stage workers (`faust -A alpha_panda worker` subprocesses) against a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from alpha_panda.broker import free_port
+from alpha_panda.settings import Stage
+from alpha_panda.topics import OutgoingRecord, partitions_of
+
+FAUST = str(Path(sys.executable).with_name("faust"))
+
+
+@dataclass
+class Deployment:
+    """Environment shared by the stage workers of one test."""
+
+    bootstrap: str
+    data_dir: Path
+    database_url: str = "sqlite+aiosqlite:///:memory:"
+    redis_url: str = "redis://127.0.0.1:1/0"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    api_port: int = field(default_factory=free_port)
+    base_port: int = field(default_factory=lambda: _free_port_block(4))
+
+    def env(self, stage: Stage) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHA_PANDA_")}
+        env.update(
+            {
+                "ALPHA_PANDA_STAGE": stage.value,
+                "ALPHA_PANDA_BROKER_URL": self.bootstrap,
+                "ALPHA_PANDA_BROKER_ENABLE_IDEMPOTENCE": "false",
+                "ALPHA_PANDA_DATA_DIR": str(self.data_dir),
+                "ALPHA_PANDA_DATABASE_URL": self.database_url,
+                "ALPHA_PANDA_DATABASE_CONFIG_REFRESH_S": "0.3",
+                "ALPHA_PANDA_REDIS_URL": self.redis_url,
+                "ALPHA_PANDA_WEB_PORT": str(self.api_port),
+                "ALPHA_PANDA_WEB_STAGE_BASE_PORT": str(self.base_port),
+                "ALPHA_PANDA_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def port(self, stage: Stage) -> int:
+        if stage is Stage.PORTFOLIO_MANAGER:
+            return self.api_port
+        others = [s for s in Stage if s is not Stage.PORTFOLIO_MANAGER]
+        return self.base_port + others.index(stage)
+
+
+def _free_port_block(size: int) -> int:
+    # Good enough on a quiet test machine: probe a block of consecutive free ports.
+    while True:
+        base = free_port()
+        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
+            return base
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+class StageProcess:
+    def __init__(self, deployment: Deployment, stage: Stage) -> None:
+        self.deployment = deployment
+        self.stage = stage
+        self.log_path = deployment.data_dir / "logs" / f"{stage.value}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StageProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [FAUST, "-A", "alpha_panda", "worker", "-l", "info"],
+                env=self.deployment.env(self.stage),
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+            )
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.deployment.port(self.stage)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                body = resp.read()
+                status = resp.status
+                ctype = resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as err:
+            body, status, ctype = err.read(), err.code, err.headers.get("Content-Type", "")
+        if "json" in ctype:
+            return status, json.loads(body)
+        return status, body.decode()
+
+    def wait_ready(self, timeout: float = 60.0, require: str | None = None) -> dict[str, Any]:
+        """Block until /health says ready (and, if given, `require` appears in it)."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.stage.value} exited: {self.tail()}")
+            try:
+                status, body = self.get("/health")
+                last = body
+                if status == 200 and (require is None or require in json.dumps(body)):
+                    return body  # type: ignore[no-any-return]
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.stage.value} not ready in {timeout}s: {last}\n{self.tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        return self.kill(signal.SIGTERM)
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            line = line.strip().lstrip("\x1b[?25lh")
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return events
+
+
+async def produce(
+    bootstrap: str, records: Iterable[OutgoingRecord | tuple[str, bytes, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    try:
+        for record in records:
+            if isinstance(record, OutgoingRecord):
+                await producer.send(record.topic, key=record.key, value=record.value)
+            else:
+                topic, key, value = record
+                await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int | None = None,
+    timeout: float = 30.0,
+    idle: float | None = None,
+) -> list[Any]:
+    """Read a topic from the beginning: until `until` records arrived (awaited with a
+    deadline), or, with `idle`, until no record arrived for `idle` seconds."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions_of(topic))])
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout
+        last_arrival = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                records.extend(messages)
+                if messages:
+                    last_arrival = time.monotonic()
+            if until is not None and len(records) >= until:
+                break
+            if idle is not None and time.monotonic() - last_arrival > idle:
+                break
+    finally:
+        await consumer.stop()
+    if until is not None and len(records) < until:
+        raise AssertionError(f"{topic}: {len(records)} of {until} records within {timeout}s")
+    return records
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
