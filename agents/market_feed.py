@@ -22,7 +22,9 @@ log = structlog.get_logger(__name__)
 
 def register(ctx: StageContext) -> None:
     settings = ctx.settings.feed
-    feed = RandomWalkFeed(parse_instruments(settings.instruments), settings.seed, settings.volatility_bps)
+    feed = RandomWalkFeed(
+        parse_instruments(settings.instruments), settings.seed, settings.volatility_bps
+    )
     interval = 1.0 / settings.ticks_per_second
     ctx.topic(MARKET_TICKS)
     # The feed consumes nothing: Faust's producer-only boot runs the web server (health,
@@ -35,18 +37,28 @@ def register(ctx: StageContext) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         sent = 0
-        log.info("market_feed_started", topic=MARKET_TICKS.name, ticks_per_second=settings.ticks_per_second)
+        log.info(
+            "market_feed_started",
+            topic=MARKET_TICKS.name,
+            ticks_per_second=settings.ticks_per_second,
+        )
         try:
-            while not ctx.app.should_stop:
+            while not ctx.app.should_stop and not (
+                settings.max_ticks and sent >= settings.max_ticks
+            ):
                 now = datetime.now(UTC)
                 tick = feed.step(now)
-                record = MARKET_TICKS.record(tick, event_id=new_event_id(), ts=now, source=ctx.source)
+                record = MARKET_TICKS.record(
+                    tick, event_id=new_event_id(), ts=now, source=ctx.source
+                )
                 await send_record(producer, record)
                 ctx.metrics.produced.labels(ctx.source, MARKET_TICKS.name).inc()
                 sent += 1
                 next_at += interval
                 # Pacing to the configured rate; falls behind gracefully if the loop is slow.
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
+            await producer.flush()
+            log.info("market_feed_finished", ticks_sent=sent)
         finally:
             # Flushed on shutdown: every tick handed to the producer reaches the broker.
             await producer.flush()

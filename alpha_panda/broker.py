@@ -80,7 +80,11 @@ class EmbeddedBroker:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = self.log_path.open("ab")
         sink = self._log_file if self._log_file is not None else subprocess.DEVNULL
-        self._process = subprocess.Popen(self.command(), stdout=sink, stderr=sink)
+        # Own session: a terminal's Ctrl-C must not kill the broker before the stages
+        # that depend on it have committed and left their groups.
+        self._process = subprocess.Popen(
+            self.command(), stdout=sink, stderr=sink, start_new_session=True
+        )
         deadline = time.monotonic() + ready_timeout
         # Readiness is "the port accepts connections"; Tansu has no readiness signal.
         while not is_reachable(self.bootstrap, timeout=0.2):

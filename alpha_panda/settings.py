@@ -142,6 +142,7 @@ class FeedSettings(_Section):
     ticks_per_second: float = Field(default=20.0, gt=0)
     seed: int = 42
     volatility_bps: Decimal = Field(default=Decimal("8"), ge=0)
+    max_ticks: int = Field(default=0, ge=0, description="Stop after N ticks (0 = run forever).")
 
 
 class Settings(BaseSettings):

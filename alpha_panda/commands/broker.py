@@ -25,10 +25,15 @@ def run_broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(host or "127.0.0.1", int(port))
     broker.start()
     print(f"embedded broker on {broker.bootstrap} (in-memory log; Ctrl-C stops it)", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return broker.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         broker.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM behaves like Ctrl-C: unwind to the `finally` that stops the broker.
+    raise KeyboardInterrupt

@@ -24,6 +24,8 @@ from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker, is_reachable
 from alpha_panda.settings import Settings, Stage, get_settings
 
+STOP_TIMEOUT_S = 30.0
+
 # Downstream stages first, so the feed's first ticks find their consumers ready.
 START_ORDER = (
     Stage.PORTFOLIO_MANAGER,
@@ -215,9 +217,11 @@ def _stop_workers(workers: dict[Stage, subprocess.Popen[bytes]]) -> None:
         proc = workers.get(stage)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    for proc in workers.values():
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for stage, proc in workers.items():
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"stage {stage.value} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it")
             proc.kill()
             proc.wait()

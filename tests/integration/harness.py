@@ -197,7 +197,12 @@ async def read_topic(
     await consumer.start()
     records: list[Any] = []
     try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions_of(topic))])
+        try:
+            count = partitions_of(topic)
+        except KeyError:  # a Faust changelog topic: ask the broker
+            await consumer._client.force_metadata_update()
+            count = len(consumer.partitions_for_topic(topic) or ())
+        consumer.assign([TopicPartition(topic, p) for p in range(count)])
         await consumer.seek_to_beginning()
         deadline = time.monotonic() + timeout
         last_arrival = time.monotonic()
@@ -220,3 +225,49 @@ async def read_topic(
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def scrape(process: StageProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Parse a stage's /metrics (Prometheus text format) into {(name, labels): value}."""
+    status, text = process.get("/metrics")
+    assert status == 200, text
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in str(text).splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name, _, label_text = series.partition("{")
+        labels = frozenset(
+            (k, v.strip('"'))
+            for k, _, v in (
+                pair.partition("=") for pair in label_text.rstrip("}").split(",") if pair
+            )
+        )
+        samples[(name, labels)] = float(value)
+    return samples
+
+
+def metric(process: StageProcess, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in scrape(process).items() if n == name and wanted <= ls)
+
+
+def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last})")
+
+
+async def latest_per_key(bootstrap: str, topic: str) -> dict[str, Any]:
+    """Latest value per key of a Faust changelog topic (keys and values are JSON)."""
+    records = await read_topic(bootstrap, topic, idle=1.0, timeout=30)
+    latest: dict[str, Any] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        latest[json.loads(record.key)] = json.loads(record.value)
+    return latest
