@@ -63,7 +63,9 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     config.update(faust_overrides)
     app = faust.App(stage.consumer_group, **config)
-    context = StageContext(app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value))
+    context = StageContext(
+        app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value)
+    )
     app.alpha_panda = context  # type: ignore[attr-defined]
     register_health_views(context)
     module = importlib.import_module(STAGE_MODULES[stage])

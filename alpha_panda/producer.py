@@ -3,10 +3,9 @@ where the broker allows it."""
 
 from __future__ import annotations
 
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-
-import structlog
 
 from alpha_panda.settings import Settings
 from alpha_panda.topics import OutgoingRecord

@@ -68,7 +68,8 @@ class DecodeError(ValueError):
 
 
 _ADAPTERS: dict[EventType, TypeAdapter[Any]] = {
-    t: TypeAdapter(EventEnvelope[model]) for t, model in PAYLOAD_TYPES.items()  # type: ignore[valid-type]
+    t: TypeAdapter(EventEnvelope[model])
+    for t, model in PAYLOAD_TYPES.items()  # type: ignore[valid-type]
 }
 
 

@@ -16,9 +16,21 @@ GOLDEN = Path(__file__).parent / "golden"
 # golden file -> (topic it travels on, the event type, the key that topic mandates)
 CASES = {
     "market_tick": (topics.MARKET_TICKS, EventType.MARKET_TICK, "738561"),
-    "signal_generated": (topics.SIGNALS_GENERATED, EventType.SIGNAL_GENERATED, "momentum-nifty:738561"),
-    "signal_validated": (topics.SIGNALS_VALIDATED, EventType.SIGNAL_VALIDATED, "momentum-nifty:738561"),
-    "signal_rejected": (topics.SIGNALS_REJECTED, EventType.SIGNAL_REJECTED, "momentum-nifty:738561"),
+    "signal_generated": (
+        topics.SIGNALS_GENERATED,
+        EventType.SIGNAL_GENERATED,
+        "momentum-nifty:738561",
+    ),
+    "signal_validated": (
+        topics.SIGNALS_VALIDATED,
+        EventType.SIGNAL_VALIDATED,
+        "momentum-nifty:738561",
+    ),
+    "signal_rejected": (
+        topics.SIGNALS_REJECTED,
+        EventType.SIGNAL_REJECTED,
+        "momentum-nifty:738561",
+    ),
     "order_filled": (topics.ORDERS_FILLED_PAPER, EventType.ORDER_FILLED, "momentum-nifty"),
 }
 

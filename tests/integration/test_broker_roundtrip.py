@@ -48,7 +48,9 @@ async def test_tick_round_trip_on_the_partition_its_key_chooses(broker: Embedded
                 volume=10,
                 exchange_ts=datetime(2026, 1, 5, 4, 0, tzinfo=UTC),
             )
-            record = MARKET_TICKS.record(tick, event_id=new_event_id(), ts=tick.exchange_ts, source="test")
+            record = MARKET_TICKS.record(
+                tick, event_id=new_event_id(), ts=tick.exchange_ts, source="test"
+            )
             await send_record(producer, record)
             sent[record.key] = record
         await producer.flush()
@@ -82,7 +84,11 @@ async def test_tick_round_trip_on_the_partition_its_key_chooses(broker: Embedded
     for key, (partition, message) in seen.items():
         assert partition == expected[key]
         envelope = decode(
-            message.value, topic=message.topic, partition=partition, offset=message.offset,
-            expect=EventType.MARKET_TICK, key=message.key,
+            message.value,
+            topic=message.topic,
+            partition=partition,
+            offset=message.offset,
+            expect=EventType.MARKET_TICK,
+            key=message.key,
         )
         assert envelope == sent[key].envelope

@@ -14,7 +14,9 @@ from models.codec import DecodeError, DecodeFailure, decode
 from models.envelope import EventType
 from models.events import MarketTick
 
-GOLDEN_TICK = json.loads((Path(__file__).parents[1] / "contract/golden/market_tick.json").read_text())
+GOLDEN_TICK = json.loads(
+    (Path(__file__).parents[1] / "contract/golden/market_tick.json").read_text()
+)
 
 
 def _bad(obj: object) -> bytes:
@@ -39,7 +41,11 @@ def _with(path: list[str], value: object) -> dict[str, object]:
 def test_invalid_json_names_topic_partition_offset() -> None:
     err = _decode_error(b"{not json")
     assert err.failure is DecodeFailure.INVALID_JSON
-    assert (err.position.topic, err.position.partition, err.position.offset) == ("market.ticks", 4, 99)
+    assert (err.position.topic, err.position.partition, err.position.offset) == (
+        "market.ticks",
+        4,
+        99,
+    )
     assert "market.ticks[4]@99" in str(err)
 
 
@@ -64,7 +70,10 @@ def test_type_that_does_not_belong_on_the_topic() -> None:
 
 @pytest.mark.parametrize("version", [0, 2, "1", True, None])
 def test_unsupported_version(version: object) -> None:
-    assert _decode_error(_bad(_with(["version"], version))).failure is DecodeFailure.UNSUPPORTED_VERSION
+    assert (
+        _decode_error(_bad(_with(["version"], version))).failure
+        is DecodeFailure.UNSUPPORTED_VERSION
+    )
 
 
 def test_missing_field_is_named() -> None:
@@ -92,7 +101,10 @@ def test_naive_timestamp_is_refused() -> None:
 
 
 def test_negative_price_is_refused() -> None:
-    assert _decode_error(_bad(_with(["data", "last_price"], "-1"))).failure is DecodeFailure.INVALID_FIELDS
+    assert (
+        _decode_error(_bad(_with(["data", "last_price"], "-1"))).failure
+        is DecodeFailure.INVALID_FIELDS
+    )
 
 
 def test_key_mismatch_is_caught() -> None:
@@ -101,7 +113,9 @@ def test_key_mismatch_is_caught() -> None:
 
 
 def test_json_number_prices_never_pass_through_float() -> None:
-    raw = json.dumps(_with(["data", "last_price"], "PLACEHOLDER")).replace('"PLACEHOLDER"', "2901.1")
+    raw = json.dumps(_with(["data", "last_price"], "PLACEHOLDER")).replace(
+        '"PLACEHOLDER"', "2901.1"
+    )
     envelope = decode(raw.encode(), topic="market.ticks")
     assert envelope.data.last_price == Decimal("2901.1")
 
