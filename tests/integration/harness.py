@@ -189,8 +189,12 @@ async def read_topic(
     timeout: float = 30.0,
     idle: float | None = None,
 ) -> list[Any]:
-    """Read a topic from the beginning: until `until` records arrived (awaited with a
-    deadline), or, with `idle`, until no record arrived for `idle` seconds."""
+    """Read a topic from the beginning.
+
+    With `until`: wait (with a deadline) until that many records have arrived. Without
+    it: read everything up to the high watermarks as they stand when the call starts.
+    (`idle` is accepted for readability at call sites and ignored.)
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -202,25 +206,34 @@ async def read_topic(
         except KeyError:  # a Faust changelog topic: ask the broker
             await consumer._client.force_metadata_update()
             count = len(consumer.partitions_for_topic(topic) or ())
-        consumer.assign([TopicPartition(topic, p) for p in range(count)])
+        partitions = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(partitions)
         await consumer.seek_to_beginning()
+        end = await consumer.end_offsets(partitions) if until is None else {}
         deadline = time.monotonic() + timeout
-        last_arrival = time.monotonic()
         while time.monotonic() < deadline:
+            if until is None and await _reached(consumer, end):
+                break
             batch = await consumer.getmany(timeout_ms=200)
             for messages in batch.values():
                 records.extend(messages)
-                if messages:
-                    last_arrival = time.monotonic()
             if until is not None and len(records) >= until:
                 break
-            if idle is not None and time.monotonic() - last_arrival > idle:
-                break
+        else:
+            if until is None:
+                raise AssertionError(f"{topic}: could not read to the end within {timeout}s")
     finally:
         await consumer.stop()
     if until is not None and len(records) < until:
         raise AssertionError(f"{topic}: {len(records)} of {until} records within {timeout}s")
     return records
+
+
+async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
 
 
 def run(coro: Any) -> Any:
