@@ -713,8 +713,15 @@ def build_services(
 
 
 def _tables_ready(app: Any) -> bool:
-    # Same rule as /health: tables are readable once the worker started and recovered.
-    return bool(app.started) and not bool(app.tables.recovery.in_recovery)
+    """Whether the local tables hold this worker's partitions in full.
+
+    Before the first assignment ``in_recovery`` is still False while the tables are empty,
+    so the first completed recovery is required too; during a rebalance partitions move.
+    """
+    if not app.started or app.rebalancing:
+        return False
+    recovery = app.tables.recovery
+    return bool(recovery.completed.is_set()) and not bool(recovery.in_recovery)
 
 
 def register_api(
