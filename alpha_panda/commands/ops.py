@@ -24,9 +24,9 @@ from alpha_panda.ops import (
     EXIT_REFUSED,
     OpsError,
     broker_error,
-    existing_partitions,
     plain_consumer,
     read_range,
+    topic_partitions,
     watermarks,
 )
 from alpha_panda.ops import dlq as dlq_ops
@@ -154,9 +154,11 @@ def dlq_show(args: argparse.Namespace) -> int:
 def dlq_replay(args: argparse.Namespace) -> int:
     async def action(settings: Settings) -> int:
         original, dlq = dlq_ops.resolve(args.topic)
-        records = dlq_ops.select(
-            await dlq_ops.read_dlq(settings, dlq), None if args.all else args.offsets
-        )
+        available = await dlq_ops.read_dlq(settings, dlq)
+        try:
+            records = dlq_ops.select(available, None if args.all else args.offsets)
+        except OpsError as exc:
+            raise OpsError(f"{exc}; nothing replayed", exc.code) from None
         if not records:
             print(f"{dlq} is empty; nothing to replay")
             return EXIT_OK
@@ -206,6 +208,7 @@ class LogFills:
     truncated: list[str] = field(default_factory=list)  # partitions whose log start > 0
     partition_of: dict[str, int] = field(default_factory=dict)  # strategy -> fill partition
     topics_of: dict[str, set[str]] = field(default_factory=dict)
+    marks: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,13 +222,15 @@ class TableState:
 async def read_fills(settings: Settings) -> LogFills:
     """Every fill, topic by topic, partition by partition, in offset order."""
     out = LogFills()
+    present = await topic_partitions(settings, [spec.name for spec in FILL_TOPICS])
     async with plain_consumer(settings, client_id="alpha-panda.ops.rebuild") as consumer:
         for spec in FILL_TOPICS:
-            partitions = await existing_partitions(consumer, spec.name)
-            if partitions is None:
+            if spec.name not in present:
                 raise OpsError(f"{spec.name} does not exist (alpha-panda topics create)")
-            tps = [TopicPartition(spec.name, p) for p in partitions]
-            for tp, (begin, end) in (await watermarks(consumer, tps)).items():
+            tps = [TopicPartition(spec.name, p) for p in present[spec.name]]
+            marks = await watermarks(consumer, tps)
+            out.marks.update(marks)
+            for tp, (begin, end) in marks.items():
                 if begin > 0:
                     out.truncated.append(f"{tp.topic}[{tp.partition}] starts at offset {begin}")
                 for record in await read_range(consumer, tp, begin, end):
@@ -250,14 +255,29 @@ async def read_fills(settings: Settings) -> LogFills:
     return out
 
 
+async def portfolio_manager_lag(settings: Settings, log: LogFills) -> int:
+    """Fills the portfolio manager has not committed yet (it has not run: all of them).
+
+    Reading committed offsets does not join the group."""
+    group = Stage.PORTFOLIO_MANAGER.consumer_group
+    lag = 0
+    async with plain_consumer(
+        settings, client_id="alpha-panda.ops.rebuild", group_id=group
+    ) as consumer:
+        for tp, (begin, end) in log.marks.items():
+            committed = await consumer.committed(tp)
+            lag += max(0, end - max(begin, committed or 0))
+    return lag
+
+
 async def read_table(settings: Settings) -> TableState:
     """The portfolio manager's table as its changelog says: the last value per key."""
     topic = changelog_topic(Stage.PORTFOLIO_MANAGER.consumer_group, Tables.PORTFOLIOS)
     state = TableState(topic, exists=False)
+    partitions = (await topic_partitions(settings, [topic])).get(topic)
+    if partitions is None:
+        return state
     async with plain_consumer(settings, client_id="alpha-panda.ops.rebuild") as consumer:
-        partitions = await existing_partitions(consumer, topic)
-        if partitions is None:
-            return state
         state.exists = True
         tps = [TopicPartition(topic, p) for p in partitions]
         for tp, (begin, end) in (await watermarks(consumer, tps)).items():
@@ -410,6 +430,13 @@ async def _rebuild(settings: Settings, *, apply: bool, repair: bool) -> int:
                 f"  NOTE {strategy_id} has fills in {' and '.join(sorted(topics))}; the log does "
                 "not order them against each other, so they were applied topic by topic"
             )
+
+    lag = await portfolio_manager_lag(settings, log)
+    if lag:
+        print(
+            f"  NOTE portfolio-manager has not committed {lag} of these fills: its table may "
+            "only be behind (compare again when alpha_panda_consumer_lag is 0)"
+        )
 
     table = await read_table(settings)
     table_cmp = rebuild_ops.compare_all(result.portfolios, table.values)

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from alpha_panda.admin import admin_client, existing_partitions
 from alpha_panda.settings import Settings
 
 EXIT_OK = 0
@@ -76,20 +77,35 @@ async def plain_consumer(
         await consumer.stop()
 
 
-async def existing_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int] | None:
-    """The partitions the broker has for ``topic``, or None when it does not exist."""
-    if topic not in await consumer.topics():  # refreshes metadata for every topic
-        return None
-    partitions = consumer.partitions_for_topic(topic)
-    return sorted(partitions) if partitions else None
+async def topic_partitions(settings: Settings, names: list[str]) -> dict[str, list[int]]:
+    """The partitions of each of ``names`` that exists on the broker (absent: missing).
+
+    Asked of an admin client: a consumer's own metadata narrows to what it has assigned.
+    """
+    admin = admin_client(settings)
+    try:
+        await admin.start()
+        counts = await existing_partitions(admin, names)
+    except KafkaError as exc:
+        raise OpsError(
+            f"cannot reach the broker at {settings.broker.url}: {describe_error(exc)}"
+        ) from None
+    finally:
+        await admin.close()
+    return {name: list(range(count)) for name, count in counts.items()}
 
 
 async def watermarks(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition]
 ) -> dict[TopicPartition, tuple[int, int]]:
-    """(log start, high watermark) of each partition."""
+    """(log start, high watermark) of each partition. Replaces the consumer's assignment.
+
+    Assigning first makes the client fetch metadata for every topic at once; otherwise
+    it discovers the topics one retry (and one metadata round) at a time.
+    """
     if not tps:
         return {}
+    consumer.assign(list(tps))
     begin = await consumer.beginning_offsets(tps)
     end = await consumer.end_offsets(tps)
     return {tp: (int(begin[tp]), int(end[tp])) for tp in tps}

@@ -21,10 +21,10 @@ from alpha_panda.ops import (
     OpsError,
     broker_error,
     describe_error,
-    existing_partitions,
     format_ms,
     plain_consumer,
     read_range,
+    topic_partitions,
     watermarks,
 )
 from alpha_panda.producer import start_producer
@@ -181,31 +181,25 @@ class DlqSummary:
 
 
 async def summarize(settings: Settings) -> list[DlqSummary]:
-    """Count and age of every DLQ, from watermarks plus its first and last record."""
+    """Count and age of every DLQ, by reading it: exact even when transaction markers
+    (exactly-once stages) occupy offsets. DLQs are small unless something is very wrong,
+    and then an exact count is what the operator needs."""
     out: list[DlqSummary] = []
     try:
+        present = await topic_partitions(settings, [dlq for _, dlq in known_dlqs()])
+        tps = [TopicPartition(dlq, p) for dlq, partitions in present.items() for p in partitions]
         async with plain_consumer(settings, client_id="alpha-panda.ops.dlq") as consumer:
+            marks = await watermarks(consumer, tps)
             for original, dlq in known_dlqs():
-                partitions = await existing_partitions(consumer, dlq)
-                if partitions is None:
+                if dlq not in present:
                     out.append(DlqSummary(original, dlq, exists=False))
                     continue
-                count, oldest, newest = 0, None, None
-                tps = [TopicPartition(dlq, p) for p in partitions]
-                for tp, (begin, end) in (await watermarks(consumer, tps)).items():
-                    count += end - begin
-                    if end <= begin:
-                        continue
-                    first = await read_range(consumer, tp, begin, min(begin + 1, end))
-                    # The last offset may be a transaction marker; look a little further back.
-                    tail = await read_range(consumer, tp, max(begin, end - 16), end)
-                    if first:
-                        ts = first[0].timestamp
-                        oldest = ts if oldest is None else min(oldest, ts)
-                    if tail:
-                        ts = tail[-1].timestamp
-                        newest = ts if newest is None else max(newest, ts)
-                out.append(DlqSummary(original, dlq, True, count, oldest, newest))
+                stamps: list[int] = []
+                for tp, (begin, end) in marks.items():
+                    if tp.topic == dlq:
+                        stamps += [r.timestamp for r in await read_range(consumer, tp, begin, end)]
+                oldest, newest = (min(stamps), max(stamps)) if stamps else (None, None)
+                out.append(DlqSummary(original, dlq, True, len(stamps), oldest, newest))
     except KafkaError as exc:
         raise broker_error(settings, exc) from None
     return out
@@ -215,10 +209,10 @@ async def read_dlq(settings: Settings, dlq: str) -> list[DlqRecord]:
     """Every record of one DLQ, from the log start to the high watermark."""
     records: list[DlqRecord] = []
     try:
+        partitions = (await topic_partitions(settings, [dlq])).get(dlq)
+        if partitions is None:
+            raise OpsError(f"{dlq} does not exist on the broker (alpha-panda topics create)")
         async with plain_consumer(settings, client_id="alpha-panda.ops.dlq") as consumer:
-            partitions = await existing_partitions(consumer, dlq)
-            if partitions is None:
-                raise OpsError(f"{dlq} does not exist on the broker (alpha-panda topics create)")
             tps = [TopicPartition(dlq, p) for p in partitions]
             for tp, (begin, end) in (await watermarks(consumer, tps)).items():
                 raw = await read_range(consumer, tp, begin, end)
@@ -240,8 +234,7 @@ def select(records: Sequence[DlqRecord], offsets: Sequence[int] | None) -> list[
     if missing:
         present = f"offsets {records[0].offset}..{records[-1].offset}" if records else "no records"
         raise OpsError(
-            f"no record at offset {', '.join(map(str, missing))} "
-            f"(the DLQ holds {present}); nothing replayed"
+            f"no record at offset {', '.join(map(str, missing))} (the DLQ holds {present})"
         )
     return [by_offset[o] for o in sorted(set(offsets))]
 

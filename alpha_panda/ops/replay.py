@@ -39,9 +39,9 @@ from alpha_panda.ops import (
     EXIT_USAGE,
     OpsError,
     broker_error,
-    existing_partitions,
     plain_consumer,
     read_range,
+    topic_partitions,
     watermarks,
 )
 from alpha_panda.settings import Settings, Stage
@@ -390,22 +390,25 @@ async def reset_offsets(
         raise broker_error(settings, exc) from None
     if activity.active:
         raise OpsError(f"refusing: {activity.reason}; stop {stage.value} first")
+    present = await topic_partitions(settings, [spec.name for spec in specs])
+    tps: list[TopicPartition] = []
+    for spec in specs:
+        if spec.name not in present:
+            raise OpsError(f"{spec.name} does not exist (alpha-panda topics create)")
+        tps += [TopicPartition(spec.name, p) for p in present[spec.name]]
     try:
+        # Reading (watermarks, the time lookup) reassigns partitions freely, which a
+        # consumer with a group id must not do; it only assigns once, then commits.
+        async with plain_consumer(settings, client_id="alpha-panda.ops.replay") as reader:
+            marks = await watermarks(reader, tps)
+            found: Mapping[TopicPartition, int | None] = {}
+            if target.kind is TargetKind.DATETIME:
+                found = await _time_lookup(reader, tps, marks, target.at_ms)
+        plans = {tp: plan_offset(target, *marks[tp], found.get(tp)) for tp in tps}
         async with plain_consumer(
             settings, client_id="alpha-panda.ops.replay", group_id=group
         ) as consumer:
-            tps: list[TopicPartition] = []
-            for spec in specs:
-                partitions = await existing_partitions(consumer, spec.name)
-                if partitions is None:
-                    raise OpsError(f"{spec.name} does not exist (alpha-panda topics create)")
-                tps += [TopicPartition(spec.name, p) for p in partitions]
-            marks = await watermarks(consumer, tps)
-            found: Mapping[TopicPartition, int | None] = {}
-            if target.kind is TargetKind.DATETIME:
-                found = await _time_lookup(consumer, tps, marks, target.at_ms)
             before = {tp: await consumer.committed(tp) for tp in tps}
-            plans = {tp: plan_offset(target, *marks[tp], found.get(tp)) for tp in tps}
             consumer.assign(tps)
             for tp, planned in plans.items():
                 consumer.seek(tp, planned.offset)
