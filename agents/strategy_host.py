@@ -1,10 +1,12 @@
 """Pure core of the strategy runner: routing ticks to strategies, replay-safe state.
 
 Each (strategy, instrument) has one state entry in the runner's table, written only from
-the market.ticks partition of that instrument. The entry records the offset of the last
-tick it folded in and the signals of its most recent signalling ticks, so a tick
-redelivered after a crash (offset <= the recorded one) re-emits exactly the signals it
-produced the first time, with the same event ids, and changes nothing.
+the market.ticks partition of that instrument, and recording the offset of the last tick
+it folded in. The runner writes an entry only after the broker acknowledged that tick's
+signals, so an entry at offset o proves o's signals are durable: a tick redelivered
+after a crash (offset <= o) changes nothing and emits nothing. If the crash lost the
+entry instead, the tick is recomputed from the older state and yields the same signals
+under the same derived event ids, which downstream drops as duplicates.
 """
 
 from __future__ import annotations
@@ -20,11 +22,7 @@ from models.events import MarketTick, TradingSignal
 from strategies.base import BaseStrategy, StrategyConfig
 from strategies.factory import StrategyConfigError, StrategyFactory
 
-ENTRY_VERSION = 1
-# Signalling ticks remembered per (strategy, instrument). A crash can only redeliver
-# ticks after the last committed offset (commit interval ~1 s), and signals are rare
-# next to ticks, so this comfortably covers the replay window.
-RECENT_SIGNALLING_TICKS = 64
+ENTRY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class StrategyHost:
         entry: dict[str, Any] | None,
     ) -> TickOutcome:
         if entry is not None and offset <= entry["offset"]:
-            return TickOutcome(_recorded_signals(entry, offset), None, replayed=True)
+            return TickOutcome([], None, replayed=True)
 
         strategy = self._strategy_for(assignment, entry)
         signals = strategy.on_tick(tick)
@@ -114,16 +112,11 @@ class StrategyHost:
             (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
             for index, signal in enumerate(signals)
         ]
-        recent = list(entry["recent"]) if entry is not None else []
-        if emitted:
-            recent.append([offset, [[eid, s.model_dump(mode="json")] for eid, s in emitted]])
-            recent = recent[-RECENT_SIGNALLING_TICKS:]
         new_entry = {
             "v": ENTRY_VERSION,
             "fp": assignment.fingerprint,
             "offset": offset,
             "state": strategy.export_state(),
-            "recent": recent,
         }
         self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
         return TickOutcome(emitted, new_entry)
@@ -153,13 +146,6 @@ class StrategyHost:
                     assignment.kind, assignment.config, assignment.params
                 )
         return strategy
-
-
-def _recorded_signals(entry: dict[str, Any], offset: int) -> list[tuple[str, TradingSignal]]:
-    for recorded_offset, signals in entry["recent"]:
-        if recorded_offset == offset:
-            return [(eid, TradingSignal.model_validate(data)) for eid, data in signals]
-    return []
 
 
 def _fingerprint(kind: str, parameters: dict[str, Any], mode: str) -> str:

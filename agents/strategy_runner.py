@@ -62,14 +62,19 @@ def register(ctx: StageContext) -> None:
                     exc_info=True,
                 )
                 continue
+            if outcome.signals:
+                records = [
+                    SIGNALS_GENERATED.record(
+                        signal, event_id=event_id, ts=tick.exchange_ts, source=ctx.source
+                    )
+                    for event_id, signal in outcome.signals
+                ]
+                # Signals durable first, state second (see agents/strategy_host.py).
+                await ctx.send_acked(records)
+                for _, signal in outcome.signals:
+                    ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()
             if outcome.new_entry is not None:
                 states[assignment.key] = outcome.new_entry
-            for event_id, signal in outcome.signals:
-                record = SIGNALS_GENERATED.record(
-                    signal, event_id=event_id, ts=tick.exchange_ts, source=ctx.source
-                )
-                await ctx.send(record)
-                ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()
 
     channel = ctx.source_channel([MARKET_TICKS])
 

@@ -107,6 +107,30 @@ class StageContext:
             raise
         self.metrics.produced.labels(self.source, record.topic).inc()
 
+    async def send_acked(self, records: list[OutgoingRecord]) -> None:
+        """Send and wait until the broker acknowledged every record (acks=all).
+
+        For outputs that state written afterwards must be able to vouch for: a stage
+        writes "input offset o done" only once o's outputs are durable.
+        """
+        pending = []
+        for record in records:
+            topic = self.topic(record.topic)
+            try:
+                pending.append(await topic.send(key=record.key, value=record.value))
+            except Exception:
+                self.metrics.send_errors.labels(self.source, record.topic).inc()
+                raise
+        # The producer buffer drains in the background; flush so the wait is one linger.
+        await self.app.producer.flush()
+        for record, future in zip(records, pending, strict=True):
+            try:
+                await future
+            except Exception:
+                self.metrics.send_errors.labels(self.source, record.topic).inc()
+                raise
+            self.metrics.produced.labels(self.source, record.topic).inc()
+
     async def forward(self, spec: TopicSpec, key: str, value: bytes) -> None:
         """Repartition: the same bytes under a new record key (see topics.py)."""
         await self.send(OutgoingRecord(spec.name, key.encode(), value, envelope=None))

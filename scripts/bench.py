@@ -1,0 +1,315 @@
+"""Benchmark: N ticks through the running pipeline vs. raw aiokafka on the same broker.
+
+Prints sustained ticks/s through the stages, tick-to-portfolio-update latency
+percentiles at a paced 1,000 ticks/s, raw produce-then-consume throughput on the same
+broker in the same run, their ratio, and each stage worker's resident memory.
+A benchmark, not a test: it asserts nothing.
+
+    .venv/bin/python scripts/bench.py [--ticks 20000] [--rate 1000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.admin import NewTopic  # noqa: E402
+
+from alpha_panda import db  # noqa: E402
+from alpha_panda.admin import admin_client, ensure_topics  # noqa: E402
+from alpha_panda.broker import EmbeddedBroker  # noqa: E402
+from alpha_panda.settings import Stage, load_settings  # noqa: E402
+from alpha_panda.topics import BENCH_PASSTHROUGH, MARKET_TICKS  # noqa: E402
+from models.envelope import new_event_id  # noqa: E402
+from models.events import MarketTick  # noqa: E402
+from tests.integration.harness import Deployment, StageProcess, scrape, wait_for  # noqa: E402
+
+INSTRUMENTS = [(256265 + i, f"BENCH{i}") for i in range(24)]
+STAGES = [Stage.PORTFOLIO_MANAGER, Stage.TRADING_ENGINE, Stage.RISK_MANAGER, Stage.STRATEGY_RUNNER]
+PROCESSED = "alpha_panda_messages_processed_total"
+
+
+def tick_records(n: int, start: datetime) -> list[tuple[bytes, bytes]]:
+    out = []
+    prices = {token: Decimal(1000) for token, _ in INSTRUMENTS}
+    for i in range(n):
+        token, symbol = INSTRUMENTS[i % len(INSTRUMENTS)]
+        # A deterministic saw-tooth so strategies trade now and then.
+        prices[token] += Decimal("0.05") * (1 if (i // 97) % 2 else -1)
+        tick = MarketTick(
+            instrument_token=token,
+            symbol=symbol,
+            last_price=prices[token],
+            volume=i + 1,
+            exchange_ts=start + timedelta(milliseconds=i),
+        )
+        record = MARKET_TICKS.record(
+            tick, event_id=new_event_id(), ts=tick.exchange_ts, source="bench"
+        )
+        out.append((record.key, record.value))
+    return out
+
+
+async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) -> float:
+    """One process producing and consuming the same envelopes on a fresh topic."""
+    admin = admin_client(load_settings(broker={"url": bootstrap}))
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(BENCH_PASSTHROUGH.name, BENCH_PASSTHROUGH.partitions, 1)]
+        )
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(
+        BENCH_PASSTHROUGH.name,
+        bootstrap_servers=bootstrap,
+        group_id="alpha-panda.bench",
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    while not consumer.assignment():
+        await asyncio.sleep(0.05)
+    try:
+        started = time.perf_counter()
+
+        async def produce_all() -> None:
+            for key, value in records:
+                await producer.send(BENCH_PASSTHROUGH.name, key=key, value=value)
+            await producer.flush()
+
+        async def consume_all() -> None:
+            seen = 0
+            while seen < len(records):
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                seen += sum(len(m) for m in batch.values())
+
+        await asyncio.gather(produce_all(), consume_all())
+        return len(records) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def produce_ticks(
+    bootstrap: str, records: list[tuple[bytes, bytes]], rate: float | None
+) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        for i, (key, value) in enumerate(records):
+            await producer.send(MARKET_TICKS.name, key=key, value=value)
+            if rate is not None and i % 10 == 9:
+                ahead = started + (i + 1) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def configure(url: str) -> None:
+    engine = db.create_engine(url)
+    try:
+        await db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        half = len(INSTRUMENTS) // 2
+        await db.add_strategy(
+            sessions,
+            "bench-mom",
+            "momentum",
+            INSTRUMENTS[:half],
+            {"lookback": 20, "threshold_pct": "0.05", "quantity": 1},
+            risk_limits={"max_orders_per_minute": 100000},
+        )
+        await db.add_strategy(
+            sessions,
+            "bench-mr",
+            "mean_reversion",
+            INSTRUMENTS[half:],
+            {"window": 30, "entry_z": "1.5", "exit_z": "0.2", "quantity": 1},
+            risk_limits={"max_orders_per_minute": 100000},
+        )
+    finally:
+        await engine.dispose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ticks", type=int, default=20_000, help="ticks for the throughput run")
+    parser.add_argument("--rate", type=float, default=1_000.0, help="ticks/s of the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="alpha-panda-bench-"))
+    broker = EmbeddedBroker.on_free_port()
+    broker.start()
+    workers: list[StageProcess] = []
+    try:
+        bootstrap = broker.bootstrap
+        asyncio.run(ensure_topics(load_settings(broker={"url": bootstrap})))
+        start = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
+        records = tick_records(args.ticks, start)
+        raw = asyncio.run(raw_passthrough(bootstrap, records))
+
+        db_url = f"sqlite+aiosqlite:///{work}/bench.db"
+        asyncio.run(configure(db_url))
+        deployment = Deployment(
+            bootstrap=bootstrap,
+            data_dir=work,
+            database_url=db_url,
+            redis_url=os.environ.get("ALPHA_PANDA_BENCH_REDIS", "redis://127.0.0.1:6379/14"),
+            extra_env={
+                "ALPHA_PANDA_LOG_LEVEL": "WARNING",
+                "ALPHA_PANDA_REDIS_KEY_PREFIX": "alpha-panda-bench",
+            },
+        )
+        workers = [StageProcess(deployment, s).start() for s in STAGES]
+        for w in workers:
+            w.wait_ready(timeout=90)
+        by_stage = {w.stage: w for w in workers}
+        tick_consumers = [
+            by_stage[Stage.STRATEGY_RUNNER],
+            by_stage[Stage.TRADING_ENGINE],
+            by_stage[Stage.PORTFOLIO_MANAGER],
+        ]
+
+        # 1. Throughput: push N ticks as fast as the producer goes; time until every stage
+        # that consumes ticks has processed all of them.
+        started = time.perf_counter()
+        produce_s = asyncio.run(produce_ticks(bootstrap, records, rate=None))
+        wait_for(
+            lambda: all(
+                sum(
+                    v
+                    for (n, ls), v in scrape(w).items()
+                    if n == PROCESSED and ("topic", MARKET_TICKS.name) in ls
+                )
+                >= args.ticks
+                for w in tick_consumers
+            ),
+            timeout=600,
+            what="all stages to process the ticks",
+        )
+        pipeline_s = time.perf_counter() - started
+        pipeline = args.ticks / pipeline_s
+        signals = sum(
+            v
+            for (n, ls), v in scrape(by_stage[Stage.RISK_MANAGER]).items()
+            if n == PROCESSED and ("topic", "trading.signals.generated") in ls
+        )
+
+        # 2. Latency at a paced rate: the histogram is cumulative, so the paced run's
+        # quantiles come from the difference of two scrapes of its buckets.
+        pm = by_stage[Stage.PORTFOLIO_MANAGER]
+        before = {
+            k: v for k, v in scrape(pm).items() if k[0] == "alpha_panda_record_age_seconds_bucket"
+        }
+        paced_n = int(args.rate * args.seconds)
+        paced = tick_records(paced_n, start + timedelta(days=1))
+        asyncio.run(produce_ticks(bootstrap, paced, rate=args.rate))
+        wait_for(
+            lambda: (
+                sum(
+                    v
+                    for (n, ls), v in scrape(pm).items()
+                    if n == PROCESSED and ("topic", MARKET_TICKS.name) in ls
+                )
+                >= args.ticks + paced_n
+            ),
+            timeout=300,
+            what="paced ticks processed",
+        )
+        after = {
+            k: v for k, v in scrape(pm).items() if k[0] == "alpha_panda_record_age_seconds_bucket"
+        }
+        deltas = [
+            (k, after[k] - before.get(k, 0.0))
+            for k in after
+            if ("topic", MARKET_TICKS.name) in k[1]
+        ]
+        quantiles = _quantiles_from(deltas, [0.5, 0.95, 0.99])
+        memory = {w.stage.value: rss_mb(w.proc.pid) for w in workers if w.proc is not None}
+    finally:
+        for w in workers:
+            w.stop()
+        broker.stop()
+
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "ticks": args.ticks,
+        "raw_passthrough_msgs_per_s": round(raw),
+        "pipeline_ticks_per_s": round(pipeline),
+        "ratio": round(pipeline / raw, 3),
+        "producer_seconds": round(produce_s, 2),
+        "signals_decided": int(signals),
+        "latency_rate_ticks_per_s": args.rate,
+        "latency_ms": {f"p{int(q * 100)}": round(v * 1000, 2) for q, v in quantiles.items()},
+        "rss_mb": {k: round(v, 1) for k, v in memory.items()},
+    }
+    print(f"machine                      {result['machine']}")
+    print(f"raw aiokafka passthrough     {result['raw_passthrough_msgs_per_s']:>8} msg/s")
+    print(
+        f"pipeline (4 consuming stages){result['pipeline_ticks_per_s']:>8} ticks/s  ({args.ticks} ticks)"
+    )
+    print(f"ratio pipeline / raw         {result['ratio']:>8.3f}")
+    print(
+        f"tick->portfolio latency at {args.rate:.0f}/s: "
+        + "  ".join(f"{k} {v} ms" for k, v in result["latency_ms"].items())
+    )
+    print(
+        "resident memory (MB):        " + "  ".join(f"{k} {v}" for k, v in result["rss_mb"].items())
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _quantiles_from(deltas: list, qs: list[float]) -> dict[float, float]:  # type: ignore[type-arg]
+    buckets = sorted(
+        (float("inf") if dict(k[1])["le"] == "+Inf" else float(dict(k[1])["le"]), v)
+        for k, v in deltas
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[float, float] = {}
+    for q in qs:
+        target, prev_le, prev_count = q * total, 0.0, 0.0
+        for le, count in buckets:
+            if count >= target:
+                span = count - prev_count
+                frac = (target - prev_count) / span if span else 0.0
+                out[q] = prev_le + ((le - prev_le) * frac if le != float("inf") else 0.0)
+                break
+            prev_le, prev_count = le, count
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
