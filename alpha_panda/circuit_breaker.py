@@ -87,8 +87,10 @@ class CircuitBreaker:
             raise CircuitOpenError(f"circuit {self.name!r} is open: {self.last_error}")
         try:
             result = await fn()
-        except Exception as exc:
-            self.record_failure(exc)
+        except BaseException as exc:
+            # Cancellation (a timeout around the call, a stopping task) counts as a failed
+            # probe too; otherwise a cancelled probe would leave the breaker open for good.
+            self.record_failure(exc if isinstance(exc, Exception) else "cancelled")
             raise
         self.record_success()
         return result

@@ -68,6 +68,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     )
     app.alpha_panda = context  # type: ignore[attr-defined]
     register_health_views(context)
+    context.install_lag_monitor()
     module = importlib.import_module(STAGE_MODULES[stage])
     module.register(context)
     return app

@@ -170,6 +170,25 @@ class StageContext:
             attempts=attempts,
         )
 
+    def install_lag_monitor(self, interval_s: float = 5.0) -> None:
+        """Consumer lag per assigned partition: high watermark minus committed offset."""
+
+        @self.app.timer(interval_s)
+        async def report_lag() -> None:
+            if self.app.producer_only or not self.app.started:
+                return
+            consumer = self.app.consumer
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                committed = consumer._committed_offset.get(tp)  # Faust keeps no public accessor
+                # Faust stores the next offset to consume (last acked + 1), as Kafka does.
+                lag = highwater - (committed if committed is not None else 0)
+                self.metrics.consumer_lag.labels(self.source, tp.topic, str(tp.partition)).set(
+                    max(0, lag)
+                )
+
     async def process(self, stream: StreamT, routes: Mapping[str, Route]) -> None:
         """The agent body: consume `stream`, route each record by topic name."""
         metrics = self.metrics
