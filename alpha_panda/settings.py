@@ -55,12 +55,12 @@ class BrokerSettings(_Section):
         default=False,
         description="Faust processing_guarantee=exactly_once (Redpanda only; needs transactions).",
     )
-    session_timeout_s: float = Field(default=6.0, gt=0)
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
-    rebalance_timeout_s: float = Field(default=8.0, gt=0)
-    commit_interval_s: float = Field(default=1.0, gt=0)
-    replication_factor: int = Field(default=1, ge=1)
-    linger_ms: int = Field(default=5, ge=0)
+    session_timeout_s: float = Field(default=6.0, gt=0, description="Consumer group session.")
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, description="Group heartbeat.")
+    rebalance_timeout_s: float = Field(default=8.0, gt=0, description="Group rebalance.")
+    commit_interval_s: float = Field(default=1.0, gt=0, description="Offset commit interval.")
+    replication_factor: int = Field(default=1, ge=1, description="For topics we create.")
+    linger_ms: int = Field(default=5, ge=0, description="Producer batching delay.")
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -82,21 +82,25 @@ class DatabaseSettings(_Section):
 
 
 class RedisSettings(_Section):
-    url: str = Field(default="redis://127.0.0.1:6379/0")
-    enabled: bool = True
-    key_prefix: str = "alpha-panda"
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for the mirror.")
+    enabled: bool = Field(default=True, description="Mirror portfolios to Redis.")
+    key_prefix: str = Field(default="alpha-panda", description="Prefix of every mirror key.")
 
 
 class AuthSettings(_Section):
-    jwt_secret: SecretStr = Field(default=SecretStr(PLACEHOLDER_JWT_SECRET))
-    jwt_algorithm: Literal["HS256"] = "HS256"
-    token_ttl_minutes: int = Field(default=60, gt=0, le=24 * 60)
-    login_max_failures: int = Field(default=5, gt=0)
-    login_window_s: float = Field(default=300.0, gt=0)
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER_JWT_SECRET), description="HS256 signing secret."
+    )
+    jwt_algorithm: Literal["HS256"] = Field(default="HS256", description="Only HS256.")
+    token_ttl_minutes: int = Field(default=60, gt=0, le=24 * 60, description="Token lifetime.")
+    login_max_failures: int = Field(
+        default=5, gt=0, description="Failed logins per user or address per window."
+    )
+    login_window_s: float = Field(default=300.0, gt=0, description="Login throttle window.")
 
 
 class WebSettings(_Section):
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="Address the web servers bind.")
     port: int = Field(
         default=8080, gt=0, lt=65536, description="Port of the read API (portfolio manager)."
     )
@@ -109,7 +113,9 @@ class WebSettings(_Section):
 
 
 class PaperSettings(_Section):
-    slippage_bps: Decimal = Field(default=Decimal("5"), ge=0, le=1000)
+    slippage_bps: Decimal = Field(
+        default=Decimal("5"), ge=0, le=1000, description="Paper MARKET slippage, basis points."
+    )
     product: Literal["intraday", "delivery"] = Field(
         default="intraday", description="Which NSE charge schedule paper fills pay."
     )
@@ -118,20 +124,30 @@ class PaperSettings(_Section):
 class RiskSettings(_Section):
     """Global risk defaults; a strategy's configuration may override any of them."""
 
-    max_order_quantity: int = Field(default=1_000, gt=0)
-    max_order_notional: Decimal = Field(default=Decimal("500000"), gt=0)
-    max_position_quantity: int = Field(default=5_000, gt=0)
-    max_gross_exposure: Decimal = Field(default=Decimal("2000000"), gt=0)
-    max_daily_loss: Decimal = Field(default=Decimal("50000"), gt=0)
-    max_orders_per_minute: int = Field(default=30, gt=0)
+    max_order_quantity: int = Field(default=1_000, gt=0, description="Shares per order.")
+    max_order_notional: Decimal = Field(
+        default=Decimal("500000"), gt=0, description="Rupees per order."
+    )
+    max_position_quantity: int = Field(
+        default=5_000, gt=0, description="Absolute shares per instrument."
+    )
+    max_gross_exposure: Decimal = Field(
+        default=Decimal("2000000"), gt=0, description="Rupees across a strategy's positions."
+    )
+    max_daily_loss: Decimal = Field(
+        default=Decimal("50000"), gt=0, description="Rupees; the strategy halts for the day."
+    )
+    max_orders_per_minute: int = Field(default=30, gt=0, description="Per strategy.")
     allowed_instruments: str = Field(
         default="", description="Comma separated instrument tokens; empty allows all."
     )
-    allow_short: bool = False
+    allow_short: bool = Field(default=False, description="Allow SELL below a flat position.")
 
 
 class PortfolioSettings(_Section):
-    starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
+    starting_cash: Decimal = Field(
+        default=Decimal("1000000"), ge=0, description="Rupees per new portfolio."
+    )
 
 
 class FeedSettings(_Section):
@@ -139,9 +155,11 @@ class FeedSettings(_Section):
         default="256265:NIFTY 50:22000,738561:RELIANCE:2900,2953217:TCS:3900,408065:INFY:1500",
         description="token:symbol:start_price, comma separated.",
     )
-    ticks_per_second: float = Field(default=20.0, gt=0)
-    seed: int = 42
-    volatility_bps: Decimal = Field(default=Decimal("8"), ge=0)
+    ticks_per_second: float = Field(default=20.0, gt=0, description="Mock feed rate (total).")
+    seed: int = Field(default=42, description="Random-walk seed: same seed, same prices.")
+    volatility_bps: Decimal = Field(
+        default=Decimal("8"), ge=0, description="Std dev of a tick's move, basis points."
+    )
     max_ticks: int = Field(default=0, ge=0, description="Stop after N ticks (0 = run forever).")
 
 
@@ -155,9 +173,13 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    env: Literal["development", "production"] = "development"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    data_dir: Path = Path("var")
+    env: Literal["development", "production"] = Field(
+        default="development", description="production refuses placeholder secrets."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="JSON log level."
+    )
+    data_dir: Path = Field(default=Path("var"), description="Logs, SQLite file, Faust data.")
     broker: BrokerSettings = BrokerSettings()
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
