@@ -68,8 +68,7 @@ class DecodeError(ValueError):
 
 
 _ADAPTERS: dict[EventType, TypeAdapter[Any]] = {
-    t: TypeAdapter(EventEnvelope[model])
-    for t, model in PAYLOAD_TYPES.items()  # type: ignore[valid-type]
+    t: TypeAdapter(cast(Any, EventEnvelope)[model]) for t, model in PAYLOAD_TYPES.items()
 }
 
 
@@ -107,7 +106,7 @@ def decode(
         )
     raw_type = obj.get("type")
     try:
-        event_type = EventType(raw_type)
+        event_type = EventType(str(raw_type))
     except ValueError:
         raise DecodeError(
             DecodeFailure.UNKNOWN_TYPE, f"unknown event type {raw_type!r}", position
@@ -153,14 +152,18 @@ def build_envelope(
             f"{event_type.value} carries {PAYLOAD_TYPES[event_type].__name__}, "
             f"not {type(payload).__name__}"
         )
-    return EventEnvelope[type(payload)](  # type: ignore[misc]
-        id=event_id,
-        type=event_type,
-        ts=ts,
-        key=key,
-        source=source,
-        version=CURRENT_VERSION[event_type],
-        data=payload,
+    envelope_type: Any = EventEnvelope[type(payload)]  # type: ignore[misc]
+    return cast(
+        EventEnvelope[P],
+        envelope_type(
+            id=event_id,
+            type=event_type,
+            ts=ts,
+            key=key,
+            source=source,
+            version=CURRENT_VERSION[event_type],
+            data=payload,
+        ),
     )
 
 

@@ -83,7 +83,7 @@ async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
-    while not consumer.assignment():
+    while not consumer.assignment():  # noqa: ASYNC110 - aiokafka exposes no assignment event
         await asyncio.sleep(0.05)
     try:
         started = time.perf_counter()
@@ -263,7 +263,9 @@ def main() -> int:
         broker.stop()
 
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
         "ticks": args.ticks,
         "raw_passthrough_msgs_per_s": round(raw),
         "pipeline_ticks_per_s": round(pipeline),
@@ -277,7 +279,8 @@ def main() -> int:
     print(f"machine                      {result['machine']}")
     print(f"raw aiokafka passthrough     {result['raw_passthrough_msgs_per_s']:>8} msg/s")
     print(
-        f"pipeline (4 consuming stages){result['pipeline_ticks_per_s']:>8} ticks/s  ({args.ticks} ticks)"
+        f"pipeline (4 consuming stages){result['pipeline_ticks_per_s']:>8} ticks/s"
+        f"  ({args.ticks} ticks)"
     )
     print(f"ratio pipeline / raw         {result['ratio']:>8.3f}")
     print(

@@ -4,7 +4,6 @@ equal an independent recomputation from the fills on the topic, to the paisa."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -16,13 +15,13 @@ from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
+    ENGINE_SIGNALS_BY_INSTRUMENT,
     MARKET_TICKS,
     ORDERS_FILLED_PAPER,
     RISK_SIGNALS_BY_STRATEGY,
     SIGNALS_GENERATED,
     SIGNALS_REJECTED,
     SIGNALS_VALIDATED,
-    ENGINE_SIGNALS_BY_INSTRUMENT,
     Tables,
     changelog_topic,
 )
