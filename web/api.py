@@ -54,6 +54,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 Source = Literal["redis", "tables"]
+ListSource = Literal["redis", "tables", "redis+tables"]
 
 PAISE = Decimal("0.01")
 LIMIT_MIN, LIMIT_MAX = 1, 500
@@ -245,8 +246,8 @@ class ReadModel:
 
 @dataclass(frozen=True)
 class Snapshot:
-    source: Source
     portfolios: dict[str, Portfolio]
+    sources: dict[str, Source]  # per portfolio: the mirror can lack what a table holds
     prices: dict[int, Decimal]
 
 
@@ -347,7 +348,9 @@ class PortfolioReader:
             raw = {} if value is None else {strategy_id: value}
         portfolios = _portfolios_from(raw)
         tokens = {t for p in portfolios.values() for t in p.positions}
-        return Snapshot("tables", portfolios, self._prices_from_tables(tokens))
+        return Snapshot(
+            portfolios, dict.fromkeys(portfolios, "tables"), self._prices_from_tables(tokens)
+        )
 
     async def snapshot(self, strategy_id: str | None = None) -> Snapshot:
         """Every portfolio (or the one named) with the last prices of its instruments."""
@@ -367,19 +370,36 @@ class PortfolioReader:
             return raw, await self._prices_from_redis(redis, tokens)
 
         fetched = await self._via_mirror(fetch)
+        mirrored: Snapshot | None = None
         if fetched is not None:
             try:
                 raw, raw_prices = fetched
-                snapshot = Snapshot("redis", _portfolios_from(raw), parse_prices(raw_prices))
+                portfolios = _portfolios_from(raw)
+                mirrored = Snapshot(
+                    portfolios, dict.fromkeys(portfolios, "redis"), parse_prices(raw_prices)
+                )
             except (ValueError, TypeError) as exc:
                 log.warning(
                     "redis_mirror_data_unreadable", error=f"{type(exc).__name__}: {exc}"[:300]
                 )
-            else:
-                if strategy_id is None or strategy_id in snapshot.portfolios:
-                    return snapshot
-                # Not mirrored (yet): this worker owns the key, so its table decides.
-        return self._from_tables(strategy_id)
+        if mirrored is None:
+            return self._from_tables(strategy_id)
+        if strategy_id is not None and strategy_id in mirrored.portfolios:
+            return mirrored
+        if strategy_id is None and not self.tables_ready():
+            return mirrored  # nothing local to add yet; the mirror is the best answer
+        # The mirror lacks what this worker's tables hold: not flushed yet, or Redis lost
+        # its data (FLUSHDB, a restart without persistence) and the flusher only rewrites
+        # portfolios that change. The tables are the truth, so their extra rows are added.
+        local = self._from_tables(strategy_id)
+        extra = {k: p for k, p in local.portfolios.items() if k not in mirrored.portfolios}
+        if extra:
+            log.info("redis_mirror_incomplete", missing=sorted(extra)[:20])
+        return Snapshot(
+            {**mirrored.portfolios, **extra},
+            {**mirrored.sources, **dict.fromkeys(extra, "tables")},
+            {**local.prices, **mirrored.prices},
+        )
 
     async def fills(self, strategy_id: str) -> tuple[Source, list[Any]]:
         keys = self.mirror.keys if self.mirror is not None else None
@@ -400,10 +420,18 @@ class PortfolioReader:
         self._require_tables()
         return "tables", list(self.tables.recent_fills.get(strategy_id) or [])
 
-    async def rejections(self, strategy_id: str | None) -> tuple[Source, list[list[Any]]]:
+    def _local_rejections(self, strategy_id: str | None) -> dict[str, list[Any]]:
+        return {
+            str(k): list(v or [])
+            for k, v in list(self.tables.recent_rejections.items())
+            if rejection_key_matches(str(k), strategy_id)
+        }
+
+    async def rejections(self, strategy_id: str | None) -> tuple[ListSource, list[list[Any]]]:
+        """Rejection lists per ``strategy:instrument`` key (unmerged)."""
         keys = self.mirror.keys if self.mirror is not None else None
 
-        async def fetch(redis: Any) -> list[str] | None:
+        async def fetch(redis: Any) -> dict[str, str] | None:
             assert keys is not None
             if not await self._mirror_populated(redis):
                 return None
@@ -413,23 +441,26 @@ class PortfolioReader:
                 if rejection_key_matches(k, strategy_id)
             )
             if not index:
-                return []
+                return {}
             values: list[str | None] = await redis.mget([keys.rejections(k) for k in index])
-            return [v for v in values if v is not None]
+            return {k: v for k, v in zip(index, values, strict=True) if v is not None}
 
         raw = await self._via_mirror(fetch)
+        mirrored: dict[str, list[Any]] | None = None
         if raw is not None:
             try:
-                lists = [json.loads(v) for v in raw]
-                return "redis", [x for x in lists if isinstance(x, list)]
+                mirrored = {k: x for k, v in raw.items() if isinstance(x := json.loads(v), list)}
             except ValueError:
                 log.warning("redis_mirror_data_unreadable", key="rejections")
-        self._require_tables()
-        return "tables", [
-            list(v or [])
-            for k, v in list(self.tables.recent_rejections.items())
-            if rejection_key_matches(str(k), strategy_id)
-        ]
+        if mirrored is None:
+            self._require_tables()
+            return "tables", list(self._local_rejections(strategy_id).values())
+        if not self.tables_ready():
+            return "redis", list(mirrored.values())
+        # As for portfolios: keys the mirror lost are filled in from this worker's table.
+        extra = {k: v for k, v in self._local_rejections(strategy_id).items() if k not in mirrored}
+        source: ListSource = "redis+tables" if extra else "redis"
+        return source, [*mirrored.values(), *extra.values()]
 
     async def equity_samples(
         self, strategy_id: str, limit: int
@@ -472,8 +503,8 @@ class ReadApi:
     async def portfolios(self) -> dict[str, Any]:
         snap = await self.reader.snapshot()
         rows = [
-            summary_row(p, p.valuation(snap.prices), snap.source)
-            for _, p in sorted(snap.portfolios.items())
+            summary_row(p, p.valuation(snap.prices), snap.sources[sid])
+            for sid, p in sorted(snap.portfolios.items())
         ]
         return {"portfolios": rows}
 
@@ -486,7 +517,7 @@ class ReadApi:
 
     async def portfolio(self, strategy_id: str) -> dict[str, Any]:
         snap, portfolio = await self._one(strategy_id)
-        return detail_body(portfolio, portfolio.valuation(snap.prices), snap.source)
+        return detail_body(portfolio, portfolio.valuation(snap.prices), snap.sources[strategy_id])
 
     async def fills(self, strategy_id: str, limit: int) -> dict[str, Any]:
         await self._one(strategy_id)
@@ -505,8 +536,8 @@ class ReadApi:
         snap, portfolio = await self._one(strategy_id)
         current = portfolio.valuation(snap.prices).equity
         samples: list[tuple[str, Decimal]] = []
-        source: Source = snap.source
-        if snap.source == "redis":
+        source: Source = snap.sources[strategy_id]
+        if source == "redis":
             mirrored = await self.reader.equity_samples(strategy_id, limit)
             if mirrored is not None:
                 samples = mirrored

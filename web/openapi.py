@@ -241,7 +241,12 @@ def _schemas() -> Json:
         "RejectionList": {
             "type": "object",
             "properties": {
-                "source": {"type": "string", "enum": ["redis", "tables"]},
+                "source": {
+                    "type": "string",
+                    "enum": ["redis", "tables", "redis+tables"],
+                    "description": "redis+tables: the mirror lacked some lists this "
+                    "worker's tables hold (e.g. after Redis lost its data).",
+                },
                 "rejections": {
                     "type": "array",
                     "items": _ref("Rejection"),

@@ -504,3 +504,31 @@ async def test_unreadable_mirror_data_falls_back_to_tables() -> None:
     redis.strings[reader.mirror.keys.portfolio("mom")] = "{not json"  # type: ignore[union-attr]
     row = (await ReadApi(reader).portfolios())["portfolios"][0]
     assert row["source"] == "tables" and row["equity"] == "1000055.40"
+
+
+async def test_rows_the_mirror_lost_are_filled_in_from_the_tables() -> None:
+    tables = tables_with_mom()
+    reader, redis = redis_reader(tables)
+    keys = reader.mirror.keys  # type: ignore[union-attr]
+    # Redis was flushed; since then the flusher rewrote its marker and one new portfolio.
+    other = book([fill("o1", Side.BUY, 1, "100", "0", strategy_id="other")], "other")
+    redis.strings = {keys.updated: "now", keys.portfolio("other"): json.dumps(other.to_json_dict())}
+    redis.sets = {keys.portfolios: {"other"}}
+    redis.hashes = {}
+
+    rows = {r["strategy_id"]: r for r in (await ReadApi(reader).portfolios())["portfolios"]}
+    assert {sid: r["source"] for sid, r in rows.items()} == {"mom": "tables", "other": "redis"}
+    assert without_source(rows["mom"]) == EXPECTED_MOM  # valued with the table's price
+    assert (await ReadApi(reader).live_update()).from_mirror is False  # so the stream polls
+
+
+async def test_rejection_lists_the_mirror_lost_are_filled_in_from_the_tables() -> None:
+    tables = tables_with_mom()
+    reader, redis = redis_reader(tables)
+    keys = reader.mirror.keys  # type: ignore[union-attr]
+    redis.sets[keys.rejection_index] = {f"other:{RELIANCE}"}  # mom's list is gone
+    del redis.strings[keys.rejections(f"mom:{RELIANCE}")]
+
+    body = await ReadApi(reader).rejected(None, 50)
+    assert body["source"] == "redis+tables"
+    assert [r["event_id"] for r in body["rejections"]] == ["r2", "r1"]
