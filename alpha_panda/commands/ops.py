@@ -203,7 +203,7 @@ def replay_command(args: argparse.Namespace) -> int:
 
 @dataclass
 class LogFills:
-    fills: list[OrderFill] = field(default_factory=list)
+    fills: list[rebuild_ops.LoggedFill] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)  # partitions whose log start > 0
     partition_of: dict[str, int] = field(default_factory=dict)  # strategy -> fill partition
@@ -217,6 +217,12 @@ class TableState:
     exists: bool
     values: dict[str, bytes] = field(default_factory=dict)
     partition_of: dict[str, int] = field(default_factory=dict)
+    # How its keys are written: Faust JSON-encodes str keys; a repair must match, or the
+    # portfolio manager could not read the record back on recovery.
+    json_keys: bool = True
+
+    def encode_key(self, strategy_id: str) -> bytes:
+        return json.dumps(strategy_id).encode() if self.json_keys else strategy_id.encode()
 
 
 async def read_fills(settings: Settings) -> LogFills:
@@ -249,7 +255,8 @@ async def read_fills(settings: Settings) -> LogFills:
                         out.undecodable.append(str(exc))
                         continue
                     fill: OrderFill = envelope.data
-                    out.fills.append(fill)
+                    source = f"{tp.topic}:{tp.partition}"
+                    out.fills.append(rebuild_ops.LoggedFill(fill, source, record.offset))
                     out.partition_of.setdefault(fill.strategy_id, tp.partition)
                     out.topics_of.setdefault(fill.strategy_id, set()).add(tp.topic)
     return out
@@ -282,6 +289,9 @@ async def read_table(settings: Settings) -> TableState:
         tps = [TopicPartition(topic, p) for p in partitions]
         for tp, (begin, end) in (await watermarks(consumer, tps)).items():
             records = await read_range(consumer, tp, begin, end)
+            encodings = {rebuild_ops.table_key(r.key)[1] for r in records if r.key is not None}
+            if encodings == {False}:
+                state.json_keys = False
             latest = rebuild_ops.latest_values((r.key, r.value) for r in records)
             for key, value in latest.items():
                 state.values[key] = value
@@ -383,7 +393,7 @@ async def repair_table(
             partition = table.partition_of.get(strategy_id, log.partition_of.get(strategy_id))
             meta = await producer.send_and_wait(
                 table.topic,
-                key=strategy_id.encode(),
+                key=table.encode_key(strategy_id),
                 value=json.dumps(rebuilt[strategy_id]).encode(),
                 partition=partition,
             )

@@ -100,15 +100,32 @@ async def watermarks(
 ) -> dict[TopicPartition, tuple[int, int]]:
     """(log start, high watermark) of each partition. Replaces the consumer's assignment.
 
-    Assigning first makes the client fetch metadata for every topic at once; otherwise
-    it discovers the topics one retry (and one metadata round) at a time.
+    The high watermark is confirmed by a fetch: the embedded broker answers ListOffsets
+    (latest) with the base offset of the last record batch plus one, so a batch of six
+    records at 0..5 reads as "ends at 1"; a fetch response carries the true value.
+    Assigning every partition first makes the client fetch their metadata in one round.
     """
     if not tps:
         return {}
     consumer.assign(list(tps))
     begin = await consumer.beginning_offsets(tps)
-    end = await consumer.end_offsets(tps)
-    return {tp: (int(begin[tp]), int(end[tp])) for tp in tps}
+    listed = await consumer.end_offsets(tps)
+    end = {tp: int(listed[tp]) for tp in tps}
+    pending = {tp for tp in tps if end[tp] > begin[tp]}
+    for tp in pending:
+        consumer.seek(tp, end[tp] - 1)  # a record exists there: the fetch returns data
+    started = time.monotonic()
+    while pending:
+        await consumer.getmany(*pending, timeout_ms=500)
+        for tp in list(pending):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                end[tp] = max(end[tp], int(highwater))
+                pending.discard(tp)
+        if pending and time.monotonic() - started > READ_STALL_S:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending))
+            raise OpsError(f"no fetch answered for {names} in {READ_STALL_S:.0f}s")
+    return {tp: (int(begin[tp]), end[tp]) for tp in tps}
 
 
 async def read_range(

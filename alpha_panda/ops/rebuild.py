@@ -22,9 +22,19 @@ from pydantic import ValidationError
 from models.events import OrderFill
 from tables.portfolio import Portfolio, Position
 
-# What the report compares (the rest, e.g. recent_fill_ids, is bookkeeping).
+# What the report compares (the rest, e.g. recent_fill_ids and source_offsets, is
+# bookkeeping the rebuild reproduces but an operator does not act on).
 COMPARED_FIELDS = ("cash", "realized_pnl", "fees_paid", "trade_count", "positions")
 POSITION_FIELDS = ("symbol", "quantity", "avg_price", "realized_pnl")
+
+
+@dataclass(frozen=True)
+class LoggedFill:
+    """A fill and where it sits in the log (``source`` is ``"topic:partition"``)."""
+
+    fill: OrderFill
+    source: str
+    offset: int
 
 
 @dataclass
@@ -34,19 +44,30 @@ class Recomputed:
     duplicates: int = 0
 
 
-def recompute(fills: Iterable[OrderFill], starting_cash: Decimal) -> Recomputed:
-    """Fold ``fills`` (already in log order) into one portfolio per strategy."""
+def recompute(fills: Iterable[OrderFill | LoggedFill], starting_cash: Decimal) -> Recomputed:
+    """Fold ``fills`` (in log order) into one portfolio per strategy, exactly as the
+    portfolio manager books them: a record at or below the last offset applied from its
+    partition is a redelivery, a repeated fill id is a duplicate, and a logged fill's
+    offset is recorded (``source_offsets``) whether or not it changed the books."""
     out = Recomputed()
-    for fill in fills:
+    for item in fills:
+        logged = item if isinstance(item, LoggedFill) else None
+        fill = item.fill if isinstance(item, LoggedFill) else item
         current = out.portfolios.get(fill.strategy_id) or Portfolio.new(
             fill.strategy_id, starting_cash
         )
+        if logged is not None and current.already_applied(logged.source, logged.offset):
+            out.duplicates += 1
+            continue
         updated = current.apply_fill(fill)
         if updated is None:
             out.duplicates += 1
-            continue
+            updated = current
+        else:
+            out.applied += 1
+        if logged is not None:
+            updated = updated.after_source(logged.source, logged.offset)
         out.portfolios[fill.strategy_id] = updated
-        out.applied += 1
     return out
 
 
@@ -182,16 +203,31 @@ def all_equal(comparisons: Iterable[Comparison]) -> bool:
     return all(c.status is Status.EQUAL for c in comparisons)
 
 
+def table_key(raw: bytes) -> tuple[str, bool]:
+    """A table key from a changelog record key, and whether it was JSON-encoded.
+
+    Faust serialises ``str`` table keys as JSON (``"momo"`` with the quotes); plain UTF-8
+    (``momo``) is accepted too, for changelogs written by other tools.
+    """
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace"), False
+    if isinstance(decoded, str):
+        return decoded, True
+    return raw.decode("utf-8", "replace"), False
+
+
 def latest_values(
     records: Iterable[tuple[bytes | None, bytes | None]],
 ) -> dict[str, bytes]:
     """Compact a changelog: the last value per key (records in log order); a tombstone
-    (None value) deletes the key. Keys are the table's keys as UTF-8 strategy ids."""
+    (None value) deletes the key."""
     latest: dict[str, bytes] = {}
     for key, value in records:
         if key is None:
             continue
-        name = key.decode("utf-8", "replace")
+        name, _ = table_key(key)
         if value is None:
             latest.pop(name, None)
         else:

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from alpha_panda.ops.rebuild import (
+    LoggedFill,
     Status,
     UnreadablePortfolio,
     all_equal,
@@ -17,6 +18,7 @@ from alpha_panda.ops.rebuild import (
     latest_values,
     parse_stored,
     recompute,
+    table_key,
 )
 from models.events import ExecutionMode, OrderFill, Side
 from tables.portfolio import Portfolio
@@ -84,6 +86,21 @@ def test_recompute_matches_applying_fills_one_by_one() -> None:
             assert applied is not None
             expected = applied
     assert recompute(FILLS, START).portfolios["momo"] == expected
+
+
+def test_recompute_books_like_the_portfolio_manager() -> None:
+    src = "orders.filled.paper:1"
+    logged = [
+        LoggedFill(FILLS[0], src, 0),
+        LoggedFill(FILLS[2], src, 1),
+        LoggedFill(FILLS[0], src, 0),  # redelivered: at or below the last applied offset
+        LoggedFill(FILLS[3], src, 5),  # the engine produced f1 again: same fill id, later
+    ]
+    result = recompute(logged, START)
+    assert (result.applied, result.duplicates) == (2, 2)
+    momo = result.portfolios["momo"]
+    assert momo == recompute(FILLS, START).portfolios["momo"].after_source(src, 5)
+    assert momo.source_offsets == {src: 5}
 
 
 def test_recompute_of_nothing_is_empty() -> None:
@@ -196,10 +213,23 @@ def test_comparison_lines_read_as_a_report() -> None:
 
 def test_latest_values_keeps_the_last_value_and_honours_tombstones() -> None:
     records = [
-        (b"momo", b"1"),
-        (b"meanrev", b"a"),
-        (b"momo", b"2"),
-        (b"meanrev", None),
+        (b'"momo"', b"1"),
+        (b'"meanrev"', b"a"),
+        (b"momo", b"2"),  # the same key, written without JSON quoting
+        (b'"meanrev"', None),
         (None, b"keyless"),
     ]
     assert latest_values(records) == {"momo": b"2"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "as_json"),
+    [
+        (b'"momo"', "momo", True),  # how Faust writes str keys
+        (b"momo", "momo", False),
+        (b"42", "42", False),  # JSON, but not a string: taken as text
+        (b'"caf\\u00e9"', "caf\u00e9", True),
+    ],
+)
+def test_table_keys(raw: bytes, key: str, as_json: bool) -> None:
+    assert table_key(raw) == (key, as_json)
