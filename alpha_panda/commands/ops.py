@@ -74,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     to.add_argument("--to-datetime", metavar="ISO8601", help="e.g. 2026-01-05T09:15:00+05:30")
     reset.set_defaults(handler=replay_command)
 
+    group = subparsers.add_parser(
+        "group", help="a stage's consumer group: members, committed offsets, lag (read-only)"
+    )
+    group.add_argument("stage", choices=[s.value for s in Stage])
+    group.set_defaults(handler=group_command)
+
     rebuild = subparsers.add_parser("rebuild", help="recompute state from the log and compare")
     what = rebuild.add_subparsers(dest="rebuild_command", required=True)
     portfolios = what.add_parser(
@@ -192,6 +198,17 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f"reset {stage.consumer_group} to {target.describe()} (partition: before -> after)")
         for reset in resets:
             print(reset.line())
+        return EXIT_OK
+
+    return _run(action)
+
+
+def group_command(args: argparse.Namespace) -> int:
+    async def action(settings: Settings) -> int:
+        stage = replay_ops.parse_stage(args.stage)
+        status = await replay_ops.group_status(settings, stage)
+        for line in status.lines():
+            print(line)
         return EXIT_OK
 
     return _run(action)

@@ -81,7 +81,7 @@ def consumed_topics(stage: Stage) -> tuple[TopicSpec, ...]:
     specs = STAGE_INPUTS[stage]
     if not specs:
         raise OpsError(
-            f"{stage.value} consumes no topics (it only produces); nothing to replay",
+            f"{stage.value} consumes no topics (it only produces): it has no group offsets",
             code=EXIT_USAGE,
         )
     return specs
@@ -433,3 +433,86 @@ async def reset_offsets(
             )
         resets.append(PartitionReset(tp, before[tp], plans[tp].offset, plans[tp].note))
     return activity, resets
+
+
+# ---------------------------------------------------------------------------------------
+# Read-only status (``alpha-panda group STAGE``)
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    tp: TopicPartition
+    committed: int | None
+    begin: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records not yet committed (from the log start when nothing is)."""
+        return max(0, self.end - max(self.begin, self.committed or 0))
+
+    def line(self) -> str:
+        committed = "none" if self.committed is None else str(self.committed)
+        return f"{self.tp.topic}[{self.tp.partition}]\t{committed}\t{self.end}\t{self.lag}"
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    group: str
+    description: GroupDescription | None  # None: the broker could not describe it
+    detail: str
+    partitions: tuple[PartitionStatus, ...]
+
+    def lines(self) -> list[str]:
+        out = [self.detail]
+        out += ["topic[partition]\tcommitted\thigh_watermark\tlag"]
+        out += [p.line() for p in self.partitions]
+        out.append(f"total lag {sum(p.lag for p in self.partitions)}")
+        return out
+
+
+def describe_members(group: str, description: GroupDescription) -> str:
+    members = description.members
+    text = f"group {group}: {description.state}, {len(members)} member(s)"
+    if not members:
+        return text
+    listed = ", ".join(
+        f"{m.client_id or m.member_id}@{m.client_host}" if m.client_host else m.member_id
+        for m in members
+    )
+    text += f": {listed}"
+    if not description.authoritative:
+        text += " (this broker keeps members that left in the first generation; stopped?)"
+    return text
+
+
+async def group_status(settings: Settings, stage: Stage) -> GroupStatus:
+    """Where the stage's group stands, changing nothing (no eviction, no commit)."""
+    specs = consumed_topics(stage)
+    group = stage.consumer_group
+    admin = admin_client(settings)
+    description: GroupDescription | None
+    try:
+        await admin.start()
+        try:
+            description = await describe(admin, group)
+            detail = describe_members(group, description)
+        except (KafkaError, OpsError) as exc:
+            description, detail = None, f"group {group}: the broker cannot describe it ({exc})"
+    except KafkaError as exc:
+        raise broker_error(settings, exc) from None
+    finally:
+        await admin.close()
+    present = await topic_partitions(settings, [spec.name for spec in specs])
+    tps = [TopicPartition(s.name, p) for s in specs for p in present.get(s.name, [])]
+    try:
+        async with plain_consumer(settings, client_id="alpha-panda.ops.group") as reader:
+            marks = await watermarks(reader, tps)
+        async with plain_consumer(
+            settings, client_id="alpha-panda.ops.group", group_id=group
+        ) as consumer:
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+    except KafkaError as exc:
+        raise broker_error(settings, exc) from None
+    partitions = tuple(PartitionStatus(tp, committed[tp], *marks[tp]) for tp in tps)
+    return GroupStatus(group, description, detail, partitions)

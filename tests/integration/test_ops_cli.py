@@ -511,6 +511,12 @@ def test_replay_refuses_while_the_group_is_active_then_resets(cli: Cli) -> None:
         assert len(refused.err.strip().splitlines()) == 1
         offsets = asyncio.run(committed(cli.bootstrap, GROUP, MARKET_TICKS.name, TICK_PARTITIONS))
         assert offsets == [3] * TICK_PARTITIONS  # untouched
+        status = cli("group", "strategy-runner")
+        assert status.code == 0, status.err
+        assert status.out.startswith("group alpha-panda.strategy-runner: ")
+        assert "1 member(s)" in status.out.splitlines()[0]
+        assert "market.ticks[4]\t3\t3\t0" in status.out.splitlines()
+        assert status.out.splitlines()[-1] == "total lag 0"
 
     earliest = cli("replay", "strategy-runner", "--to-earliest")
     assert earliest.code == 0, earliest.err
@@ -521,6 +527,10 @@ def test_replay_refuses_while_the_group_is_active_then_resets(cli: Cli) -> None:
         asyncio.run(committed(cli.bootstrap, GROUP, MARKET_TICKS.name, TICK_PARTITIONS))
         == [0] * TICK_PARTITIONS
     )
+    status = cli("group", "strategy-runner").out.splitlines()
+    assert status[0] == "group alpha-panda.strategy-runner: Empty, 0 member(s)"
+    assert "market.ticks[4]\t0\t3\t3" in status
+    assert status[-1] == f"total lag {3 * TICK_PARTITIONS}"
 
     to_two = cli("replay", "strategy-runner", "--to-offset", "2")
     assert to_two.code == 0, to_two.err
@@ -579,6 +589,7 @@ def test_replay_to_datetime(cli: Cli) -> None:
 def test_replay_bad_input_exits_2(cli: Cli) -> None:
     feed = cli("replay", "market-feed", "--to-earliest")
     assert feed.code == 2 and "market-feed consumes no topics" in feed.err
+    assert cli("group", "market-feed").code == 2
     naive = cli("replay", "strategy-runner", "--to-datetime", "2026-01-05T09:15:00")
     assert naive.code == 2 and "has no UTC offset" in naive.err
     with pytest.raises(SystemExit) as exited:

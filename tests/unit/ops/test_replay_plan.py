@@ -7,16 +7,19 @@ from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+from aiokafka import TopicPartition
 
 from alpha_panda.ops import EXIT_USAGE, OpsError
 from alpha_panda.ops.replay import (
     STAGE_INPUTS,
     GroupDescription,
     Member,
+    PartitionStatus,
     Target,
     TargetKind,
     consumed_topics,
     decide,
+    describe_members,
     parse_datetime,
     parse_description,
     parse_stage,
@@ -151,3 +154,24 @@ def test_members_with_details_are_active() -> None:
 def test_bare_member_ids_cannot_be_judged_from_the_broker_alone() -> None:
     # The embedded broker's answer: it may list a consumer that has already gone.
     assert decide(GroupDescription("Stable", (Member("m-1", "", ""),)), GROUP) is None
+
+
+def test_partition_lag_counts_from_the_commit_or_the_log_start() -> None:
+    tp = TopicPartition("market.ticks", 3)
+    assert PartitionStatus(tp, 7, 0, 10).lag == 3
+    assert PartitionStatus(tp, None, 4, 10).lag == 6  # never committed: from the log start
+    assert PartitionStatus(tp, 2, 4, 10).lag == 6  # committed below a deleted log start
+    assert PartitionStatus(tp, 10, 0, 10).line() == "market.ticks[3]\t10\t10\t0"
+    assert PartitionStatus(tp, None, 0, 0).line() == "market.ticks[3]\tnone\t0\t0"
+
+
+def test_member_descriptions() -> None:
+    assert describe_members(GROUP, GroupDescription("Empty", ())) == (
+        f"group {GROUP}: Empty, 0 member(s)"
+    )
+    real = GroupDescription("Stable", (Member("m-1", "faust-1", "/10.0.0.5"),))
+    assert describe_members(GROUP, real) == (
+        f"group {GROUP}: Stable, 1 member(s): faust-1@/10.0.0.5"
+    )
+    bare = describe_members(GROUP, GroupDescription("Stable", (Member("m-1", "", ""),)))
+    assert bare.startswith(f"group {GROUP}: Stable, 1 member(s): m-1 (this broker keeps")
