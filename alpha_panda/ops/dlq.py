@@ -188,18 +188,19 @@ async def summarize(settings: Settings) -> list[DlqSummary]:
     try:
         present = await topic_partitions(settings, [dlq for _, dlq in known_dlqs()])
         tps = [TopicPartition(dlq, p) for dlq, partitions in present.items() for p in partitions]
-        async with plain_consumer(settings, client_id="alpha-panda.ops.dlq") as consumer:
-            marks = await watermarks(consumer, tps)
-            for original, dlq in known_dlqs():
-                if dlq not in present:
-                    out.append(DlqSummary(original, dlq, exists=False))
-                    continue
-                stamps: list[int] = []
-                for tp, (begin, end) in marks.items():
-                    if tp.topic == dlq:
-                        stamps += [r.timestamp for r in await read_range(consumer, tp, begin, end)]
-                oldest, newest = (min(stamps), max(stamps)) if stamps else (None, None)
-                out.append(DlqSummary(original, dlq, True, len(stamps), oldest, newest))
+        stamps: dict[str, list[int]] = {dlq: [] for dlq in present}
+        if tps:  # (aiokafka's stop() raises if a group-less consumer was never assigned)
+            async with plain_consumer(settings, client_id="alpha-panda.ops.dlq") as consumer:
+                for tp, (begin, end) in (await watermarks(consumer, tps)).items():
+                    records = await read_range(consumer, tp, begin, end)
+                    stamps[tp.topic] += [r.timestamp for r in records]
+        for original, dlq in known_dlqs():
+            if dlq not in present:
+                out.append(DlqSummary(original, dlq, exists=False))
+                continue
+            seen = stamps[dlq]
+            oldest, newest = (min(seen), max(seen)) if seen else (None, None)
+            out.append(DlqSummary(original, dlq, True, len(seen), oldest, newest))
     except KafkaError as exc:
         raise broker_error(settings, exc) from None
     return out

@@ -505,9 +505,11 @@ async def group_status(settings: Settings, stage: Stage) -> GroupStatus:
         await admin.close()
     present = await topic_partitions(settings, [spec.name for spec in specs])
     tps = [TopicPartition(s.name, p) for s in specs for p in present.get(s.name, [])]
+    marks: dict[TopicPartition, tuple[int, int]] = {}
     try:
-        async with plain_consumer(settings, client_id="alpha-panda.ops.group") as reader:
-            marks = await watermarks(reader, tps)
+        if tps:  # (aiokafka's stop() raises if a group-less consumer was never assigned)
+            async with plain_consumer(settings, client_id="alpha-panda.ops.group") as reader:
+                marks = await watermarks(reader, tps)
         async with plain_consumer(
             settings, client_id="alpha-panda.ops.group", group_id=group
         ) as consumer:

@@ -27,6 +27,7 @@ from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker, free_port
 from alpha_panda.cli import main
 from alpha_panda.mirror import MirrorKeys
+from alpha_panda.ops.dlq import known_dlqs
 from alpha_panda.settings import Stage, get_settings, load_settings
 from alpha_panda.topics import (
     MARKET_TICKS,
@@ -78,12 +79,13 @@ class Cli:
 
 
 @pytest.fixture
-def cli(
+def bare_cli(
     fresh_broker: EmbeddedBroker,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> Iterator[Cli]:
+    """The CLI against a broker of the test's own that has no topics yet."""
     env = {
         "ALPHA_PANDA_BROKER_URL": fresh_broker.bootstrap,
         # The embedded broker refuses idempotent producers; say so up front, not per run.
@@ -97,10 +99,29 @@ def cli(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = load_settings(broker={"url": fresh_broker.bootstrap})
-    asyncio.run(ensure_topics(settings))
     yield Cli(fresh_broker, capsys)
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def cli(bare_cli: Cli) -> Cli:
+    asyncio.run(ensure_topics(load_settings(broker={"url": bare_cli.bootstrap})))
+    return bare_cli
+
+
+def test_an_empty_broker_needs_topics_create(bare_cli: Cli) -> None:
+    """The embedded broker keeps its log in memory: after a restart it has no topics."""
+    before = bare_cli("dlq", "list")
+    assert before.code == 0
+    assert "market.ticks.dlq\tmissing (alpha-panda topics create)" in before.out.splitlines()
+    missing = bare_cli("dlq", "list", "market.ticks")
+    assert missing.code == 1 and "market.ticks.dlq does not exist" in missing.err
+    created = bare_cli("topics", "create")
+    assert created.code == 0 and "created market.ticks.dlq" in created.out
+    after = bare_cli("dlq", "list").out.splitlines()
+    assert len(after) == len(known_dlqs())
+    assert all(line.endswith("\t0 records") for line in after)
+    assert bare_cli("replay", "strategy-runner", "--to-earliest").code == 0
 
 
 # ---------------------------------------------------------------------------------------
