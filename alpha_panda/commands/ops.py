@@ -198,6 +198,12 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f"reset {stage.consumer_group} to {target.describe()} (partition: before -> after)")
         for reset in resets:
             print(reset.line())
+        caution = replay_ops.REPLAY_CAUTION.get(stage)
+        if caution:
+            print(
+                f"CAUTION {caution}: rewind only minutes, with trading halted, then run "
+                "`alpha-panda rebuild portfolios` (docs/RUNBOOK.md)"
+            )
         return EXIT_OK
 
     return _run(action)

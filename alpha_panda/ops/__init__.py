@@ -44,6 +44,10 @@ def describe_error(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
+def unreachable(settings: Settings, exc: BaseException) -> OpsError:
+    return OpsError(f"cannot reach the broker at {settings.broker.url}: {describe_error(exc)}")
+
+
 def broker_error(settings: Settings, exc: BaseException) -> OpsError:
     return OpsError(f"broker at {settings.broker.url} failed: {describe_error(exc)}")
 
@@ -68,9 +72,7 @@ async def plain_consumer(
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()
-        raise OpsError(
-            f"cannot reach the broker at {settings.broker.url}: {describe_error(exc)}"
-        ) from None
+        raise unreachable(settings, exc) from None
     try:
         yield consumer
     finally:
@@ -87,9 +89,7 @@ async def topic_partitions(settings: Settings, names: list[str]) -> dict[str, li
         await admin.start()
         counts = await existing_partitions(admin, names)
     except KafkaError as exc:
-        raise OpsError(
-            f"cannot reach the broker at {settings.broker.url}: {describe_error(exc)}"
-        ) from None
+        raise unreachable(settings, exc) from None
     finally:
         await admin.close()
     return {name: list(range(count)) for name, count in counts.items()}

@@ -42,6 +42,7 @@ from alpha_panda.ops import (
     plain_consumer,
     read_range,
     topic_partitions,
+    unreachable,
     watermarks,
 )
 from alpha_panda.settings import Settings, Stage
@@ -69,6 +70,22 @@ STAGE_INPUTS: Mapping[Stage, tuple[TopicSpec, ...]] = MappingProxyType(
             ORDERS_FILLED_LIVE,
             MARKET_TICKS,
             SIGNALS_REJECTED,
+        ),
+    }
+)
+
+# Stages whose memory of what they already handled is bounded (tables/risk_state.py
+# SEEN_SIGNALS_BOUND; fill ids derive from signal ids and the portfolio keeps the last 500):
+# re-read inputs older than that are decided or executed again.
+REPLAY_CAUTION: Mapping[Stage, str] = MappingProxyType(
+    {
+        Stage.RISK_MANAGER: (
+            "the risk manager remembers the last 500 signals per strategy; older signals "
+            "read again are decided again and their approvals go on to the trading engine"
+        ),
+        Stage.TRADING_ENGINE: (
+            "the trading engine executes every validated signal it reads again at today's "
+            "price; a portfolio drops a repeated fill only among its last 500 fill ids"
         ),
     }
 )
@@ -254,7 +271,7 @@ async def group_activity(settings: Settings, stage: Stage) -> Activity:
         await admin.start()
     except KafkaError as exc:
         await admin.close()
-        raise broker_error(settings, exc) from None
+        raise unreachable(settings, exc) from None
     try:
         try:
             description = await describe(admin, group)
@@ -493,14 +510,15 @@ async def group_status(settings: Settings, stage: Stage) -> GroupStatus:
     admin = admin_client(settings)
     description: GroupDescription | None
     try:
-        await admin.start()
+        try:
+            await admin.start()
+        except KafkaError as exc:
+            raise unreachable(settings, exc) from None
         try:
             description = await describe(admin, group)
             detail = describe_members(group, description)
         except (KafkaError, OpsError) as exc:
             description, detail = None, f"group {group}: the broker cannot describe it ({exc})"
-    except KafkaError as exc:
-        raise broker_error(settings, exc) from None
     finally:
         await admin.close()
     present = await topic_partitions(settings, [spec.name for spec in specs])

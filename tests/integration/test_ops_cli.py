@@ -583,6 +583,23 @@ def test_replay_a_group_that_never_ran(cli: Cli) -> None:
     lines = result.out.splitlines()
     assert "trading.signals.generated[0]\tnone -> 0" in lines
     assert "alpha-panda.risk-manager.signals-by-strategy[5]\tnone -> 0" in lines
+    assert lines[-1].startswith("CAUTION the risk manager remembers the last 500 signals")
+
+
+def test_broker_unreachable_is_one_line_exit_1(
+    bare_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPHA_PANDA_BROKER_URL", f"127.0.0.1:{free_port()}")
+    for argv in (
+        ("dlq", "list"),
+        ("group", "strategy-runner"),
+        ("replay", "strategy-runner", "--to-earliest"),
+        ("rebuild", "portfolios"),
+    ):
+        result = bare_cli(*argv)
+        assert result.code == 1, argv
+        assert result.err.startswith("alpha-panda: cannot reach the broker at 127.0.0.1:"), argv
+        assert len(result.err.strip().splitlines()) == 1, result.err
 
 
 def test_replay_to_datetime(cli: Cli) -> None:

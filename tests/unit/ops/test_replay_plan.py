@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 
 from alpha_panda.ops import EXIT_USAGE, OpsError
 from alpha_panda.ops.replay import (
+    REPLAY_CAUTION,
     STAGE_INPUTS,
     GroupDescription,
     Member,
@@ -175,3 +176,7 @@ def test_member_descriptions() -> None:
     )
     bare = describe_members(GROUP, GroupDescription("Stable", (Member("m-1", "", ""),)))
     assert bare.startswith(f"group {GROUP}: Stable, 1 member(s): m-1 (this broker keeps")
+
+
+def test_replay_cautions_where_memory_of_handled_inputs_is_bounded() -> None:
+    assert set(REPLAY_CAUTION) == {Stage.RISK_MANAGER, Stage.TRADING_ENGINE}
