@@ -249,6 +249,8 @@ class Snapshot:
     portfolios: dict[str, Portfolio]
     sources: dict[str, Source]  # per portfolio: the mirror can lack what a table holds
     prices: dict[int, Decimal]
+    # Entirely from the mirror, so its pub/sub announces the next change.
+    from_mirror: bool
 
 
 class TablesUnavailableError(ApiError):
@@ -280,6 +282,7 @@ class PortfolioReader:
     tables_ready: Callable[[], bool] = lambda: True
     redis_factory: Callable[[str], Any] | None = None
     _client: Any = None
+    _unmirrored: set[str] = field(default_factory=set)
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -349,7 +352,10 @@ class PortfolioReader:
         portfolios = _portfolios_from(raw)
         tokens = {t for p in portfolios.values() for t in p.positions}
         return Snapshot(
-            portfolios, dict.fromkeys(portfolios, "tables"), self._prices_from_tables(tokens)
+            portfolios,
+            dict.fromkeys(portfolios, "tables"),
+            self._prices_from_tables(tokens),
+            from_mirror=False,
         )
 
     async def snapshot(self, strategy_id: str | None = None) -> Snapshot:
@@ -376,7 +382,10 @@ class PortfolioReader:
                 raw, raw_prices = fetched
                 portfolios = _portfolios_from(raw)
                 mirrored = Snapshot(
-                    portfolios, dict.fromkeys(portfolios, "redis"), parse_prices(raw_prices)
+                    portfolios,
+                    dict.fromkeys(portfolios, "redis"),
+                    parse_prices(raw_prices),
+                    from_mirror=True,
                 )
             except (ValueError, TypeError) as exc:
                 log.warning(
@@ -393,12 +402,14 @@ class PortfolioReader:
         # portfolios that change. The tables are the truth, so their extra rows are added.
         local = self._from_tables(strategy_id)
         extra = {k: p for k, p in local.portfolios.items() if k not in mirrored.portfolios}
-        if extra:
+        if strategy_id is None and set(extra) != self._unmirrored:
+            self._unmirrored = set(extra)  # logged on change, not on every request
             log.info("redis_mirror_incomplete", missing=sorted(extra)[:20])
         return Snapshot(
             {**mirrored.portfolios, **extra},
             {**mirrored.sources, **dict.fromkeys(extra, "tables")},
             {**local.prices, **mirrored.prices},
+            from_mirror=not extra,
         )
 
     async def fills(self, strategy_id: str) -> tuple[Source, list[Any]]:
@@ -501,7 +512,10 @@ class ReadApi:
     clock: Callable[[], datetime] = utc_now
 
     async def portfolios(self) -> dict[str, Any]:
-        snap = await self.reader.snapshot()
+        return self._portfolio_list(await self.reader.snapshot())
+
+    @staticmethod
+    def _portfolio_list(snap: Snapshot) -> dict[str, Any]:
         rows = [
             summary_row(p, p.valuation(snap.prices), snap.sources[sid])
             for sid, p in sorted(snap.portfolios.items())
@@ -557,9 +571,8 @@ class ReadApi:
         return {"source": source, "rejections": merge_rejections(lists, limit)}
 
     async def live_update(self) -> LiveUpdate:
-        body = await self.portfolios()
-        from_mirror = all(r["source"] == "redis" for r in body["portfolios"])
-        return LiveUpdate(data=body, from_mirror=from_mirror and self.reader.mirror is not None)
+        snap = await self.reader.snapshot()
+        return LiveUpdate(data=self._portfolio_list(snap), from_mirror=snap.from_mirror)
 
 
 # -- HTTP plumbing ---------------------------------------------------------------------

@@ -532,3 +532,15 @@ async def test_rejection_lists_the_mirror_lost_are_filled_in_from_the_tables() -
     body = await ReadApi(reader).rejected(None, 50)
     assert body["source"] == "redis+tables"
     assert [r["event_id"] for r in body["rejections"]] == ["r2", "r1"]
+
+
+async def test_live_updates_say_whether_pubsub_will_announce_the_next_change() -> None:
+    tables = tables_with_mom()
+    reader, redis = redis_reader(tables)
+    assert (await ReadApi(reader).live_update()).from_mirror is True
+    redis.fail = ConnectionError("down")
+    assert (await ReadApi(reader).live_update()).from_mirror is False
+    # No portfolios at all, from the tables: still "poll", or the first fill is missed.
+    empty = PortfolioReader(model({**tables, "portfolios": {}}), mirror=None)
+    update = await ReadApi(empty).live_update()
+    assert update.data == {"portfolios": []} and update.from_mirror is False
