@@ -28,6 +28,7 @@ from alpha_panda.broker import EmbeddedBroker, free_port
 from alpha_panda.cli import main
 from alpha_panda.mirror import MirrorKeys
 from alpha_panda.ops.dlq import known_dlqs
+from alpha_panda.ops.replay import STAGE_INPUTS
 from alpha_panda.settings import Stage, get_settings, load_settings
 from alpha_panda.topics import (
     MARKET_TICKS,
@@ -624,6 +625,19 @@ def test_replay_to_datetime(cli: Cli) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "stage", [s for s in Stage if s is not Stage.MARKET_FEED], ids=lambda s: s.value
+)
+def test_group_of_every_consuming_stage(cli: Cli, stage: Stage) -> None:
+    result = cli("group", stage.value)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == f"group {stage.consumer_group}: Empty, 0 member(s)"
+    assert lines[1] == "topic[partition]\tcommitted\thigh_watermark\tlag"
+    assert lines[-1] == "total lag 0"
+    assert len(lines) == 3 + sum(spec.partitions for spec in STAGE_INPUTS[stage])
+
+
 def test_replay_bad_input_exits_2(cli: Cli) -> None:
     feed = cli("replay", "market-feed", "--to-earliest")
     assert feed.code == 2 and "market-feed consumes no topics" in feed.err
@@ -818,6 +832,9 @@ def test_rebuild_and_replay_against_a_real_portfolio_manager(
     finally:
         pm.stop()
 
+    group = cli("group", "portfolio-manager")
+    assert group.code == 0, group.err
+    assert "orders.filled.paper[2]\t7\t7\t0" in group.out.splitlines()
     first = cli("rebuild", "portfolios")
     assert first.code == 0, first.out + first.err
     for sid in ("momo", "meanrev", "lonely"):
