@@ -220,6 +220,10 @@ async def fill_ticks(bootstrap: str, per_partition: int, *, base_ms: int | None 
     await send_all(bootstrap, records)
 
 
+async def health_ok(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    return aiohttp_web.json_response({"status": "ok"})
+
+
 class GroupMember:
     """A consumer subscribed in a stage's group (default: the strategy runner's), on a thread
     with its own event loop so it keeps heartbeating while the CLI blocks this one.
@@ -274,7 +278,7 @@ class GroupMember:
         runner = None
         if self.health_port is not None:
             app = aiohttp_web.Application()
-            app.router.add_get("/health", lambda _request: aiohttp_web.json_response({}))
+            app.router.add_get("/health", health_ok)
             runner = aiohttp_web.AppRunner(app)
             await runner.setup()
             await aiohttp_web.TCPSite(runner, "127.0.0.1", self.health_port).start()
@@ -549,10 +553,10 @@ def test_replay_refuses_while_the_group_is_active_then_resets(cli: Cli) -> None:
         asyncio.run(committed(cli.bootstrap, GROUP, MARKET_TICKS.name, TICK_PARTITIONS))
         == [0] * TICK_PARTITIONS
     )
-    status = cli("group", "strategy-runner").out.splitlines()
-    assert status[0] == "group alpha-panda.strategy-runner: Empty, 0 member(s)"
-    assert "market.ticks[4]\t0\t3\t3" in status
-    assert status[-1] == f"total lag {3 * TICK_PARTITIONS}"
+    after_reset = cli("group", "strategy-runner").out.splitlines()
+    assert after_reset[0] == "group alpha-panda.strategy-runner: Empty, 0 member(s)"
+    assert "market.ticks[4]\t0\t3\t3" in after_reset
+    assert after_reset[-1] == f"total lag {3 * TICK_PARTITIONS}"
 
     to_two = cli("replay", "strategy-runner", "--to-offset", "2")
     assert to_two.code == 0, to_two.err
@@ -782,9 +786,11 @@ def test_rebuild_apply_repairs_the_mirror(
             last = max((r.partition, r.offset) for r in logged if r.key == sid.encode())
             want = portfolio.after_source(f"{ORDERS_FILLED_PAPER.name}:{last[0]}", last[1])
             raw = client.get(keys.portfolio(sid))
-            assert raw is not None
+            assert isinstance(raw, bytes)
             assert json.loads(raw) == want.to_json_dict()
-        assert {m.decode() for m in client.smembers(keys.portfolios)} == {"momo", "meanrev"}
+        members = client.smembers(keys.portfolios)
+        assert isinstance(members, set)
+        assert {m.decode() for m in members} == {"momo", "meanrev"}
 
         assert cli("rebuild", "portfolios").code == 0
     finally:
