@@ -34,7 +34,13 @@ from alpha_panda.ops import rebuild as rebuild_ops
 from alpha_panda.ops import replay as replay_ops
 from alpha_panda.producer import start_producer
 from alpha_panda.settings import Settings, Stage, get_settings
-from alpha_panda.topics import ORDERS_FILLED_LIVE, ORDERS_FILLED_PAPER, Tables, changelog_topic
+from alpha_panda.topics import (
+    MARKET_TICKS,
+    ORDERS_FILLED_LIVE,
+    ORDERS_FILLED_PAPER,
+    Tables,
+    changelog_topic,
+)
 from models.codec import DecodeError, decode
 from models.envelope import EventType
 from models.events import OrderFill
@@ -48,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     dlq = subparsers.add_parser("dlq", help="inspect and replay dead-letter queues")
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = sub.add_parser("list", help="every DLQ's size, or one DLQ's records")
-    listing.add_argument("topic", nargs="?", help="market.ticks or market.ticks.dlq")
+    listing.add_argument(
+        "topic", nargs="?", help=f"e.g. {MARKET_TICKS.name} or {MARKET_TICKS.dlq_name}"
+    )
     listing.set_defaults(handler=dlq_list)
     show = sub.add_parser("show", help="one DLQ record: headers, key, raw value")
     show.add_argument("topic")
