@@ -38,6 +38,9 @@ def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
         "processing_guarantee": "exactly_once" if broker.exactly_once else "at_least_once",
         "producer_acks": -1,  # acks=all
         "producer_linger_ms": broker.linger_ms,
+        "producer_max_batch_size": broker.max_batch_size,
+        # Faust's /table/{name}/{key} would serve portfolios without authentication.
+        "web_tables_enabled": False,
         "broker_session_timeout": broker.session_timeout_s,
         "broker_heartbeat_interval": broker.heartbeat_interval_s,
         "broker_rebalance_timeout": broker.rebalance_timeout_s,

@@ -70,6 +70,12 @@ class StageMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.offset_gaps = Counter(
+            "alpha_panda_offset_gaps",
+            "Source records skipped by the consumer (fetched and dropped around a rebalance)",
+            ["stage", "topic"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "alpha_panda_consumer_lag",
             "High watermark minus committed offset",

@@ -24,6 +24,7 @@ async def start_producer(settings: Settings, client_id: str) -> AIOKafkaProducer
             acks="all",
             enable_idempotence=idempotent,
             linger_ms=settings.broker.linger_ms,
+            max_batch_size=settings.broker.max_batch_size,
         )
 
     if settings.broker.enable_idempotence:

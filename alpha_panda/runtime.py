@@ -46,6 +46,13 @@ HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
 @dataclass
+class _Continuity:
+    """Per source partition: the next offset we expect."""
+
+    expected: int | None
+
+
+@dataclass
 class StageContext:
     app: faust.App
     settings: Settings
@@ -55,6 +62,8 @@ class StageContext:
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     # Test hook: an exception raised here is treated like a handler failure.
     fault_injector: Callable[[EventEnvelope[Any]], None] | None = None
+    _continuity: dict[Any, _Continuity] = field(default_factory=dict)
+    _generation: int | None = None
 
     @property
     def source(self) -> str:
@@ -194,6 +203,7 @@ class StageContext:
         metrics = self.metrics
         async for event in stream.events():
             message = event.message
+            self._check_continuity(message)
             topic = message.topic
             route = routes.get(topic)
             metrics.consumed.labels(self.source, topic).inc()
@@ -226,6 +236,45 @@ class StageContext:
                 metrics.end_to_end_seconds.labels(self.source, topic).observe(
                     max(0.0, time.time() - message.timestamp)
                 )
+
+    def _check_continuity(self, message: Message) -> None:
+        """Detect records a Faust worker fetched but dropped around a rebalance.
+
+        Faust can discard records it already fetched while flow is paused for a rebalance
+        or table recovery; the consumer position has moved past them and Faust's gap
+        handling then commits past them, so they are never processed (seen after SIGKILL
+        restarts on the embedded broker). Our source topics are plain logs written
+        without transactions, so their offsets are contiguous and a forward jump is
+        exactly that loss. It cannot be repaired from inside the stream (Faust has
+        already advanced its read offset), so it is reported: `offset_gap_detected` in
+        the log and `alpha_panda_offset_gaps_total`; docs/RUNBOOK.md has the recovery
+        (`alpha-panda replay STAGE --to-offset N` while the stage is stopped).
+        """
+        if self.settings.broker.exactly_once:  # transaction markers occupy offsets
+            return
+        generation = self.app.consumer_generation_id
+        if generation != self._generation:
+            self._generation = generation
+            self._continuity.clear()
+        tp = message.tp
+        state = self._continuity.get(tp)
+        if state is None:
+            committed = self.app.consumer._committed_offset.get(tp)
+            state = self._continuity[tp] = _Continuity(committed)
+        if state.expected is not None and message.offset > state.expected:
+            self.metrics.offset_gaps.labels(self.source, tp.topic).inc(
+                message.offset - state.expected
+            )
+            log.error(
+                "offset_gap_detected",
+                stage=self.source,
+                topic=tp.topic,
+                partition=tp.partition,
+                expected=state.expected,
+                got=message.offset,
+                skipped=message.offset - state.expected,
+            )
+        state.expected = message.offset + 1
 
     async def _handle_with_retries(
         self, route: Route, envelope: EventEnvelope[Any], event: EventT

@@ -61,6 +61,17 @@ class BrokerSettings(_Section):
     commit_interval_s: float = Field(default=1.0, gt=0, description="Offset commit interval.")
     replication_factor: int = Field(default=1, ge=1, description="For topics we create.")
     linger_ms: int = Field(default=5, ge=0, description="Producer batching delay.")
+    single_record_batches: bool = Field(
+        default=True,
+        description="One record per produce batch. Needed on the embedded broker, whose "
+        "ListOffsets reports a partition's end as the last batch's base offset + 1 (Faust "
+        "table recovery trusts it); set false on Redpanda for throughput.",
+    )
+
+    @property
+    def max_batch_size(self) -> int:
+        # aiokafka still accepts a record larger than the batch size: alone in its batch.
+        return 1 if self.single_record_batches else 16384
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -80,7 +80,9 @@ async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
         auto_offset_reset="earliest",
         max_poll_records=5000,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1
+    )
     await consumer.start()
     await producer.start()
     while not consumer.assignment():  # noqa: ASYNC110 - aiokafka exposes no assignment event
@@ -109,7 +111,9 @@ async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
 async def produce_ticks(
     bootstrap: str, records: list[tuple[bytes, bytes]], rate: float | None
 ) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1
+    )
     await producer.start()
     try:
         started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web as aiohttp_web
@@ -44,6 +45,7 @@ async def evaluate_health(context: StageContext) -> tuple[bool, dict[str, Any]]:
     return healthy, {
         "status": "ok" if healthy else "unavailable",
         "stage": context.source,
+        "pid": os.getpid(),
         "failing": sorted(n for n, c in checks.items() if not c["ok"]),
         "checks": checks,
     }

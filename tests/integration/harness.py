@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from alpha_panda.broker import free_port
 from alpha_panda.settings import Stage
 from alpha_panda.topics import OutgoingRecord, partitions_of
 
@@ -34,7 +34,7 @@ class Deployment:
     database_url: str = "sqlite+aiosqlite:///:memory:"
     redis_url: str = "redis://127.0.0.1:1/0"
     extra_env: dict[str, str] = field(default_factory=dict)
-    api_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=lambda: _free_listen_port())
     base_port: int = field(default_factory=lambda: _free_port_block(4))
 
     def env(self, stage: Stage) -> dict[str, str]:
@@ -63,12 +63,20 @@ class Deployment:
         return self.base_port + others.index(stage)
 
 
+# Below the kernel's ephemeral range (32768+), so no outgoing client connection of the
+# tests can be holding a worker's web port when the worker (re)starts and binds it.
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+
+
 def _free_port_block(size: int) -> int:
-    # Good enough on a quiet test machine: probe a block of consecutive free ports.
     while True:
-        base = free_port()
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
+        base = random.randrange(_PORT_LOW, _PORT_HIGH - size)
+        if all(_port_free(base + i) for i in range(size)):
             return base
+
+
+def _free_listen_port() -> int:
+    return _free_port_block(1)
 
 
 def _port_free(port: int) -> bool:
@@ -130,7 +138,8 @@ class StageProcess:
             try:
                 status, body = self.get("/health")
                 last = body
-                if status == 200 and (require is None or require in json.dumps(body)):
+                ours = isinstance(body, dict) and body.get("pid") == self.proc.pid  # type: ignore[union-attr]
+                if status == 200 and ours and (require is None or require in json.dumps(body)):
                     return body  # type: ignore[no-any-return]
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
@@ -167,7 +176,9 @@ class StageProcess:
 async def produce(
     bootstrap: str, records: Iterable[OutgoingRecord | tuple[str, bytes, bytes]]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=1, linger_ms=2
+    )
     await producer.start()
     try:
         for record in records:

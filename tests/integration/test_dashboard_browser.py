@@ -186,7 +186,9 @@ async def walk_prices(bootstrap: str, redis_url: str, steps: int) -> None:
     prices = {RELIANCE: Decimal("2899.00"), TCS: Decimal("3921.40"), INFY: Decimal("1519.60")}
     client = redis_asyncio.Redis.from_url(redis_url, decode_responses=True)
     key = MirrorKeys("alpha-panda").equity("momentum-nifty")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=1, linger_ms=1
+    )
     await producer.start()
     try:
         for step in range(steps):

@@ -177,7 +177,7 @@ Sent = tuple[str, int | None, bytes | None, bytes | None, int | None, list[tuple
 
 async def send_all(bootstrap: str, records: Sequence[Sent]) -> None:
     """(topic, partition, key, value, timestamp_ms, headers), acks=all, in order."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1)
     await producer.start()
     try:
         for topic, partition, key, value, ts, headers in records:
