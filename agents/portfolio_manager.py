@@ -87,6 +87,11 @@ def register(ctx: StageContext) -> None:
                 price=last_prices.get,
                 rejections=recent_rejections.get,
                 equity=equity_of,
+                all_keys=lambda: (
+                    list(portfolios.keys()),
+                    list(last_prices.keys()),
+                    list(recent_rejections.keys()),
+                ),
             ),
             breaker=breaker,
         )

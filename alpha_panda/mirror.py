@@ -85,6 +85,9 @@ class MirrorSources:
     price: Callable[[str], dict[str, Any] | None]
     rejections: Callable[[str], list[Any] | None]
     equity: Callable[[str], str | None]  # current equity of a portfolio, as a decimal string
+    # Every key the tables hold: (portfolio ids, instrument tokens, rejection keys), for a
+    # full resync after Redis lost data or was unreachable.
+    all_keys: Callable[[], tuple[list[str], list[str], list[str]]] | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class RedisMirror:
     flushes: int = 0
     _client: Any = None
     _last_equity: dict[str, str] = field(default_factory=dict)
+    _resync: bool = True  # the first flush, and after any failure, copies everything
 
     def mark_portfolio(self, strategy_id: str) -> None:
         self.dirty_portfolios.add(strategy_id)
@@ -135,6 +139,12 @@ class RedisMirror:
 
     async def flush(self) -> bool:
         """Copy everything marked to Redis; on failure keep the marks for the next round."""
+        if self._resync and self.sources.all_keys is not None:
+            portfolio_ids, tokens, rejection_keys = self.sources.all_keys()
+            self.dirty_portfolios.update(portfolio_ids)
+            self.dirty_prices.update(tokens)
+            self.dirty_rejections.update(rejection_keys)
+            self._last_equity.clear()
         if not self.backlog:
             return True
         portfolios, prices, rejections = (
@@ -148,7 +158,10 @@ class RedisMirror:
             return False
         except Exception as exc:  # Redis errors must never reach the agents
             log.warning("redis_mirror_write_failed", error=f"{type(exc).__name__}: {exc}")
+            # Redis may come back empty (no persistence): copy everything next time.
+            self._resync = True
             return False
+        self._resync = False
         self.dirty_portfolios -= portfolios
         self.dirty_prices -= prices
         self.dirty_rejections -= rejections
@@ -208,7 +221,10 @@ async def rewrite_portfolios(
 
     client = redis_asyncio.Redis.from_url(url)
     try:
+        stale = {m.decode() for m in await client.smembers(keys.portfolios)} - set(portfolios)
         pipe = client.pipeline(transaction=True)
+        for strategy_id in stale:
+            pipe.delete(keys.portfolio(strategy_id))
         pipe.delete(keys.portfolios)
         for strategy_id, snapshot in portfolios.items():
             pipe.sadd(keys.portfolios, strategy_id)
