@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from models.events import ExecutionMode, OrderFill, Side
+from models.events import OrderFill, Side
 from tables.portfolio import RECENT_FILL_IDS_BOUND, Portfolio
+from tests.factories import make_fill
 
 D = Decimal
 T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
@@ -29,18 +30,14 @@ def fill(
     ts: datetime = T0,
     strategy_id: str = "momo",
 ) -> OrderFill:
-    return OrderFill(
-        fill_id=fill_id,
-        order_id=f"o-{fill_id}",
-        signal_event_id=f"s-{fill_id}",
+    return make_fill(
+        fill_id,
+        side,
+        quantity,
+        price,
+        fees=fees,
         strategy_id=strategy_id,
-        instrument_token=token,
-        symbol="RELIANCE" if token == A else "INFY",
-        side=side,
-        quantity=quantity,
-        fill_price=D(price),
-        fees=D(fees),
-        execution_mode=ExecutionMode.PAPER,
+        token=token,
         filled_ts=ts,
     )
 

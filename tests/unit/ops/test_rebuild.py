@@ -20,8 +20,9 @@ from alpha_panda.ops.rebuild import (
     recompute,
     table_key,
 )
-from models.events import ExecutionMode, OrderFill, Side
+from models.events import OrderFill, Side
 from tables.portfolio import Portfolio
+from tests.factories import make_fill
 
 D = Decimal
 START = D("1000000")
@@ -40,18 +41,14 @@ def fill(
     fees: str = "0",
     minute: int = 0,
 ) -> OrderFill:
-    return OrderFill(
-        fill_id=fill_id,
-        order_id=f"o-{fill_id}",
-        signal_event_id=f"s-{fill_id}",
+    return make_fill(
+        fill_id,
+        side,
+        quantity,
+        price,
+        fees=fees,
         strategy_id=strategy_id,
-        instrument_token=token,
-        symbol="RELIANCE" if token == RELIANCE else "INFY",
-        side=side,
-        quantity=quantity,
-        fill_price=D(price),
-        fees=D(fees),
-        execution_mode=ExecutionMode.PAPER,
+        token=token,
         filled_ts=T0 + timedelta(minutes=minute),
     )
 

@@ -26,8 +26,9 @@ import pytest
 
 from alpha_panda.circuit_breaker import CircuitBreaker
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
-from models.events import ExecutionMode, OrderFill, Side
+from models.events import OrderFill, Side
 from tables.portfolio import Portfolio
+from tests.factories import make_fill
 from web.api import (
     PortfolioReader,
     ReadApi,
@@ -70,18 +71,15 @@ def fill(
     symbol: str = "RELIANCE",
     second: int = 0,
 ) -> OrderFill:
-    return OrderFill(
-        fill_id=fill_id,
-        order_id=f"o-{fill_id}",
-        signal_event_id=f"s-{fill_id}",
+    return make_fill(
+        fill_id,
+        side,
+        quantity,
+        price,
+        fees=fees,
         strategy_id=strategy_id,
-        instrument_token=token,
+        token=token,
         symbol=symbol,
-        side=side,
-        quantity=quantity,
-        fill_price=Decimal(price),
-        fees=Decimal(fees),
-        execution_mode=ExecutionMode.PAPER,
         filled_ts=T0 + timedelta(seconds=second),
     )
 
