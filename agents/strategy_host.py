@@ -43,8 +43,7 @@ class Assignment:
 @dataclass
 class TickOutcome:
     signals: list[tuple[str, TradingSignal]]
-    new_entry: dict[str, Any] | None
-    replayed: bool = False
+    new_entry: dict[str, Any] | None  # None: nothing to write (a redelivered tick)
 
 
 @dataclass
@@ -104,7 +103,7 @@ class StrategyHost:
         entry: dict[str, Any] | None,
     ) -> TickOutcome:
         if entry is not None and offset <= entry["offset"]:
-            return TickOutcome([], None, replayed=True)
+            return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
         signals = strategy.on_tick(tick)

@@ -56,7 +56,7 @@ def register(ctx: StageContext) -> None:
         help="Resting paper LIMIT orders per instrument",
     )
 
-    async def send_fill(fill: OrderFill, cause: EventEnvelope[Any]) -> None:
+    async def send_fill(fill: OrderFill) -> None:
         await ctx.send(
             ORDERS_FILLED_PAPER.record(
                 fill,
@@ -114,7 +114,7 @@ def register(ctx: StageContext) -> None:
         if fills:
             pending_orders[key] = [o.to_json_dict() for o in still_resting]
             for fill in fills:
-                await send_fill(fill, envelope)
+                await send_fill(fill)
 
     async def on_validated(envelope: EventEnvelope[Any], event: EventT) -> None:
         validated: ValidatedSignal = envelope.data
@@ -150,7 +150,7 @@ def register(ctx: StageContext) -> None:
             pending_orders[key] = [*resting_now, outcome.to_json_dict()]
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
             return
-        await send_fill(outcome, envelope)
+        await send_fill(outcome)
 
     @ctx.app.agent(ctx.source_channel([SIGNALS_VALIDATED]), name="engine-repartition")
     async def repartition_validated(stream: StreamT) -> None:

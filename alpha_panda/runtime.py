@@ -46,13 +46,6 @@ HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
 @dataclass
-class _Continuity:
-    """Per source partition: the next offset we expect."""
-
-    expected: int | None
-
-
-@dataclass
 class StageContext:
     app: faust.App
     settings: Settings
@@ -60,9 +53,8 @@ class StageContext:
     metrics: StageMetrics
     topics: dict[str, TopicT] = field(default_factory=dict)
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
-    # Test hook: an exception raised here is treated like a handler failure.
-    fault_injector: Callable[[EventEnvelope[Any]], None] | None = None
-    _continuity: dict[Any, _Continuity] = field(default_factory=dict)
+    # Per source partition: the offset the next record should have.
+    _expected_offset: dict[Any, int | None] = field(default_factory=dict)
     _generation: int | None = None
 
     @property
@@ -255,26 +247,24 @@ class StageContext:
         generation = self.app.consumer_generation_id
         if generation != self._generation:
             self._generation = generation
-            self._continuity.clear()
+            self._expected_offset.clear()
         tp = message.tp
-        state = self._continuity.get(tp)
-        if state is None:
-            committed = self.app.consumer._committed_offset.get(tp)
-            state = self._continuity[tp] = _Continuity(committed)
-        if state.expected is not None and message.offset > state.expected:
-            self.metrics.offset_gaps.labels(self.source, tp.topic).inc(
-                message.offset - state.expected
-            )
+        if tp in self._expected_offset:
+            expected = self._expected_offset[tp]
+        else:  # first record since the assignment: Faust resumed at the committed offset
+            expected = self.app.consumer._committed_offset.get(tp)
+        if expected is not None and message.offset > expected:
+            self.metrics.offset_gaps.labels(self.source, tp.topic).inc(message.offset - expected)
             log.error(
                 "offset_gap_detected",
                 stage=self.source,
                 topic=tp.topic,
                 partition=tp.partition,
-                expected=state.expected,
+                expected=expected,
                 got=message.offset,
-                skipped=message.offset - state.expected,
+                skipped=message.offset - expected,
             )
-        state.expected = message.offset + 1
+        self._expected_offset[tp] = message.offset + 1
 
     async def _handle_with_retries(
         self, route: Route, envelope: EventEnvelope[Any], event: EventT
@@ -282,8 +272,6 @@ class StageContext:
         message = event.message
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                if self.fault_injector is not None:
-                    self.fault_injector(envelope)
                 await route.handler(envelope, event)
             except asyncio.CancelledError:
                 raise

@@ -154,13 +154,6 @@ def all_topic_layout() -> dict[str, int]:
     return layout
 
 
-def topic_spec(name: str) -> TopicSpec:
-    try:
-        return ALL_TOPICS_BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown topic {name!r}; known: {sorted(ALL_TOPICS_BY_NAME)}") from None
-
-
 # Changelog topics of the stages' Faust tables: "{app id}-{table}-changelog", where the
 # app id is the stage's consumer group. Named here so tools (rebuild, dlq) never guess.
 class Tables:

@@ -10,12 +10,11 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from alpha_panda.broker import EmbeddedBroker
-from alpha_panda.settings import Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_DSN = os.environ.get(
@@ -93,23 +92,6 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
-
-
-@pytest.fixture
-def settings_factory(tmp_path: object) -> object:
-    """Build Settings for a test without touching the process environment."""
-
-    def make(**overrides: object) -> Settings:
-        base: dict[str, object] = {"data_dir": str(tmp_path)}
-        base.update(overrides)
-        return load_settings(**base)
-
-    return make
-
-
-@pytest.fixture
-async def _noop() -> AsyncIterator[None]:
-    yield None
 
 
 @pytest.fixture

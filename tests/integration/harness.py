@@ -198,13 +198,11 @@ async def read_topic(
     *,
     until: int | None = None,
     timeout: float = 30.0,
-    idle: float | None = None,
 ) -> list[Any]:
     """Read a topic from the beginning.
 
     With `until`: wait (with a deadline) until that many records have arrived. Without
     it: read everything up to the high watermarks as they stand when the call starts.
-    (`idle` is accepted for readability at call sites and ignored.)
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -290,7 +288,7 @@ def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") 
 
 async def latest_per_key(bootstrap: str, topic: str) -> dict[str, Any]:
     """Latest value per key of a Faust changelog topic (keys and values are JSON)."""
-    records = await read_topic(bootstrap, topic, idle=1.0, timeout=30)
+    records = await read_topic(bootstrap, topic, timeout=30)
     latest: dict[str, Any] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         latest[json.loads(record.key)] = json.loads(record.value)

@@ -170,13 +170,13 @@ def test_seeded_ticks_through_five_stages_give_portfolios_equal_to_a_recomputati
         wait_for(
             lambda: metric(runner, PROCESSED, topic=ticks) == N_TICKS, what="runner saw all ticks"
         )
-        generated = len(asyncio.run(read_topic(bootstrap, SIGNALS_GENERATED.name, idle=1.0)))
+        generated = len(asyncio.run(read_topic(bootstrap, SIGNALS_GENERATED.name)))
         assert generated > 5, "the seeded walk should make both strategies trade"
         wait_for(
             lambda: metric(risk, PROCESSED, topic=RISK_SIGNALS_BY_STRATEGY.name) == generated,
             what="risk decided every signal",
         )
-        validated = asyncio.run(read_topic(bootstrap, SIGNALS_VALIDATED.name, idle=1.0))
+        validated = asyncio.run(read_topic(bootstrap, SIGNALS_VALIDATED.name))
         wait_for(
             lambda: (
                 metric(engine, PROCESSED, topic=ENGINE_SIGNALS_BY_INSTRUMENT.name) == len(validated)
@@ -184,8 +184,8 @@ def test_seeded_ticks_through_five_stages_give_portfolios_equal_to_a_recomputati
             ),
             what="engine handled every validated signal and tick",
         )
-        fill_records = asyncio.run(read_topic(bootstrap, ORDERS_FILLED_PAPER.name, idle=1.0))
-        rejected = asyncio.run(read_topic(bootstrap, SIGNALS_REJECTED.name, idle=0.5))
+        fill_records = asyncio.run(read_topic(bootstrap, ORDERS_FILLED_PAPER.name))
+        rejected = asyncio.run(read_topic(bootstrap, SIGNALS_REJECTED.name))
         assert len(validated) + len(rejected) >= generated
         wait_for(
             lambda: (

@@ -224,7 +224,7 @@ def test_risk_worker_killed_mid_stream_decides_exactly_as_an_uninterrupted_run(
         def decisions() -> dict[str, list[str]]:
             out: dict[str, list[str]] = {}
             for topic in (SIGNALS_VALIDATED.name, SIGNALS_REJECTED.name):
-                for r in asyncio.run(read_topic(deployment.bootstrap, topic, idle=0.5)):
+                for r in asyncio.run(read_topic(deployment.bootstrap, topic)):
                     env = decode(r.value, topic=topic)
                     outcome = (
                         "approved" if topic == SIGNALS_VALIDATED.name else env.data.reason.value
