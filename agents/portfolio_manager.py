@@ -29,6 +29,7 @@ from alpha_panda.topics import (
 from models.envelope import EventEnvelope
 from models.events import MarketTick, OrderFill, RejectedSignal
 from tables.portfolio import Portfolio
+from web.api import ReadModel, register_api
 
 log = structlog.get_logger(__name__)
 
@@ -177,10 +178,6 @@ def register(ctx: StageContext) -> None:
     async def keep_rejections(stream: StreamT) -> None:
         await ctx.process(stream, {SIGNALS_REJECTED.name: Route(SIGNALS_REJECTED, on_rejected)})
 
-    try:
-        from web.api import ReadModel, register_api
-    except ImportError:  # the read API lands separately; the stage runs without it
-        return
     register_api(
         ctx,
         ReadModel(

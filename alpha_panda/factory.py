@@ -13,6 +13,7 @@ import faust
 
 from alpha_panda.logging import faust_logging_config
 from alpha_panda.metrics import StageMetrics
+from alpha_panda.recovery import HardenedTableManager
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
 from web.health import register_health_views
@@ -49,6 +50,8 @@ def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
         "topic_replication_factor": broker.replication_factor,
         "topic_disable_leader": True,
         "table_standby_replicas": 0,
+        # Faust's recovery, with two defects that lose or stale state fixed (see recovery.py).
+        "TableManager": HardenedTableManager,
         "web_enabled": True,
         "web_bind": settings.web.host,
         "web_host": settings.web.host,
@@ -72,6 +75,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     app.alpha_panda = context  # type: ignore[attr-defined]
     register_health_views(context)
     context.install_lag_monitor()
+    context.install_fetch_wait()
     module = importlib.import_module(STAGE_MODULES[stage])
     module.register(context)
     return app

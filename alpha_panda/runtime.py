@@ -190,6 +190,20 @@ class StageContext:
                     max(0, lag)
                 )
 
+    def install_fetch_wait(self) -> None:
+        """Apply ``broker.fetch_max_wait_ms`` to the worker's consumer.
+
+        Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500`` when it builds the consumer,
+        so the value is set on the consumer's fetcher once partitions are assigned (the
+        consumer exists then; every later fetch request reads it).
+        """
+        wait_ms = self.settings.broker.fetch_max_wait_ms
+
+        @self.app.on_partitions_assigned.connect
+        async def apply_fetch_wait(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+            consumer = app.consumer._thread._ensure_consumer()  # Faust keeps no public accessor
+            consumer._fetcher._fetch_max_wait_ms = wait_ms
+
     async def process(self, stream: StreamT, routes: Mapping[str, Route]) -> None:
         """The agent body: consume `stream`, route each record by topic name."""
         metrics = self.metrics
@@ -230,17 +244,14 @@ class StageContext:
                 )
 
     def _check_continuity(self, message: Message) -> None:
-        """Detect records a Faust worker fetched but dropped around a rebalance.
+        """Detect source records the consumer moved past without delivering them.
 
-        Faust can discard records it already fetched while flow is paused for a rebalance
-        or table recovery; the consumer position has moved past them and Faust's gap
-        handling then commits past them, so they are never processed (seen after SIGKILL
-        restarts on the embedded broker). Our source topics are plain logs written
-        without transactions, so their offsets are contiguous and a forward jump is
-        exactly that loss. It cannot be repaired from inside the stream (Faust has
-        already advanced its read offset), so it is reported: `offset_gap_detected` in
-        the log and `alpha_panda_offset_gaps_total`; docs/RUNBOOK.md has the recovery
-        (`alpha-panda replay STAGE --to-offset N` while the stage is stopped).
+        Our source topics are plain logs written without transactions, so their offsets
+        are contiguous and a forward jump is a loss. Faust's recovery used to cause one at
+        the hand-over to the streams after a restart; :mod:`alpha_panda.recovery` closes
+        that race, and this check stays as the alarm should any other path skip records:
+        `offset_gap_detected` in the log and `alpha_panda_offset_gaps_total`, with the
+        recovery (`alpha-panda replay STAGE --to-offset N`) in docs/RUNBOOK.md.
         """
         if self.settings.broker.exactly_once:  # transaction markers occupy offsets
             return

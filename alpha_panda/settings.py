@@ -61,11 +61,20 @@ class BrokerSettings(_Section):
     commit_interval_s: float = Field(default=1.0, gt=0, description="Offset commit interval.")
     replication_factor: int = Field(default=1, ge=1, description="For topics we create.")
     linger_ms: int = Field(default=5, ge=0, description="Producer batching delay.")
+    fetch_max_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        le=30_000,
+        description="Longest a consumer's fetch waits at the broker for data. The embedded "
+        "broker does not answer a waiting fetch when records arrive, so this wait is added "
+        "to every hop's latency (Faust's 1,500 ms made a median of ~0.5 s); 10 ms costs idle "
+        "workers ~100 small fetches/s. On Redpanda, which answers at once, 500 is fine.",
+    )
     single_record_batches: bool = Field(
-        default=True,
-        description="One record per produce batch. Needed on the embedded broker, whose "
-        "ListOffsets reports a partition's end as the last batch's base offset + 1 (Faust "
-        "table recovery trusts it); set false on Redpanda for throughput.",
+        default=False,
+        description="One record per produce batch: a fallback for brokers that list end "
+        "offsets short (the embedded broker lists the last batch's base offset + 1). Not "
+        "needed by our code, which confirms end offsets by fetch; costs ~20x raw throughput.",
     )
 
     @property

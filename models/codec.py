@@ -67,8 +67,14 @@ class DecodeError(ValueError):
         }
 
 
+# One parametrised envelope class per event type, held here for the process's life:
+# pydantic caches `EventEnvelope[X]` only weakly, so building it per message re-created
+# the class (a metaclass call and schema build) whenever the cache entry had been dropped.
+_ENVELOPE_TYPES: dict[EventType, Any] = {
+    t: cast(Any, EventEnvelope)[model] for t, model in PAYLOAD_TYPES.items()
+}
 _ADAPTERS: dict[EventType, TypeAdapter[Any]] = {
-    t: TypeAdapter(cast(Any, EventEnvelope)[model]) for t, model in PAYLOAD_TYPES.items()
+    t: TypeAdapter(envelope_type) for t, envelope_type in _ENVELOPE_TYPES.items()
 }
 
 
@@ -152,7 +158,7 @@ def build_envelope(
             f"{event_type.value} carries {PAYLOAD_TYPES[event_type].__name__}, "
             f"not {type(payload).__name__}"
         )
-    envelope_type: Any = EventEnvelope[type(payload)]  # type: ignore[misc]
+    envelope_type = _ENVELOPE_TYPES[event_type]
     return cast(
         EventEnvelope[P],
         envelope_type(

@@ -63,7 +63,9 @@ def tick_records(n: int, start: datetime) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) -> float:
+async def raw_passthrough(
+    bootstrap: str, records: list[tuple[bytes, bytes]], max_batch_size: int, fetch_wait_ms: int
+) -> float:
     """One process producing and consuming the same envelopes on a fresh topic."""
     admin = admin_client(load_settings(broker={"url": bootstrap}))
     await admin.start()
@@ -79,9 +81,10 @@ async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
         group_id="alpha-panda.bench",
         auto_offset_reset="earliest",
         max_poll_records=5000,
+        fetch_max_wait_ms=fetch_wait_ms,  # as the workers use it
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=max_batch_size
     )
     await consumer.start()
     await producer.start()
@@ -109,10 +112,10 @@ async def raw_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
 
 
 async def produce_ticks(
-    bootstrap: str, records: list[tuple[bytes, bytes]], rate: float | None
+    bootstrap: str, records: list[tuple[bytes, bytes]], rate: float | None, max_batch_size: int
 ) -> float:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=max_batch_size
     )
     await producer.start()
     try:
@@ -170,7 +173,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1_000.0, help="ticks/s of the latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--single-record-batches",
+        action="store_true",
+        help="every producer (raw, feed, workers) sends one record per batch",
+    )
     args = parser.parse_args()
+    settings = load_settings(broker={"single_record_batches": args.single_record_batches})
+    batch = settings.broker.max_batch_size
 
     work = Path(tempfile.mkdtemp(prefix="alpha-panda-bench-"))
     broker = EmbeddedBroker.on_free_port()
@@ -181,7 +191,8 @@ def main() -> int:
         asyncio.run(ensure_topics(load_settings(broker={"url": bootstrap})))
         start = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
         records = tick_records(args.ticks, start)
-        raw = asyncio.run(raw_passthrough(bootstrap, records))
+        fetch_wait_ms = settings.broker.fetch_max_wait_ms
+        raw = asyncio.run(raw_passthrough(bootstrap, records, batch, fetch_wait_ms))
 
         db_url = f"sqlite+aiosqlite:///{work}/bench.db"
         asyncio.run(configure(db_url))
@@ -193,6 +204,7 @@ def main() -> int:
             extra_env={
                 "ALPHA_PANDA_LOG_LEVEL": "WARNING",
                 "ALPHA_PANDA_REDIS_KEY_PREFIX": "alpha-panda-bench",
+                "ALPHA_PANDA_BROKER_SINGLE_RECORD_BATCHES": str(args.single_record_batches),
             },
         )
         workers = [StageProcess(deployment, s).start() for s in STAGES]
@@ -208,7 +220,7 @@ def main() -> int:
         # 1. Throughput: push N ticks as fast as the producer goes; time until every stage
         # that consumes ticks has processed all of them.
         started = time.perf_counter()
-        produce_s = asyncio.run(produce_ticks(bootstrap, records, rate=None))
+        produce_s = asyncio.run(produce_ticks(bootstrap, records, rate=None, max_batch_size=batch))
         wait_for(
             lambda: all(
                 sum(
@@ -238,7 +250,7 @@ def main() -> int:
         }
         paced_n = int(args.rate * args.seconds)
         paced = tick_records(paced_n, start + timedelta(days=1))
-        asyncio.run(produce_ticks(bootstrap, paced, rate=args.rate))
+        asyncio.run(produce_ticks(bootstrap, paced, rate=args.rate, max_batch_size=batch))
         wait_for(
             lambda: (
                 sum(
@@ -271,6 +283,7 @@ def main() -> int:
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         ),
         "ticks": args.ticks,
+        "producer_max_batch_size": batch,
         "raw_passthrough_msgs_per_s": round(raw),
         "pipeline_ticks_per_s": round(pipeline),
         "ratio": round(pipeline / raw, 3),
@@ -281,6 +294,7 @@ def main() -> int:
         "rss_mb": {k: round(v, 1) for k, v in memory.items()},
     }
     print(f"machine                      {result['machine']}")
+    print(f"producer batches             max {batch} bytes")
     print(f"raw aiokafka passthrough     {result['raw_passthrough_msgs_per_s']:>8} msg/s")
     print(
         f"pipeline (4 consuming stages){result['pipeline_ticks_per_s']:>8} ticks/s"

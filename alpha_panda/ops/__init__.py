@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from alpha_panda import end_offsets
 from alpha_panda.admin import admin_client, existing_partitions
 from alpha_panda.settings import Settings
 
@@ -98,34 +99,14 @@ async def topic_partitions(settings: Settings, names: list[str]) -> dict[str, li
 async def watermarks(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition]
 ) -> dict[TopicPartition, tuple[int, int]]:
-    """(log start, high watermark) of each partition. Replaces the consumer's assignment.
+    """(log start, confirmed high watermark) of each partition; see :mod:`alpha_panda.end_offsets`.
 
-    The high watermark is confirmed by a fetch: the embedded broker answers ListOffsets
-    (latest) with the base offset of the last record batch plus one, so a batch of six
-    records at 0..5 reads as "ends at 1"; a fetch response carries the true value.
-    Assigning every partition first makes the client fetch their metadata in one round.
+    Replaces the consumer's assignment.
     """
-    if not tps:
-        return {}
-    consumer.assign(list(tps))
-    begin = await consumer.beginning_offsets(tps)
-    listed = await consumer.end_offsets(tps)
-    end = {tp: int(listed[tp]) for tp in tps}
-    pending = {tp for tp in tps if end[tp] > begin[tp]}
-    for tp in pending:
-        consumer.seek(tp, end[tp] - 1)  # a record exists there: the fetch returns data
-    started = time.monotonic()
-    while pending:
-        await consumer.getmany(*pending, timeout_ms=500)
-        for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                end[tp] = max(end[tp], int(highwater))
-                pending.discard(tp)
-        if pending and time.monotonic() - started > READ_STALL_S:
-            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending))
-            raise OpsError(f"no fetch answered for {names} in {READ_STALL_S:.0f}s")
-    return {tp: (int(begin[tp]), end[tp]) for tp in tps}
+    try:
+        return await end_offsets.watermarks(consumer, tps, stall_s=READ_STALL_S)
+    except end_offsets.EndOffsetsUnconfirmed as exc:
+        raise OpsError(str(exc)) from None
 
 
 async def read_range(

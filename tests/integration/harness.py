@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from alpha_panda.end_offsets import watermarks
 from alpha_panda.settings import Stage
 from alpha_panda.topics import OutgoingRecord, partitions_of
 
@@ -216,9 +217,12 @@ async def read_topic(
             await consumer._client.force_metadata_update()
             count = len(consumer.partitions_for_topic(topic) or ())
         partitions = [TopicPartition(topic, p) for p in range(count)]
+        end: dict[TopicPartition, int] = {}
+        if until is None:  # the embedded broker's listed end offsets can be short
+            marks = await watermarks(consumer, partitions, stall_s=timeout)
+            end = {tp: high for tp, (_, high) in marks.items()}
         consumer.assign(partitions)
         await consumer.seek_to_beginning()
-        end = await consumer.end_offsets(partitions) if until is None else {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if until is None and await _reached(consumer, end):

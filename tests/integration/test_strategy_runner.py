@@ -27,12 +27,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-KNOWN_RESTART_GAP = pytest.mark.xfail(
-    strict=False,
-    reason="known defect: after SIGKILL + restart on the embedded broker, Faust sometimes "
-    "drops records it fetched while flow was paused for the rebalance and commits past "
-    "them (logged as offset_gap_detected). Passes in most runs; see docs/ARCHITECTURE.md",
-)
 
 T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 MOM, MR = 101, 202
@@ -188,7 +182,6 @@ def test_disabling_a_strategy_stops_its_signals_without_a_restart(deployment: De
         runner.stop()
 
 
-@KNOWN_RESTART_GAP
 def test_runner_killed_mid_sequence_emits_what_an_uninterrupted_run_would(
     deployment: Deployment,
 ) -> None:
@@ -229,9 +222,11 @@ def test_runner_killed_mid_sequence_emits_what_an_uninterrupted_run_would(
         # Redelivered signals repeat an id; wait for every distinct one.
         wait_for(lambda: distinct() >= len(expected), timeout=90, what="every distinct signal")
         got = _signals(asyncio.run(read_topic(deployment.bootstrap, SIGNALS_GENERATED.name)))
+        skipped = metric(runner, "alpha_panda_offset_gaps_total")
     finally:
         runner.stop()
 
+    assert skipped == 0, "the restarted worker skipped source records"
     by_id: dict[str, tuple[datetime, str]] = {}
     for s in got:
         value = (s.data.signal_ts, s.data.side.value)
