@@ -254,7 +254,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def test_dashboard_logs_in_and_follows_a_tick_live(
     fresh_broker: EmbeddedBroker, pg_url: str, redis_url: str, tmp_path: Path, browser: Any
 ) -> None:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -274,7 +274,7 @@ def test_dashboard_logs_in_and_follows_a_tick_live(
         # ~0.7 s a step (the worker's fetch latency): enough points for a chart, quickly.
         asyncio.run(walk_prices(fresh_broker.bootstrap, redis_url, steps=16))
 
-        waiter = WebDriverWait(browser, 20)
+        waiter = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
 
         def until(condition: Any, what: str) -> None:
             try:
@@ -290,49 +290,58 @@ def test_dashboard_logs_in_and_follows_a_tick_live(
         browser.find_element(By.ID, "password").send_keys(PASSWORD)
         browser.find_element(By.ID, "login-submit").click()
 
+        def texts(selector: str) -> list[str]:
+            # The dashboard re-renders its tables every second, replacing the elements, so a
+            # WebElement found a moment ago can be stale by the time its text is read. One
+            # script reads every match in a single turn of the page's event loop instead.
+            found = browser.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0]),"
+                " e => e.innerText.trim());",
+                selector,
+            )
+            return [str(t) for t in found]
+
         def card_value(strategy: str, field: str) -> str:
-            selector = f'[data-strategy="{strategy}"] [data-field="{field}"]'
-            elements = browser.find_elements(By.CSS_SELECTOR, selector)
-            return str(elements[0].text) if elements else ""
+            found = texts(f'[data-strategy="{strategy}"] [data-field="{field}"]')
+            return found[0] if found else ""
 
         until(
             lambda d: card_value("momentum-nifty", "unrealised_pnl") == UNREALISED_BEFORE,
             "the card's unrealised P&L",
         )
         # The first strategy by name is selected on login; pick the one the tick moves.
-        browser.find_element(By.CSS_SELECTOR, '[data-strategy="momentum-nifty"]').click()
+        # The cards are re-rendered too: a click on a replaced card is retried, not lost.
         until(
             lambda d: (
-                d.find_element(By.ID, "detail-title").text == "momentum-nifty"
-                and d.find_element(By.ID, "detail-unrealised").text == UNREALISED_BEFORE
+                d.find_element(By.CSS_SELECTOR, '[data-strategy="momentum-nifty"]').click() or True
+            ),
+            "a click on the momentum-nifty card",
+        )
+        until(
+            lambda d: (
+                texts("#detail-title") == ["momentum-nifty"]
+                and texts("#detail-unrealised") == [UNREALISED_BEFORE]
             ),
             "the detail's unrealised P&L",
         )
         assert card_value("momentum-nifty", "realised_pnl") == "+173.00"
         assert card_value("meanrev-it", "realised_pnl") == "+220.50"
-        until(lambda d: d.find_element(By.ID, "live-status").text == "live", "live status")
-        until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#fills tbody tr")) == 3, "3 fills")
-        until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rejections tbody tr")) == 3,
-            "3 rejections",
-        )
-        positions = browser.find_elements(By.CSS_SELECTOR, "#positions tbody tr td")
-        assert [p.text for p in positions[:2]] == ["RELIANCE", "20"]
+        until(lambda d: texts("#live-status") == ["live"], "live status")
+        until(lambda d: len(texts("#fills tbody tr")) == 3, "3 fills")
+        until(lambda d: len(texts("#rejections tbody tr")) == 3, "3 rejections")
+        assert texts("#positions tbody tr td")[:2] == ["RELIANCE", "20"]
 
         asyncio.run(
             produce(fresh_broker.bootstrap, [tick(RELIANCE, FINAL_PRICE, datetime.now(UTC))])
         )
         until(
-            lambda d: d.find_element(By.ID, "detail-unrealised").text == UNREALISED_AFTER,
+            lambda d: texts("#detail-unrealised") == [UNREALISED_AFTER],
             "the unrealised P&L after the tick",
         )
         assert card_value("momentum-nifty", "unrealised_pnl") == UNREALISED_AFTER
         # The positions table follows within its one-second refresh.
         until(
-            lambda d: (
-                [c.text for c in d.find_elements(By.CSS_SELECTOR, "#positions tbody tr td")][3:4]
-                == ["2,911.40"]
-            ),
+            lambda d: texts("#positions tbody tr td")[3:4] == ["2,911.40"],
             "the position's last price",
         )
 
