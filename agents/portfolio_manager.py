@@ -47,7 +47,7 @@ def register(ctx: StageContext) -> None:
         partitions=ORDERS_FILLED_PAPER.partitions,
         help="Recent fills per strategy",
     )
-    last_prices = ctx.table(
+    last_prices = ctx.write_behind_table(
         Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
     )
     recent_rejections = ctx.table(

@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 def register(ctx: StageContext) -> None:
     host = StrategyHost()
-    states = ctx.table(
+    states = ctx.write_behind_table(
         "strategy-state",
         partitions=MARKET_TICKS.partitions,
         help="Rolling state per strategy:instrument, with replay bookkeeping",

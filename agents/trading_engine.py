@@ -47,7 +47,7 @@ def register(ctx: StageContext) -> None:
         else FeeSchedule.intraday()
     )
     trader = PaperTrader(slippage_bps=ctx.settings.paper.slippage_bps, fees=fees)
-    last_prices = ctx.table(
+    last_prices = ctx.write_behind_table(
         Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
     )
     pending_orders = ctx.table(

@@ -25,6 +25,7 @@ from faust.types.tuples import Message
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.settings import Settings, Stage
 from alpha_panda.topics import OutgoingRecord, TopicSpec, dlq_name, partitions_of
+from alpha_panda.write_behind import WriteBehindFlusher, WriteBehindTable
 from models.codec import DecodeError, decode
 from models.envelope import EventEnvelope
 
@@ -56,6 +57,7 @@ class StageContext:
     # Per source partition: the offset the next record should have.
     _expected_offset: dict[Any, int | None] = field(default_factory=dict)
     _generation: int | None = None
+    _write_behind: WriteBehindFlusher | None = None
 
     @property
     def source(self) -> str:
@@ -98,6 +100,13 @@ class StageContext:
             partitions=partitions,
             help=help,
         )
+
+    def write_behind_table(self, name: str, *, partitions: int, help: str) -> WriteBehindTable:
+        """A :meth:`table` for keys rewritten on every tick: its changelog writes are
+        coalesced to one per key per offset commit (see alpha_panda/write_behind.py)."""
+        if self._write_behind is None:
+            self._write_behind = WriteBehindFlusher(self.app)
+        return self._write_behind.register(self.table(name, partitions=partitions, help=help))
 
     async def send(self, record: OutgoingRecord) -> None:
         topic = self.topic(record.topic)
