@@ -72,11 +72,26 @@ def register(ctx: StageContext) -> None:
     policy = RiskPolicy(RiskLimits.from_settings(ctx.settings.risk))
     watcher = ConfigWatcher(ctx, policy.configure)
     watcher.install()
-    states = ctx.table(
+    states = ctx.write_behind_table(
         Tables.RISK_STATE,
         partitions=RISK_SIGNALS_BY_STRATEGY.partitions,
         help="Pre-trade risk state per strategy",
     )
+    # Validating a strategy's state from its table value was a quarter of this stage's
+    # time. The table holds the very dict this stage wrote, so while the value is that
+    # same object the decoded state is still right; recovery puts new objects there.
+    decoded: dict[str, tuple[Any, StrategyRiskState]] = {}
+
+    def state_of(sid: str) -> StrategyRiskState:
+        raw = states.get(sid)
+        if raw is None:
+            return StrategyRiskState.new(sid)
+        cached = decoded.get(sid)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        state = StrategyRiskState.from_json_dict(raw)
+        decoded[sid] = (raw, state)
+        return state
 
     async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
         await ctx.forward(RISK_SIGNALS_BY_STRATEGY, envelope.data.strategy_id, event.message.value)
@@ -85,12 +100,7 @@ def register(ctx: StageContext) -> None:
         await watcher.ready.wait()
         signal: TradingSignal = envelope.data
         sid = signal.strategy_id
-        raw_state = states.get(sid)
-        state = (
-            StrategyRiskState.from_json_dict(raw_state)
-            if raw_state is not None
-            else StrategyRiskState.new(sid)
-        )
+        state = state_of(sid)
         pre = policy.precheck(signal)
         if pre is not None:
             await emit_rejection(envelope, signal, pre[0], pre[1])
@@ -99,7 +109,9 @@ def register(ctx: StageContext) -> None:
             signal, envelope.id, policy.limits[sid], state, policy.kill_switch
         )
         if not decision.duplicate:
-            states[sid] = decision.new_state.to_json_dict()
+            raw = decision.new_state.to_json_dict()
+            states[sid] = raw
+            decoded[sid] = (raw, decision.new_state)
         if decision.rejection is None:
             validated = ValidatedSignal(
                 signal_event_id=envelope.id, signal=signal, validated_ts=signal.signal_ts

@@ -46,6 +46,16 @@ class Route:
 HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
+@dataclass(frozen=True)
+class _TopicMeters:
+    """One source topic's metric children: ``labels()`` per record was ~3 % of a stage."""
+
+    consumed: Any
+    processed: Any
+    processing_seconds: Any
+    end_to_end_seconds: Any
+
+
 @dataclass
 class StageContext:
     app: faust.App
@@ -58,6 +68,7 @@ class StageContext:
     _expected_offset: dict[Any, int | None] = field(default_factory=dict)
     _generation: int | None = None
     _write_behind: WriteBehindFlusher | None = None
+    _meters: dict[str, _TopicMeters] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -131,8 +142,7 @@ class StageContext:
             except Exception:
                 self.metrics.send_errors.labels(self.source, record.topic).inc()
                 raise
-        # The producer buffer drains in the background; flush so the wait is one linger.
-        await self.app.producer.flush()
+        await self._flush_now()
         for record, future in zip(records, pending, strict=True):
             try:
                 await future
@@ -140,6 +150,22 @@ class StageContext:
                 self.metrics.send_errors.labels(self.source, record.topic).inc()
                 raise
             self.metrics.produced.labels(self.source, record.topic).inc()
+
+    async def _flush_now(self) -> None:
+        """Send everything buffered now, without waiting out ``producer_linger_ms``.
+
+        A stage that waits for acks stops its stream meanwhile, so the linger (there to
+        fill batches) would only add to every wait: the strategy runner paid it once per
+        signal, and it was a third of its time in the benchmark. Closing the open
+        batches is what aiokafka's own transactional commit does for the same reason.
+        """
+        producer = self.app.producer
+        await producer.buffer.flush()  # Faust's buffer drains into aiokafka in the background
+        client = producer._producer  # Faust keeps no public accessor
+        if client is None:
+            await producer.flush()
+            return
+        await client._message_accumulator.flush_for_commit()
 
     async def forward(self, spec: TopicSpec, key: str, value: bytes) -> None:
         """Repartition: the same bytes under a new record key (see topics.py)."""
@@ -221,7 +247,8 @@ class StageContext:
             self._check_continuity(message)
             topic = message.topic
             route = routes.get(topic)
-            metrics.consumed.labels(self.source, topic).inc()
+            meters = self._meters_for(topic)
+            meters.consumed.inc()
             if route is None:
                 # A subscription without a route is a wiring bug, not bad data.
                 raise RuntimeError(f"{self.source}: no route for topic {topic!r}")
@@ -245,12 +272,21 @@ class StageContext:
                 )
                 continue
             await self._handle_with_retries(route, envelope, event)
-            elapsed = time.perf_counter() - started
-            metrics.processing_seconds.labels(self.source, topic).observe(elapsed)
+            meters.processing_seconds.observe(time.perf_counter() - started)
             if message.timestamp:
-                metrics.end_to_end_seconds.labels(self.source, topic).observe(
-                    max(0.0, time.time() - message.timestamp)
-                )
+                meters.end_to_end_seconds.observe(max(0.0, time.time() - message.timestamp))
+
+    def _meters_for(self, topic: str) -> _TopicMeters:
+        meters = self._meters.get(topic)
+        if meters is None:
+            m, source = self.metrics, self.source
+            meters = self._meters[topic] = _TopicMeters(
+                consumed=m.consumed.labels(source, topic),
+                processed=m.processed.labels(source, topic),
+                processing_seconds=m.processing_seconds.labels(source, topic),
+                end_to_end_seconds=m.end_to_end_seconds.labels(source, topic),
+            )
+        return meters
 
     def _check_continuity(self, message: Message) -> None:
         """Detect source records the consumer moved past without delivering them.
@@ -319,5 +355,5 @@ class StageContext:
                     return
                 await asyncio.sleep(RETRY_BACKOFF_S[attempt - 1])
             else:
-                self.metrics.processed.labels(self.source, message.topic).inc()
+                self._meters_for(message.topic).processed.inc()
                 return

@@ -178,7 +178,15 @@ def main() -> int:
         action="store_true",
         help="every producer (raw, feed, workers) sends one record per batch",
     )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every stage worker, e.g. ALPHA_PANDA_BROKER_LINGER_MS=0 (repeatable)",
+    )
     args = parser.parse_args()
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
     settings = load_settings(broker={"single_record_batches": args.single_record_batches})
     batch = settings.broker.max_batch_size
 
@@ -205,6 +213,7 @@ def main() -> int:
                 "ALPHA_PANDA_LOG_LEVEL": "WARNING",
                 "ALPHA_PANDA_REDIS_KEY_PREFIX": "alpha-panda-bench",
                 "ALPHA_PANDA_BROKER_SINGLE_RECORD_BATCHES": str(args.single_record_batches),
+                **worker_env,
             },
         )
         workers = [StageProcess(deployment, s).start() for s in STAGES]

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from alpha_panda.end_offsets import high_watermarks as confirmed_high_watermarks
 from alpha_panda.end_offsets import watermarks
 from alpha_panda.settings import Stage
 from alpha_panda.topics import OutgoingRecord, partitions_of
@@ -288,6 +289,39 @@ def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") 
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last})")
+
+
+async def high_watermarks(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    ends = await confirmed_high_watermarks([bootstrap], tps)
+    return [ends[tp] for tp in tps]
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        return [await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)]
+    finally:
+        await consumer.stop()
+
+
+def wait_committed(bootstrap: str, stage: Stage, topic: str, *, timeout: float = 60.0) -> None:
+    """Wait until `stage` has committed all of `topic`.
+
+    Write-behind tables reach their changelog right before each commit
+    (alpha_panda/write_behind.py), so after this a changelog holds the state of
+    everything the stage consumed from `topic`.
+    """
+    partitions = partitions_of(topic)
+    ends = run(high_watermarks(bootstrap, topic, partitions))
+
+    def caught_up() -> bool:
+        done = run(committed(bootstrap, stage.consumer_group, topic, partitions))
+        # An empty partition has nothing to commit (None).
+        return all(end == 0 or offset == end for offset, end in zip(done, ends, strict=True))
+
+    wait_for(caught_up, timeout=timeout, what=f"{stage.value} to commit {topic}")
 
 
 async def latest_per_key(bootstrap: str, topic: str) -> dict[str, Any]:

@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web as aiohttp_web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker, free_port
 from alpha_panda.cli import main
-from alpha_panda.end_offsets import high_watermarks as confirmed_high_watermarks
 from alpha_panda.mirror import MirrorKeys
 from alpha_panda.ops.dlq import known_dlqs
 from alpha_panda.ops.replay import STAGE_INPUTS
@@ -42,7 +41,15 @@ from alpha_panda.topics import (
 from models.envelope import new_event_id
 from models.events import ExecutionMode, MarketTick, OrderFill, Side
 from tables.portfolio import Portfolio
-from tests.integration.harness import Deployment, StageProcess, metric, read_topic, wait_for
+from tests.integration.harness import (
+    Deployment,
+    StageProcess,
+    committed,
+    high_watermarks,
+    metric,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -187,21 +194,6 @@ async def send_all(bootstrap: str, records: Sequence[Sent]) -> None:
             )
     finally:
         await producer.stop()
-
-
-async def high_watermarks(bootstrap: str, topic: str, partitions: int) -> list[int]:
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    ends = await confirmed_high_watermarks([bootstrap], tps)
-    return [ends[tp] for tp in tps]
-
-
-async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        return [await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)]
-    finally:
-        await consumer.stop()
 
 
 async def fill_ticks(bootstrap: str, per_partition: int, *, base_ms: int | None = None) -> None:

@@ -19,6 +19,7 @@ from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
     ORDERS_FILLED_PAPER,
+    RISK_SIGNALS_BY_STRATEGY,
     SIGNALS_GENERATED,
     SIGNALS_REJECTED,
     SIGNALS_VALIDATED,
@@ -37,6 +38,7 @@ from tests.integration.harness import (
     metric,
     produce,
     read_topic,
+    wait_committed,
     wait_for,
 )
 
@@ -238,6 +240,7 @@ def test_risk_worker_killed_mid_stream_decides_exactly_as_an_uninterrupted_run(
             what=f"a decision for each of {len(signals)} signals",
         )
         got = decisions()
+        wait_committed(deployment.bootstrap, Stage.RISK_MANAGER, RISK_SIGNALS_BY_STRATEGY.name)
         final_state = asyncio.run(
             latest_per_key(
                 deployment.bootstrap,
