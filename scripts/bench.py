@@ -40,6 +40,7 @@ from tests.integration.harness import Deployment, StageProcess, scrape, wait_for
 INSTRUMENTS = [(256265 + i, f"BENCH{i}") for i in range(24)]
 STAGES = [Stage.PORTFOLIO_MANAGER, Stage.TRADING_ENGINE, Stage.RISK_MANAGER, Stage.STRATEGY_RUNNER]
 PROCESSED = "alpha_panda_messages_processed_total"
+PRODUCED = "alpha_panda_messages_produced_total"
 
 
 def tick_records(n: int, start: datetime) -> list[tuple[bytes, bytes]]:
@@ -251,6 +252,12 @@ def main() -> int:
             if n == PROCESSED and ("topic", "trading.signals.generated") in ls
         )
 
+        # The ticks are through, but the signals they caused may still be on their way
+        # to fills: let the whole pipeline drain, so the paced run starts from quiet.
+        drained_from = time.perf_counter()
+        wait_for(lambda: drained(workers), timeout=600, what="the pipeline to drain")
+        drain_s = time.perf_counter() - drained_from
+
         # 2. Latency at a paced rate: the histogram is cumulative, so the paced run's
         # quantiles come from the difference of two scrapes of its buckets.
         pm = by_stage[Stage.PORTFOLIO_MANAGER]
@@ -298,6 +305,7 @@ def main() -> int:
         "ratio": round(pipeline / raw, 3),
         "producer_seconds": round(produce_s, 2),
         "signals_decided": int(signals),
+        "drain_seconds_after_ticks": round(drain_s, 2),
         "latency_rate_ticks_per_s": args.rate,
         "latency_ms": {f"p{int(q * 100)}": round(v * 1000, 2) for q, v in quantiles.items()},
         "rss_mb": {k: round(v, 1) for k, v in memory.items()},
@@ -311,6 +319,10 @@ def main() -> int:
     )
     print(f"ratio pipeline / raw         {result['ratio']:>8.3f}")
     print(
+        f"signals decided              {result['signals_decided']:>8}"
+        f"  (rest of the pipeline drained {result['drain_seconds_after_ticks']} s later)"
+    )
+    print(
         f"tick->portfolio latency at {args.rate:.0f}/s: "
         + "  ".join(f"{k} {v} ms" for k, v in result["latency_ms"].items())
     )
@@ -320,6 +332,23 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def drained(workers: list[StageProcess]) -> bool:
+    """Every record a stage produced has been processed by the stage consuming it.
+
+    Each topic a stage produces has exactly one consuming stage in this deployment.
+    """
+    produced: dict[str, float] = {}
+    processed: dict[str, float] = {}
+    for w in workers:
+        for (name, labels), value in scrape(w).items():
+            topic = dict(labels).get("topic", "")
+            if name == PRODUCED:
+                produced[topic] = produced.get(topic, 0.0) + value
+            elif name == PROCESSED:
+                processed[topic] = processed.get(topic, 0.0) + value
+    return all(processed.get(topic, 0.0) >= n for topic, n in produced.items())
 
 
 def _quantiles_from(deltas: list, qs: list[float]) -> dict[float, float]:  # type: ignore[type-arg]
