@@ -1,10 +1,11 @@
 """Write-behind tables: one changelog record per key per commit, not per event.
 
-Three stages write a table on every tick (strategy state, and the last price in the
-trading engine and the portfolio manager). Faust sends a changelog record for every
-``table[key] = value``, and that send, not the change, was most of a tick's cost
-(docs/PERFORMANCE.md: ~200 µs of a ~365 µs tick). A price table sees the same 24
-instruments thousands of times between two commits; only the last value per key matters.
+Four tables are rewritten for the same few keys on almost every record: strategy state,
+risk state, and the last price in the trading engine and the portfolio manager. Faust
+sends a changelog record for every ``table[key] = value``, and that send, not the
+change, was most of a tick's cost (docs/PERFORMANCE.md: ~200 µs of a ~365 µs tick). A
+price table sees the same 24 instruments thousands of times between two commits; only
+the last value per key matters.
 
 A :class:`WriteBehindTable` changes the table's memory at once (readers see every write)
 and remembers the key as dirty; :class:`WriteBehindFlusher` sends each dirty key's
@@ -35,10 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import faust
-import structlog
 from faust.streams import current_event
-
-log = structlog.get_logger(__name__)
 
 
 class WriteBehindTable:
@@ -84,7 +82,6 @@ class WriteBehindFlusher(faust.Sensor):  # type: ignore[misc]  # faust is untype
 
     def __init__(self, app: faust.App) -> None:
         super().__init__()
-        self.app = app
         self.tables: list[WriteBehindTable] = []
         app.sensors.add(self)
         app.on_partitions_revoked.connect(self._flush_before_rebalance)

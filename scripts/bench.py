@@ -32,10 +32,16 @@ from alpha_panda import db  # noqa: E402
 from alpha_panda.admin import admin_client, ensure_topics  # noqa: E402
 from alpha_panda.broker import EmbeddedBroker  # noqa: E402
 from alpha_panda.settings import Stage, load_settings  # noqa: E402
-from alpha_panda.topics import BENCH_PASSTHROUGH, MARKET_TICKS  # noqa: E402
+from alpha_panda.topics import BENCH_PASSTHROUGH, MARKET_TICKS, SIGNALS_GENERATED  # noqa: E402
 from models.envelope import new_event_id  # noqa: E402
 from models.events import MarketTick  # noqa: E402
-from tests.integration.harness import Deployment, StageProcess, scrape, wait_for  # noqa: E402
+from tests.integration.harness import (  # noqa: E402
+    Deployment,
+    StageProcess,
+    metric,
+    scrape,
+    wait_for,
+)
 
 INSTRUMENTS = [(256265 + i, f"BENCH{i}") for i in range(24)]
 STAGES = [Stage.PORTFOLIO_MANAGER, Stage.TRADING_ENGINE, Stage.RISK_MANAGER, Stage.STRATEGY_RUNNER]
@@ -233,24 +239,14 @@ def main() -> int:
         produce_s = asyncio.run(produce_ticks(bootstrap, records, rate=None, max_batch_size=batch))
         wait_for(
             lambda: all(
-                sum(
-                    v
-                    for (n, ls), v in scrape(w).items()
-                    if n == PROCESSED and ("topic", MARKET_TICKS.name) in ls
-                )
-                >= args.ticks
-                for w in tick_consumers
+                metric(w, PROCESSED, topic=MARKET_TICKS.name) >= args.ticks for w in tick_consumers
             ),
             timeout=600,
             what="all stages to process the ticks",
         )
         pipeline_s = time.perf_counter() - started
         pipeline = args.ticks / pipeline_s
-        signals = sum(
-            v
-            for (n, ls), v in scrape(by_stage[Stage.RISK_MANAGER]).items()
-            if n == PROCESSED and ("topic", "trading.signals.generated") in ls
-        )
+        signals = metric(by_stage[Stage.RISK_MANAGER], PROCESSED, topic=SIGNALS_GENERATED.name)
 
         # The ticks are through, but the signals they caused may still be on their way
         # to fills: let the whole pipeline drain, so the paced run starts from quiet.
@@ -268,14 +264,7 @@ def main() -> int:
         paced = tick_records(paced_n, start + timedelta(days=1))
         asyncio.run(produce_ticks(bootstrap, paced, rate=args.rate, max_batch_size=batch))
         wait_for(
-            lambda: (
-                sum(
-                    v
-                    for (n, ls), v in scrape(pm).items()
-                    if n == PROCESSED and ("topic", MARKET_TICKS.name) in ls
-                )
-                >= args.ticks + paced_n
-            ),
+            lambda: metric(pm, PROCESSED, topic=MARKET_TICKS.name) >= args.ticks + paced_n,
             timeout=300,
             what="paced ticks processed",
         )
