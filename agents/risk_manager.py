@@ -72,26 +72,23 @@ def register(ctx: StageContext) -> None:
     policy = RiskPolicy(RiskLimits.from_settings(ctx.settings.risk))
     watcher = ConfigWatcher(ctx, policy.configure)
     watcher.install()
+    # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
+    # per commit: decoding it per signal was a quarter of this stage's time, encoding it
+    # per signal a sixth. Recovery fills memory with the changelog's JSON instead.
     states = ctx.write_behind_table(
         Tables.RISK_STATE,
         partitions=RISK_SIGNALS_BY_STRATEGY.partitions,
         help="Pre-trade risk state per strategy",
+        encode=StrategyRiskState.to_json_dict,
     )
-    # Validating a strategy's state from its table value was a quarter of this stage's
-    # time. The table holds the very dict this stage wrote, so while the value is that
-    # same object the decoded state is still right; recovery puts new objects there.
-    decoded: dict[str, tuple[Any, StrategyRiskState]] = {}
 
     def state_of(sid: str) -> StrategyRiskState:
-        raw = states.get(sid)
-        if raw is None:
+        value = states.get(sid)
+        if value is None:
             return StrategyRiskState.new(sid)
-        cached = decoded.get(sid)
-        if cached is not None and cached[0] is raw:
-            return cached[1]
-        state = StrategyRiskState.from_json_dict(raw)
-        decoded[sid] = (raw, state)
-        return state
+        if isinstance(value, StrategyRiskState):
+            return value
+        return StrategyRiskState.from_json_dict(value)
 
     async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
         await ctx.forward(RISK_SIGNALS_BY_STRATEGY, envelope.data.strategy_id, event.message.value)
@@ -109,9 +106,7 @@ def register(ctx: StageContext) -> None:
             signal, envelope.id, policy.limits[sid], state, policy.kill_switch
         )
         if not decision.duplicate:
-            raw = decision.new_state.to_json_dict()
-            states[sid] = raw
-            decoded[sid] = (raw, decision.new_state)
+            states[sid] = decision.new_state
         if decision.rejection is None:
             validated = ValidatedSignal(
                 signal_event_id=envelope.id, signal=signal, validated_ts=signal.signal_ts

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from alpha_panda.lean_monitor import LeanMonitor
 from alpha_panda.logging import faust_logging_config
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.recovery import HardenedTableManager
@@ -68,7 +69,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     # Faust creates only the last path component of its datadir.
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     config.update(faust_overrides)
-    app = faust.App(stage.consumer_group, **config)
+    app = faust.App(stage.consumer_group, monitor=LeanMonitor(), **config)
     context = StageContext(
         app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value)
     )

@@ -112,12 +112,21 @@ class StageContext:
             help=help,
         )
 
-    def write_behind_table(self, name: str, *, partitions: int, help: str) -> WriteBehindTable:
+    def write_behind_table(
+        self,
+        name: str,
+        *,
+        partitions: int,
+        help: str,
+        encode: Callable[[Any], Any] | None = None,
+    ) -> WriteBehindTable:
         """A :meth:`table` for keys rewritten on every tick: its changelog writes are
-        coalesced to one per key per offset commit (see alpha_panda/write_behind.py)."""
+        coalesced to one per key per offset commit, ``encode`` applied to each value
+        sent (see alpha_panda/write_behind.py)."""
         if self._write_behind is None:
             self._write_behind = WriteBehindFlusher(self.app)
-        return self._write_behind.register(self.table(name, partitions=partitions, help=help))
+        table = self.table(name, partitions=partitions, help=help)
+        return self._write_behind.register(table, encode)
 
     async def send(self, record: OutgoingRecord) -> None:
         topic = self.topic(record.topic)

@@ -2,7 +2,9 @@
 
 Prints sustained ticks/s through the stages, tick-to-portfolio-update latency
 percentiles at a paced 1,000 ticks/s, raw produce-then-consume throughput on the same
-broker in the same run, their ratio, and each stage worker's resident memory.
+broker in the same run, their ratio, and each stage worker's resident memory. Then,
+with the stages stopped, three bare Faust agents (scripts/faust_floor_agent.py) read all
+of the run's ticks at once: the ceiling for stages that are Faust agents, on this machine.
 A benchmark, not a test: it asserts nothing.
 
     .venv/bin/python scripts/bench.py [--ticks 20000] [--rate 1000] [--seconds 10]
@@ -15,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,6 +140,50 @@ async def produce_ticks(
         return time.perf_counter() - started
     finally:
         await producer.stop()
+
+
+def faust_floor(bootstrap: str, events: int, work: Path, processes: int = 3) -> float:
+    """Ticks/s of `processes` bare Faust agents reading the topic's ticks at once.
+
+    One bare agent per tick-consuming stage (scripts/faust_floor_agent.py), each in its
+    own consumer group, while nothing else runs: the ceiling for any pipeline here whose
+    stages are Faust agents processing one event at a time.
+    """
+    script = ROOT / "scripts" / "faust_floor_agent.py"
+    results = [work / f"floor-{i}.json" for i in range(processes)]
+    procs = []
+    for i, result in enumerate(results):
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ALPHA_PANDA_")},
+            "FLOOR_BOOTSTRAP": bootstrap,
+            "FLOOR_GROUP": f"alpha-panda.bench-floor-{i}",
+            "FLOOR_COUNT": str(events),
+            "FLOOR_RESULT": str(result),
+            "FLOOR_DATADIR": str(work / f"floor-{i}"),
+        }
+        log = (work / f"floor-{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script)], env=env, stdout=log, stderr=log, cwd=work
+            )
+        )
+
+    def finished() -> bool:
+        for proc, result in zip(procs, results, strict=True):
+            if proc.poll() is not None and not result.exists():
+                raise RuntimeError(f"bare agent exited with {proc.returncode}: see {work}")
+        return all(r.exists() for r in results)
+
+    try:
+        wait_for(finished, timeout=600, what="bare agents to finish")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    reports = [json.loads(r.read_text()) for r in results]
+    span = max(r["last"] for r in reports) - min(r["first"] for r in reports)
+    return events / span
 
 
 def rss_mb(pid: int) -> float:
@@ -278,6 +325,12 @@ def main() -> int:
         ]
         quantiles = _quantiles_from(deltas, [0.5, 0.95, 0.99])
         memory = {w.stage.value: rss_mb(w.proc.pid) for w in workers if w.proc is not None}
+        for w in workers:
+            w.stop()
+        workers = []
+        # 3. The floor: bare agents over every tick the run produced, with nothing else
+        # running, in the same broker.
+        floor = faust_floor(bootstrap, args.ticks + paced_n, work)
     finally:
         for w in workers:
             w.stop()
@@ -292,6 +345,8 @@ def main() -> int:
         "raw_passthrough_msgs_per_s": round(raw),
         "pipeline_ticks_per_s": round(pipeline),
         "ratio": round(pipeline / raw, 3),
+        "faust_floor_ticks_per_s": round(floor),
+        "pipeline_over_floor": round(pipeline / floor, 3),
         "producer_seconds": round(produce_s, 2),
         "signals_decided": int(signals),
         "drain_seconds_after_ticks": round(drain_s, 2),
@@ -307,6 +362,10 @@ def main() -> int:
         f"  ({args.ticks} ticks)"
     )
     print(f"ratio pipeline / raw         {result['ratio']:>8.3f}")
+    print(
+        f"faust floor (3 bare agents)  {result['faust_floor_ticks_per_s']:>8} ticks/s"
+        f"  (pipeline / floor {result['pipeline_over_floor']:.3f})"
+    )
     print(
         f"signals decided              {result['signals_decided']:>8}"
         f"  (rest of the pipeline drained {result['drain_seconds_after_ticks']} s later)"

@@ -100,6 +100,27 @@ def test_the_changelog_partition_is_that_of_the_last_event_that_wrote_the_key(
     assert table.changelog == [(5, "k", 2)]
 
 
+def test_memory_keeps_the_object_and_the_changelog_gets_it_encoded_once_per_flush(
+    in_event: Any,
+) -> None:
+    encoded: list[Any] = []
+
+    def encode(value: tuple[int, ...]) -> dict[str, Any]:
+        encoded.append(value)
+        return {"sum": sum(value)}
+
+    table = FakeTable()
+    wrapped = WriteBehindTable(table, encode)  # type: ignore[arg-type]
+    in_event(4)
+    for i in range(1, 50):
+        wrapped["s"] = tuple(range(i))
+    assert wrapped.get("s") == tuple(range(49))  # readers see the object itself
+    assert encoded == []
+    wrapped.flush()
+    assert encoded == [tuple(range(49))]
+    assert table.changelog == [(4, "s", {"sum": sum(range(49))})]
+
+
 def test_a_write_outside_an_event_is_a_bug(in_event: Any) -> None:
     wrapped = WriteBehindTable(FakeTable())  # type: ignore[arg-type]
     in_event(None)
