@@ -33,7 +33,9 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.task
     async def publish_ticks() -> None:
-        producer = await start_producer(ctx.settings, client_id=f"{ctx.stage.consumer_group}")
+        producer = await start_producer(
+            ctx.settings, client_id=f"{ctx.stage.consumer_group}", linger_ms=settings.linger_ms
+        )
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         sent = 0

@@ -13,9 +13,12 @@ from alpha_panda.topics import OutgoingRecord
 log = structlog.get_logger(__name__)
 
 
-async def start_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+async def start_producer(
+    settings: Settings, client_id: str, *, linger_ms: int | None = None
+) -> AIOKafkaProducer:
     """Start a producer; if the broker refuses InitProducerId (the embedded broker does),
-    say so once and run without idempotence rather than not at all."""
+    say so once and run without idempotence rather than not at all. ``linger_ms``
+    overrides ``broker.linger_ms``."""
 
     def build(idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -23,7 +26,7 @@ async def start_producer(settings: Settings, client_id: str) -> AIOKafkaProducer
             client_id=client_id,
             acks="all",
             enable_idempotence=idempotent,
-            linger_ms=settings.broker.linger_ms,
+            linger_ms=settings.broker.linger_ms if linger_ms is None else linger_ms,
             max_batch_size=settings.broker.max_batch_size,
         )
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -122,10 +123,18 @@ async def raw_passthrough(
 
 
 async def produce_ticks(
-    bootstrap: str, records: list[tuple[bytes, bytes]], rate: float | None, max_batch_size: int
+    bootstrap: str,
+    records: list[tuple[bytes, bytes]],
+    rate: float | None,
+    max_batch_size: int,
+    linger_ms: int,
 ) -> float:
+    """Send the ticks as the market feed does (its linger), paced at `rate` if given."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=max_batch_size
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=linger_ms,
+        max_batch_size=max_batch_size,
     )
     await producer.start()
     try:
@@ -240,6 +249,9 @@ def main() -> int:
         help="a setting for every stage worker, e.g. ALPHA_PANDA_BROKER_LINGER_MS=0 (repeatable)",
     )
     args = parser.parse_args()
+    # The broker and the workers run in their own sessions (so Ctrl-C reaches them only
+    # through us): a SIGTERM must unwind through the `finally` that stops them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     settings = load_settings(broker={"single_record_batches": args.single_record_batches})
     batch = settings.broker.max_batch_size
@@ -283,7 +295,9 @@ def main() -> int:
         # 1. Throughput: push N ticks as fast as the producer goes; time until every stage
         # that consumes ticks has processed all of them.
         started = time.perf_counter()
-        produce_s = asyncio.run(produce_ticks(bootstrap, records, rate=None, max_batch_size=batch))
+        produce_s = asyncio.run(
+            produce_ticks(bootstrap, records, None, batch, settings.feed.linger_ms)
+        )
         wait_for(
             lambda: all(
                 metric(w, PROCESSED, topic=MARKET_TICKS.name) >= args.ticks for w in tick_consumers
@@ -309,7 +323,7 @@ def main() -> int:
         }
         paced_n = int(args.rate * args.seconds)
         paced = tick_records(paced_n, start + timedelta(days=1))
-        asyncio.run(produce_ticks(bootstrap, paced, rate=args.rate, max_batch_size=batch))
+        asyncio.run(produce_ticks(bootstrap, paced, args.rate, batch, settings.feed.linger_ms))
         wait_for(
             lambda: metric(pm, PROCESSED, topic=MARKET_TICKS.name) >= args.ticks + paced_n,
             timeout=300,
