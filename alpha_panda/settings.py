@@ -185,8 +185,8 @@ class FeedSettings(_Section):
         default=0,
         ge=0,
         description="The feed's producer batching delay. 0 sends each tick at once (ticks "
-        "still share a request while one is in flight); the brokers' 5 ms was half of a "
-        "tick's median trip to the portfolio at low rates.",
+        "still share a request while one is in flight); the 5 ms of broker.linger_ms was "
+        "half of a tick's median trip to the portfolio at low rates.",
     )
 
 
