@@ -36,7 +36,7 @@ class Deployment:
     database_url: str = "sqlite+aiosqlite:///:memory:"
     redis_url: str = "redis://127.0.0.1:1/0"
     extra_env: dict[str, str] = field(default_factory=dict)
-    api_port: int = field(default_factory=lambda: _free_listen_port())
+    api_port: int = field(default_factory=lambda: _free_port_block(1))
     base_port: int = field(default_factory=lambda: _free_port_block(4))
 
     def env(self, stage: Stage) -> dict[str, str]:
@@ -75,10 +75,6 @@ def _free_port_block(size: int) -> int:
         base = random.randrange(_PORT_LOW, _PORT_HIGH - size)
         if all(_port_free(base + i) for i in range(size)):
             return base
-
-
-def _free_listen_port() -> int:
-    return _free_port_block(1)
 
 
 def _port_free(port: int) -> bool:

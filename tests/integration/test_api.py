@@ -31,7 +31,6 @@ from alpha_panda.settings import AuthSettings, RedisSettings, Stage, load_settin
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_PAPER, SIGNALS_REJECTED
 from models.envelope import new_event_id
 from models.events import (
-    ExecutionMode,
     MarketTick,
     OrderFill,
     RejectedSignal,
@@ -39,6 +38,7 @@ from models.events import (
     Side,
     TradingSignal,
 )
+from tests.factories import make_fill
 from tests.integration.harness import Deployment, StageProcess, produce, wait_for
 from web.auth import issue_token
 from web.summary import equity_summary
@@ -90,18 +90,14 @@ EXPECTED = {
 
 
 def fill(fid: str, sid: str, side: Side, qty: int, price: str, fees: str, token: int) -> OrderFill:
-    return OrderFill(
-        fill_id=fid,
-        order_id=f"order-{fid}",
-        signal_event_id=f"signal-{fid}",
+    return make_fill(
+        fid,
+        side,
+        qty,
+        price,
+        fees=fees,
         strategy_id=sid,
-        instrument_token=token,
-        symbol="RELIANCE" if token == RELIANCE else "TCS",
-        side=side,
-        quantity=qty,
-        fill_price=Decimal(price),
-        fees=Decimal(fees),
-        execution_mode=ExecutionMode.PAPER,
+        token=token,
         filled_ts=T0 + timedelta(seconds=int(fid[-1])),
     )
 

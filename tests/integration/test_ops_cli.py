@@ -41,6 +41,7 @@ from alpha_panda.topics import (
 from models.envelope import new_event_id
 from models.events import ExecutionMode, MarketTick, OrderFill, Side
 from tables.portfolio import Portfolio
+from tests.factories import make_fill
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -306,19 +307,17 @@ def fill(
     token: int = 738561,
     mode: ExecutionMode = ExecutionMode.PAPER,
 ) -> OrderFill:
-    return OrderFill(
-        fill_id=fill_id,
-        order_id=f"o-{fill_id}",
-        signal_event_id=f"s-{fill_id}",
+    return make_fill(
+        fill_id,
+        side,
+        quantity,
+        price,
+        fees=fees,
         strategy_id=strategy_id,
-        instrument_token=token,
-        symbol="RELIANCE",
-        side=side,
-        quantity=quantity,
-        fill_price=Decimal(price),
-        fees=Decimal(fees),
-        execution_mode=mode,
+        token=token,
         filled_ts=T0,
+        symbol="RELIANCE",
+        mode=mode,
     )
 
 
