@@ -170,12 +170,12 @@ def faust_floor(bootstrap: str, events: int, work: Path, processes: int = 3) -> 
             "FLOOR_RESULT": str(result),
             "FLOOR_DATADIR": str(work / f"floor-{i}"),
         }
-        log = (work / f"floor-{i}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script)], env=env, stdout=log, stderr=log, cwd=work
+        with (work / f"floor-{i}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(script)], env=env, stdout=log, stderr=log, cwd=work
+                )
             )
-        )
 
     def finished() -> bool:
         for proc, result in zip(procs, results, strict=True):
