@@ -76,7 +76,9 @@ def test_parse_instruments_reads_the_setting_format() -> None:
     ]
 
 
-@pytest.mark.parametrize("bad", ["738561:RELIANCE", "x:RELIANCE:2900", "1:A:notaprice", "1:A:0", "1:A:-5", "1:A:NaN", ""])
+@pytest.mark.parametrize(
+    "bad", ["738561:RELIANCE", "x:RELIANCE:2900", "1:A:notaprice", "1:A:0", "1:A:-5", "1:A:NaN", ""]
+)
 def test_parse_instruments_names_the_setting_on_bad_input(bad: str) -> None:
     with pytest.raises(ValueError, match="ALPHA_PANDA_FEED_INSTRUMENTS"):
         parse_instruments(bad)
