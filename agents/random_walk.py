@@ -31,9 +31,7 @@ def parse_instruments(spec: str) -> list[InstrumentSpec]:
                 f"ALPHA_PANDA_FEED_INSTRUMENTS: {item!r} is not token:symbol:start_price"
             ) from None
         if not instrument.start_price.is_finite() or instrument.start_price <= 0:
-            raise ValueError(
-                f"ALPHA_PANDA_FEED_INSTRUMENTS: {item!r} needs a positive start price"
-            )
+            raise ValueError(f"ALPHA_PANDA_FEED_INSTRUMENTS: {item!r} needs a positive start price")
         instruments.append(instrument)
     if not instruments:
         raise ValueError("ALPHA_PANDA_FEED_INSTRUMENTS: no instruments configured")
