@@ -272,7 +272,7 @@ async def test_delay_past_the_timeout_is_a_network_exception(
         access_token=lambda: token_box["token"],
         timeout_s=0.05,
     )
-    kite.delay_s = 1.0
+    kite.delay_s = 0.3
     with pytest.raises(NetworkException) as exc:
         await client.orders()
     assert exc.value.status is None and exc.value.retryable
