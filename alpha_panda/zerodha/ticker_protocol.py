@@ -390,7 +390,8 @@ def parse_text_frame(text: str | bytes) -> KiteTextMessage:
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     try:
-        payload = json.loads(text)
+        # Prices in order updates are JSON numbers: read them as exact Decimals.
+        payload = json.loads(text, parse_float=Decimal)
     except ValueError:
         return KiteTextMessage("unknown", text=text)
     if not isinstance(payload, dict):

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from alpha_panda.zerodha.fake_server import FakeKite
-from alpha_panda.zerodha.rest import KiteRestClient, PlaceOrder
+from alpha_panda.zerodha.rest import KiteOrder, KiteRestClient, PlaceOrder
 from alpha_panda.zerodha.ticker import (
     Backoff,
     Connected,
@@ -178,6 +178,12 @@ async def test_order_updates_arrive_as_text_frames(
             ("COMPLETE", 5),
         ]
         assert updates[-1]["tag"] == "abc"
+        # An update reads as the same model as GET /orders, with exact prices.
+        final = KiteOrder.model_validate(updates[-1])
+        assert (final.status, final.filled_quantity, final.tag) == ("COMPLETE", 5, "abc")
+        # (3 * 1500.05 + 2 * 1500.10) / 5 = 1500.07
+        assert final.average_price == D("1500.07")
+        assert final.order_timestamp is not None and final.order_timestamp.tzinfo is not None
         assert ticker.stats.order_updates == 3
     finally:
         await events.aclose()
