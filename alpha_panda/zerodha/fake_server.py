@@ -66,6 +66,7 @@ log = structlog.get_logger(__name__)
 MAX_TOKENS_PER_CONNECTION = 3000
 MAX_CONNECTIONS_PER_KEY = 3
 ORDERS_PER_SECOND = 10
+MAX_ORDER_QUANTITY = 10_000_000
 ORDERS_PER_MINUTE = 400
 INTERVALS = {
     "minute": 1,
@@ -87,6 +88,11 @@ class KiteHTTPError(Exception):
         self.status = status
         self.error_type = error_type
         self.message = message
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _error_response(status: int, error_type: str, message: str) -> web.Response:
@@ -559,7 +565,10 @@ class FakeKite:
                 value = Decimal(raw)
             except InvalidOperation:
                 raise KiteHTTPError(400, "InputException", f"Invalid `{name}`.") from None
-            if not value.is_finite():
+            # Finite, under a billion, at most 8 places: anything else is no price Kite takes
+            # (and would make the decimal arithmetic below raise instead of answering 400).
+            # (adjusted() and the exponent are read without arithmetic, which could overflow.)
+            if not value.is_finite() or value.adjusted() >= 9 or _places(value) > 8:
                 raise KiteHTTPError(400, "InputException", f"Invalid `{name}`.")
             return value
 
@@ -574,7 +583,7 @@ class FakeKite:
             quantity = int(need("quantity"))
         except ValueError:
             raise KiteHTTPError(400, "InputException", "Invalid `quantity`.") from None
-        if quantity <= 0 or quantity % instrument.lot_size:
+        if not 0 < quantity <= MAX_ORDER_QUANTITY or quantity % instrument.lot_size:
             raise KiteHTTPError(400, "InputException", "Invalid `quantity`.")
         product = need("product")
         if product not in ("MIS", "CNC", "NRML", "MTF"):
@@ -599,6 +608,8 @@ class FakeKite:
                     f"Tick size for this script is {instrument.tick_size}. Kindly enter "
                     f"{name} in the multiple of tick size for this script",
                 )
+        if not (protection == -1 or 0 <= protection <= 100):
+            raise KiteHTTPError(400, "InputException", "Invalid `market_protection`.")
         if order_type in ("MARKET", "SL-M") and protection == 0:
             raise KiteHTTPError(
                 400,
@@ -991,11 +1002,13 @@ class FakeKite:
             token = int(body["instrument_token"])
             if token not in self.market.instruments:
                 raise ValueError("unknown instrument_token")
-            self.set_book(
-                token,
-                [(Decimal(str(p)), int(q)) for p, q in body.get("bids", [])],
-                [(Decimal(str(p)), int(q)) for p, q in body.get("asks", [])],
-            )
+            sides = []
+            for side in ("bids", "asks"):
+                levels = [(Decimal(str(p)), int(q)) for p, q in body.get(side, [])]
+                if any(not p.is_finite() or p <= 0 or q <= 0 for p, q in levels):
+                    raise ValueError(f"{side}: prices and quantities must be positive")
+                sides.append(levels)
+            self.set_book(token, sides[0], sides[1])
             return {"instrument_token": token}
         if action == "walk":
             self.walk_paused = bool(body["paused"])
