@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from alpha_panda.zerodha.fake_server import FakeKite
@@ -370,3 +371,51 @@ async def test_more_than_3000_instruments_is_refused(
     with pytest.raises(ValueError, match="3000"):
         await ticker.subscribe([999_999])
     assert len(ticker.subscriptions) == 3000
+
+
+async def test_logs_never_carry_the_access_token(http: aiohttp.ClientSession) -> None:
+    """Refused upgrades (403, 500) and refused connections: the token is in no log event."""
+    secret = "tok-SECRET-123"
+    statuses = iter([500, 403])
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"status": "error"}, status=next(statuses))
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with structlog.testing.capture_logs() as logs:
+            ticker = KiteTicker(
+                http,
+                ws_url=f"ws://127.0.0.1:{port}/",
+                api_key="k",
+                access_token=lambda: secret,
+                backoff=Backoff(initial_s=0.01, max_s=0.01),
+            )
+            events = ticker.run()
+            await next_event(events, TokenRejected)
+            await events.aclose()
+
+            async def stop_after_two(delay: float) -> None:
+                if len(refused.backoff.delays) >= 2:
+                    await refused.close()
+
+            refused = KiteTicker(
+                http,
+                ws_url="ws://127.0.0.1:9/",
+                api_key="k",
+                access_token=lambda: secret,
+                backoff=Backoff(initial_s=0.01, max_s=0.01, sleep=stop_after_two),
+            )
+            async with asyncio.timeout(5):
+                assert [e async for e in refused.run()] == []
+    finally:
+        await runner.cleanup()
+    events_seen = {entry["event"] for entry in logs}
+    assert {"kite_ticker.connect_failed", "kite_ticker.token_rejected"} <= events_seen
+    assert secret not in repr(logs)
