@@ -260,6 +260,7 @@ class FakeKite:
         self._reject_next: list[str] = []
         self.delay_s = 0.0
         self.walk_paused = False
+        self.stalled = False  # connections stay open but nothing is sent (half-open link)
         self.rest_calls = 0
         self.rejected_upgrades = 0
         self._runner: web.AppRunner | None = None
@@ -360,6 +361,11 @@ class FakeKite:
 
     def reject_next(self, message: str) -> None:
         self._reject_next.append(message)
+
+    def stall(self, stalled: bool = True) -> None:
+        """Keep the ticker connections open but send nothing (no ticks, heartbeats or order
+        updates), like a half-open TCP link: what a client's no-data watchdog is for."""
+        self.stalled = stalled
 
     async def drop_connections(self) -> int:
         conns = list(self._connections)
@@ -662,7 +668,7 @@ class FakeKite:
         )
         text = encode_order_update(_jsonable(update))
         for conn in list(self._connections):
-            if conn.user.user_id == order.user.user_id and not conn.ws.closed:
+            if conn.user.user_id == order.user.user_id and not conn.ws.closed and not self.stalled:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await conn.ws.send_str(text)
 
@@ -931,6 +937,8 @@ class FakeKite:
             await self._publish_to(conn, list(conn.subscriptions))
 
     async def _publish_to(self, conn: _Connection, tokens: list[int]) -> None:
+        if self.stalled:
+            return
         now = self._clock()
         packets = [
             encode_packet(self.market.tick(token, conn.subscriptions[token], now))
@@ -951,7 +959,7 @@ class FakeKite:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
             for conn in list(self._connections):
-                if not conn.ws.closed:
+                if not conn.ws.closed and not self.stalled:
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await conn.ws.send_bytes(HEARTBEAT_FRAME)
 
@@ -991,6 +999,9 @@ class FakeKite:
                 raise ValueError("seconds must be within 0..60")
             self.delay_s = seconds
             return {"delay_s": seconds}
+        if action == "stall_ws":
+            self.stall(bool(body["stalled"]))
+            return {"stalled": self.stalled}
         if action == "drop_ws":
             return {"dropped": await self.drop_connections()}
         if action == "reject_next":
@@ -1038,5 +1049,6 @@ class FakeKite:
                 "rest_calls": self.rest_calls,
                 "rejected_upgrades": self.rejected_upgrades,
                 "walk_paused": self.walk_paused,
+                "stalled": self.stalled,
             }
         )

@@ -419,3 +419,27 @@ async def test_logs_never_carry_the_access_token(http: aiohttp.ClientSession) ->
     events_seen = {entry["event"] for entry in logs}
     assert {"kite_ticker.connect_failed", "kite_ticker.token_rejected"} <= events_seen
     assert secret not in repr(logs)
+
+
+async def test_stalled_link_trips_the_watchdog_and_the_feed_resumes(
+    kite: FakeKite, http: aiohttp.ClientSession, token_box: dict[str, str | None]
+) -> None:
+    ticker = make_ticker(http, kite, token_box, watchdog_s=0.3)
+    await ticker.subscribe([INFY], TickMode.FULL)
+    events = ticker.run()
+    try:
+        await next_event(events, Connected)
+        await next_full_tick(events, INFY)
+        seen_at = ticker.stats.last_frame_at
+        assert seen_at is not None
+        kite.stall()  # the connection stays open but goes silent, heartbeats included
+        reconnected = await next_event(events, Reconnected)
+        assert isinstance(reconnected, Reconnected)
+        assert ticker.stats.watchdog_timeouts >= 1
+        kite.stall(False)
+        await kite.step()
+        tick = await next_full_tick(events, INFY)
+        assert tick.instrument_token == INFY
+        assert ticker.stats.last_frame_at is not None and ticker.stats.last_frame_at > seen_at
+    finally:
+        await events.aclose()
