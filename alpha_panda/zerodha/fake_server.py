@@ -351,9 +351,7 @@ class FakeKite:
         """Every access token dies (the 06:00 IST expiry); their ticker connections close."""
         expired = set(self._tokens)
         self._tokens.clear()
-        for conn in list(self._connections):
-            if conn.access_token in expired:
-                await conn.ws.close(code=1000, message=b"token expired")
+        await self._close([c for c in self._connections if c.access_token in expired], 1000)
         return len(expired)
 
     def fail_next(self, count: int, status: int = 500) -> None:
@@ -369,9 +367,17 @@ class FakeKite:
 
     async def drop_connections(self) -> int:
         conns = list(self._connections)
-        for conn in conns:
-            await conn.ws.close(code=1001, message=b"dropped")
+        await self._close(conns, 1001)
         return len(conns)
+
+    async def _close(self, conns: list[_Connection], code: int) -> None:
+        # Forgotten first, so a client reconnecting at once is not refused as a 4th
+        # connection while the old close handshakes are still running; closed together, so
+        # one unresponsive client does not hold up the rest.
+        for conn in conns:
+            with contextlib.suppress(ValueError):
+                self._connections.remove(conn)
+        await asyncio.gather(*(c.ws.close(code=code) for c in conns), return_exceptions=True)
 
     def set_book(
         self, token: int, bids: list[tuple[Decimal, int]], asks: list[tuple[Decimal, int]]
