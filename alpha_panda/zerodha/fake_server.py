@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -68,6 +68,7 @@ MAX_CONNECTIONS_PER_KEY = 3
 ORDERS_PER_SECOND = 10
 MAX_ORDER_QUANTITY = 10_000_000
 ORDERS_PER_MINUTE = 400
+ORDERS_PER_DAY = 5000
 INTERVALS = {
     "minute": 1,
     "3minute": 3,
@@ -235,6 +236,7 @@ class FakeKite:
         redirect_url: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        orders_per_day: int = ORDERS_PER_DAY,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -255,6 +257,10 @@ class FakeKite:
         self._order_seq = 0
         self._trade_seq = 0
         self._order_times: deque[float] = deque()
+        self.orders_per_second = ORDERS_PER_SECOND
+        self.orders_per_day = orders_per_day
+        self._order_day: date | None = None
+        self._orders_today = 0
         self._connections: list[_Connection] = []
         self._fail_next: list[int] = []
         self._reject_next: list[str] = []
@@ -543,22 +549,30 @@ class FakeKite:
 
     # --- orders ------------------------------------------------------------------------
 
-    def _rate_limited(self) -> bool:
+    def _rate_limited(self) -> str | None:
+        """Why this order is over Kite's limits (10/s, 400/min, 5,000/day), or None."""
         now = self._monotonic()
         while self._order_times and now - self._order_times[0] >= 60:
             self._order_times.popleft()
         last_second = sum(1 for t in self._order_times if now - t < 1)
-        if last_second >= ORDERS_PER_SECOND or len(self._order_times) >= ORDERS_PER_MINUTE:
-            return True
+        if last_second >= self.orders_per_second or len(self._order_times) >= ORDERS_PER_MINUTE:
+            return "Too many requests"
+        day = self._clock().astimezone(IST).date()
+        if day != self._order_day:
+            self._order_day, self._orders_today = day, 0
+        if self._orders_today >= self.orders_per_day:
+            return "Daily order limit reached"
         self._order_times.append(now)
-        return False
+        self._orders_today += 1
+        return None
 
     async def _place_order(self, request: web.Request) -> web.Response:
         user = self._auth(request)
         if request.match_info["variety"] != "regular":
             raise KiteHTTPError(400, "InputException", "Only the regular variety is supported.")
-        if self._rate_limited():
-            raise KiteHTTPError(429, "NetworkException", "Too many requests")
+        limited = self._rate_limited()
+        if limited:
+            raise KiteHTTPError(429, "NetworkException", limited)
         form = {k: str(v) for k, v in (await request.post()).items()}
         order = self._new_order(form, user, placed_by_app=True)
         await self._accept(order)

@@ -391,3 +391,25 @@ async def test_unexpected_response_shapes_are_data_exceptions(
             await client.order_history("1")
     finally:
         await runner.cleanup()
+
+
+async def test_daily_order_limit_resets_on_the_next_ist_day(
+    http: aiohttp.ClientSession, mono: FixedClock
+) -> None:
+    now = {"t": datetime(2026, 11, 30, 18, 0, tzinfo=UTC)}  # 23:30 IST
+    async with FakeKite(
+        tick_interval_s=None, monotonic=mono, clock=lambda: now["t"], orders_per_day=2
+    ) as kite:
+        token = kite.issue_token()
+        client = KiteRestClient(
+            http, root_url=kite.root_url, api_key=kite.api_key, access_token=lambda: token
+        )
+        kite.set_book(INFY, bids=[(D("1499.95"), 100)], asks=[(D("1500.05"), 100)])
+        for _ in range(2):
+            await client.place_order(market(quantity=1))
+            mono.now += 1
+        with pytest.raises(RateLimited, match="Daily"):
+            await client.place_order(market(quantity=1))
+        now["t"] = datetime(2026, 11, 30, 18, 31, tzinfo=UTC)  # 00:01 IST the next day
+        await client.place_order(market(quantity=1))
+        assert len(kite.orders) == 3
