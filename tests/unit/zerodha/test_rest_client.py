@@ -413,3 +413,35 @@ async def test_daily_order_limit_resets_on_the_next_ist_day(
         now["t"] = datetime(2026, 11, 30, 18, 31, tzinfo=UTC)  # 00:01 IST the next day
         await client.place_order(market(quantity=1))
         assert len(kite.orders) == 3
+
+
+async def test_stop_orders_wait_for_their_trigger(kite: FakeKite, client: KiteRestClient) -> None:
+    book(kite)  # last price 1499.95
+    stop_loss = await client.place_order(
+        market(side="SELL", quantity=3, order_type="SL-M", trigger_price=D("1490.00"))
+    )
+    stop_limit = await client.place_order(
+        market(
+            side="SELL",
+            quantity=3,
+            order_type="SL",
+            trigger_price=D("1490.00"),
+            price=D("1489.00"),
+            market_protection=None,
+        )
+    )
+    statuses = {o.order_id: o.status for o in await client.orders()}
+    assert statuses == {stop_loss: "TRIGGER PENDING", stop_limit: "TRIGGER PENDING"}
+    await kite.step()  # the pinned book has not moved: still pending
+    assert {o.status for o in await client.orders()} == {"TRIGGER PENDING"}
+    kite.set_book(INFY, bids=[(D("1489.50"), 4), (D("1488.00"), 10)], asks=[(D("1490.50"), 5)])
+    await kite.step()
+    # SL-M sells at market from the best bid; SL sells only at 1489.00 or better.
+    assert [(t.average_price, t.quantity) for t in await client.order_trades(stop_loss)] == [
+        (D("1489.50"), 3)
+    ]
+    assert [(t.average_price, t.quantity) for t in await client.order_trades(stop_limit)] == [
+        (D("1489.50"), 1)
+    ]
+    statuses = {o.order_id: (o.status, o.filled_quantity) for o in await client.orders()}
+    assert statuses == {stop_loss: ("COMPLETE", 3), stop_limit: ("OPEN", 1)}
