@@ -17,7 +17,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader, PendingLimitOrder
+from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
@@ -30,6 +30,7 @@ from alpha_panda.topics import (
 from models.envelope import EventEnvelope, derived_event_id
 from models.events import (
     ExecutionMode,
+    MarketDepth,
     MarketTick,
     OrderFill,
     RejectedSignal,
@@ -46,7 +47,11 @@ def register(ctx: StageContext) -> None:
         if ctx.settings.paper.product == "delivery"
         else FeeSchedule.intraday()
     )
-    trader = PaperTrader(slippage_bps=ctx.settings.paper.slippage_bps, fees=fees)
+    trader = PaperTrader(
+        slippage_bps=ctx.settings.paper.slippage_bps,
+        fees=fees,
+        leave_rest_unfilled=ctx.settings.paper.leave_rest_unfilled,
+    )
     last_prices = ctx.write_behind_table(
         Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
     )
@@ -105,6 +110,8 @@ def register(ctx: StageContext) -> None:
             "price": str(tick.last_price),
             "symbol": tick.symbol,
             "ts": tick.exchange_ts.isoformat(),
+            # Only the last tick's book counts: a later tick without depth clears it.
+            **({"depth": tick.depth.model_dump(mode="json")} if tick.depth else {}),
         }
         resting = pending_orders.get(key)
         if not resting:
@@ -143,12 +150,27 @@ def register(ctx: StageContext) -> None:
         resting_now = pending_orders.get(key) or []
         if any(o["signal_event_id"] == validated.signal_event_id for o in resting_now):
             return  # a redelivered LIMIT order already resting
+        depth = MarketDepth.model_validate(price["depth"]) if "depth" in price else None
         outcome = trader.execute(
-            signal, validated.signal_event_id, Decimal(price["price"]), fill_ts
+            signal, validated.signal_event_id, Decimal(price["price"]), fill_ts, depth
         )
         if isinstance(outcome, PendingLimitOrder):
             pending_orders[key] = [*resting_now, outcome.to_json_dict()]
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
+            return
+        if isinstance(outcome, MarketFills):
+            for fill in outcome.fills:
+                await send_fill(fill)
+            if outcome.unfilled:
+                ctx.metrics.domain.labels(ctx.source, "depth_unfilled", signal.side.value).inc()
+                log.info(
+                    "paper_rest_unfilled",
+                    signal_event_id=validated.signal_event_id,
+                    strategy_id=signal.strategy_id,
+                    instrument_token=signal.instrument_token,
+                    filled=outcome.filled,
+                    unfilled=outcome.unfilled,
+                )
             return
         await send_fill(outcome)
 

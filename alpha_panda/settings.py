@@ -139,6 +139,11 @@ class PaperSettings(_Section):
     product: Literal["intraday", "delivery"] = Field(
         default="intraday", description="Which NSE charge schedule paper fills pay."
     )
+    leave_rest_unfilled: bool = Field(
+        default=False,
+        description="A paper MARKET order walking the depth leaves what the five levels "
+        "cannot absorb unfilled, instead of filling it at the last level plus slippage.",
+    )
 
 
 class RiskSettings(_Section):

@@ -27,6 +27,10 @@ from models.envelope import (
 
 P = TypeVar("P", bound=BaseModel)
 
+# One payload model serves every market.tick version: v1 is v2 without ``depth``. What a
+# v1 record may not carry is checked here, so consumers see one type for both versions.
+DEPTH_SINCE_VERSION = 2
+
 
 class DecodeFailure(StrEnum):
     INVALID_JSON = "invalid_json"
@@ -135,6 +139,16 @@ def decode(
         envelope = cast(EventEnvelope[Any], _ADAPTERS[event_type].validate_python(obj))
     except ValidationError as exc:
         raise DecodeError(DecodeFailure.INVALID_FIELDS, _short(exc.errors()), position) from None
+    if (
+        event_type is EventType.MARKET_TICK
+        and envelope.version < DEPTH_SINCE_VERSION
+        and envelope.data.depth is not None
+    ):
+        raise DecodeError(
+            DecodeFailure.INVALID_FIELDS,
+            f"data.depth: market.tick carries depth only from version {DEPTH_SINCE_VERSION}",
+            position,
+        )
     if key is not None and key.decode("utf-8", "replace") != envelope.key:
         raise DecodeError(
             DecodeFailure.KEY_MISMATCH,
