@@ -195,6 +195,43 @@ class FeedSettings(_Section):
     )
 
 
+class ZerodhaSettings(_Section):
+    """Kite Connect. api_key and api_secret come from the Kite Connect app; the daily access
+    token is not a setting: `alpha-panda zerodha login` stores it in the database."""
+
+    api_key: SecretStr = Field(
+        default=SecretStr(""), description="Kite Connect app's API key; empty: Zerodha is off."
+    )
+    api_secret: SecretStr = Field(
+        default=SecretStr(""), description="Kite Connect app's API secret (never logged)."
+    )
+    root_url: str = Field(default="https://api.kite.trade", description="Kite REST API.")
+    ws_url: str = Field(default="wss://ws.kite.trade", description="Kite ticker WebSocket.")
+    login_url: str = Field(
+        default="https://kite.zerodha.com/connect/login",
+        description="Kite's login page; it redirects to the app's registered URL.",
+    )
+    product: Literal["MIS", "CNC", "NRML"] = Field(
+        default="MIS", description="Product of live orders unless the strategy sets one."
+    )
+    market_protection: int = Field(
+        default=-1,
+        ge=-1,
+        le=100,
+        description="Percent sent with MARKET orders (-1: Kite's automatic); the 2026 "
+        "rules reject MARKET orders without a non-zero value.",
+    )
+    token_poll_s: float = Field(
+        default=5.0, gt=0, description="How often the feed and trader re-read the stored token."
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether Zerodha is set up at all: the feed and trader need only the api_key
+        (and a stored token); the login needs the api_secret too."""
+        return bool(self.api_key.get_secret_value())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ALPHA_PANDA_",
@@ -221,6 +258,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
+    zerodha: ZerodhaSettings = ZerodhaSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
