@@ -27,6 +27,8 @@ from alpha_panda.topics import (
     SIGNALS_VALIDATED,
     Tables,
 )
+from alpha_panda.zerodha_trader import Refused
+from alpha_panda.zerodha_wiring import install_live_trading
 from models.envelope import EventEnvelope, derived_event_id
 from models.events import (
     ExecutionMode,
@@ -96,6 +98,18 @@ def register(ctx: StageContext) -> None:
         )
         ctx.metrics.domain.labels(ctx.source, "rejected", reason.value).inc()
 
+    live = install_live_trading(ctx) if ctx.settings.zerodha.configured else None
+
+    async def on_live(envelope: EventEnvelope[Any], validated: ValidatedSignal) -> None:
+        """Hand a live signal to the Zerodha trader; wait for Kite's answer before the
+        offset may commit, so a crash redelivers it (and its tag finds the placed order)."""
+        assert live is not None
+        outcome = await live.submit(validated.signal_event_id, validated.signal)
+        if isinstance(outcome, Refused):
+            await reject(envelope, validated, outcome.reason, outcome.detail)
+            return
+        live.record(outcome.order)
+
     async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
         token = str(envelope.data.signal.instrument_token)
         await ctx.forward(ENGINE_SIGNALS_BY_INSTRUMENT, token, event.message.value)
@@ -126,12 +140,15 @@ def register(ctx: StageContext) -> None:
     async def on_validated(envelope: EventEnvelope[Any], event: EventT) -> None:
         validated: ValidatedSignal = envelope.data
         signal = validated.signal
+        if signal.execution_mode is ExecutionMode.LIVE and live is not None:
+            await on_live(envelope, validated)
+            return
         if signal.execution_mode is ExecutionMode.LIVE:
             await reject(
                 envelope,
                 validated,
                 RejectionReason.LIVE_TRADING_NOT_CONFIGURED,
-                "live trading not configured: no broker adapter is installed for live orders",
+                "live trading not configured: set ALPHA_PANDA_ZERODHA_API_KEY and log in",
             )
             return
         key = str(signal.instrument_token)

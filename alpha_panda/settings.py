@@ -224,6 +224,24 @@ class ZerodhaSettings(_Section):
     token_poll_s: float = Field(
         default=5.0, gt=0, description="How often the feed and trader re-read the stored token."
     )
+    order_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the trader lists Kite's orders for fills (the fallback to "
+        "WebSocket order updates).",
+    )
+    orders_per_second: int = Field(
+        default=10, gt=0, description="Client-side order rate limit (Kite: 10/s)."
+    )
+    orders_per_minute: int = Field(
+        default=400, gt=0, description="Client-side order rate limit (Kite: 400/min)."
+    )
+    breaker_failures: int = Field(
+        default=3, gt=0, description="Consecutive Kite 5xx/timeouts that open the breaker."
+    )
+    breaker_reset_s: float = Field(
+        default=10.0, gt=0, description="How long the open breaker refuses before a probe."
+    )
 
     @property
     def configured(self) -> bool:

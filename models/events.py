@@ -65,6 +65,15 @@ class RejectionReason(StrEnum):
     NO_MARKET_PRICE = "no_market_price"
     LIVE_TRADING_NOT_CONFIGURED = "live_trading_not_configured"
     STRATEGY_UNKNOWN = "strategy_unknown"
+    # Since trading.signal.rejected v2 (issue 13): the broker refused the order (detail
+    # carries its message), or could not be asked (token expired, breaker open, 5xx).
+    BROKER_REJECTED = "broker_rejected"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+
+
+REJECTION_REASONS_SINCE_V2 = frozenset(
+    {RejectionReason.BROKER_REJECTED, RejectionReason.BROKER_UNAVAILABLE}
+)
 
 
 class _Payload(BaseModel):

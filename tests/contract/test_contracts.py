@@ -40,6 +40,11 @@ CASES = {
         EventType.SIGNAL_REJECTED,
         "momentum-nifty:738561",
     ),
+    "signal_rejected_v2": (
+        topics.SIGNALS_REJECTED,
+        EventType.SIGNAL_REJECTED,
+        "momentum-nifty:738561",
+    ),
     "order_filled": (topics.ORDERS_FILLED_PAPER, EventType.ORDER_FILLED, "momentum-nifty"),
 }
 
@@ -54,7 +59,7 @@ def _version(name: str) -> int:
 
 # Samples of an older, still supported version: they must decode, but producers now
 # stamp the current version.
-LEGACY = {"market_tick"}
+LEGACY = {"market_tick", "signal_rejected"}
 CURRENT_CASES = sorted(set(CASES) - LEGACY)
 
 
@@ -83,7 +88,22 @@ def test_validated_and_rejected_preserve_the_generated_key() -> None:
     generated = decode(_golden("signal_generated"), topic="t", expect=EventType.SIGNAL_GENERATED)
     validated = decode(_golden("signal_validated"), topic="t", expect=EventType.SIGNAL_VALIDATED)
     rejected = decode(_golden("signal_rejected"), topic="t", expect=EventType.SIGNAL_REJECTED)
-    assert generated.key == validated.key == rejected.key
+    rejected_v2 = decode(_golden("signal_rejected_v2"), topic="t", expect=EventType.SIGNAL_REJECTED)
+    assert generated.key == validated.key == rejected.key == rejected_v2.key
+
+
+def test_a_v1_rejection_with_a_broker_reason_is_refused() -> None:
+    sample = json.loads(_golden("signal_rejected_v2"))
+    sample["version"] = 1
+    with pytest.raises(DecodeError) as info:
+        decode(json.dumps(sample).encode(), topic=topics.SIGNALS_REJECTED.name)
+    assert info.value.failure is DecodeFailure.INVALID_FIELDS
+    assert "broker_rejected" in info.value.reason
+    # The v1 golden (a risk reason) republishes as v2 with the same data.
+    v1 = decode(_golden("signal_rejected"), topic="t", expect=EventType.SIGNAL_REJECTED)
+    record = topics.SIGNALS_REJECTED.record(v1.data, event_id=v1.id, ts=v1.ts, source=v1.source)
+    assert json.loads(record.value)["version"] == 2
+    assert json.loads(record.value)["data"] == json.loads(_golden("signal_rejected"))["data"]
 
 
 def test_live_and_paper_fills_share_the_portfolio_key() -> None:
