@@ -206,4 +206,5 @@ class PlaceOrder(BaseModel):
     def form(self) -> dict[str, str]:
         """The url-encoded form Kite expects: absent fields are left out, numbers as text."""
         fields = self.model_dump(exclude_none=True, exclude={"variety"})
-        return {k: str(v) for k, v in fields.items()}
+        # Fixed-point text: str(Decimal("1E+1")) would be "1E+1", which Kite does not read.
+        return {k: format(v, "f") if isinstance(v, Decimal) else str(v) for k, v in fields.items()}

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
 from alpha_panda.zerodha.errors import (
     DataException,
@@ -47,7 +49,9 @@ __all__ = [
     "KiteSession",
     "KiteTrade",
     "PlaceOrder",
+    "postback_checksum",
     "session_checksum",
+    "verify_postback",
 ]
 
 KITE_VERSION = "3"
@@ -62,6 +66,38 @@ def session_checksum(api_key: str, request_token: str, api_secret: str) -> str:
 
 def login_url(api_key: str, base: str = LOGIN_URL) -> str:
     return f"{base}?v=3&api_key={api_key}"
+
+
+def postback_checksum(order_id: str, order_timestamp: str, api_secret: str) -> str:
+    """Kite's postback checksum: hex sha256 of order_id + order_timestamp (as sent) + secret."""
+    return hashlib.sha256((order_id + order_timestamp + api_secret).encode()).hexdigest()
+
+
+def verify_postback(payload: dict[str, Any], api_secret: str) -> bool:
+    """True when a postback's checksum matches; compares in constant time."""
+    checksum = payload.get("checksum")
+    order_id, timestamp = payload.get("order_id"), payload.get("order_timestamp")
+    if not (isinstance(checksum, str) and order_id is not None and isinstance(timestamp, str)):
+        return False
+    expected = postback_checksum(str(order_id), timestamp, api_secret)
+    return hmac.compare_digest(checksum, expected)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], data: Any) -> M:
+    """A response row to its model; a shape Kite should not send is a DataException."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        # Field names and error kinds only: the input values may hold a token.
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise DataException(
+            f"unexpected {model.__name__} response (fields: {', '.join(fields)})",
+            "DataException",
+            200,
+        ) from None
 
 
 class KiteRestClient:
@@ -92,7 +128,7 @@ class KiteRestClient:
         data = await self._call(
             "POST", "/session/token", data=form, auth=False, secrets=(request_token, api_secret)
         )
-        return KiteSession.model_validate(data)
+        return _parse(KiteSession, data)
 
     # --- orders ------------------------------------------------------------------------------
 
@@ -107,16 +143,16 @@ class KiteRestClient:
     async def orders(self) -> list[KiteOrder]:
         """Today's orders of the user (also those placed by hand on Kite web or mobile)."""
         data = await self._call("GET", "/orders")
-        return [KiteOrder.model_validate(row) for row in _rows(data)]
+        return [_parse(KiteOrder, row) for row in _rows(data)]
 
     async def order_history(self, order_id: str) -> list[KiteOrder]:
         """Every status the order went through, oldest first."""
         data = await self._call("GET", f"/orders/{order_id}")
-        return [KiteOrder.model_validate(row) for row in _rows(data)]
+        return [_parse(KiteOrder, row) for row in _rows(data)]
 
     async def order_trades(self, order_id: str) -> list[KiteTrade]:
         data = await self._call("GET", f"/orders/{order_id}/trades")
-        return [KiteTrade.model_validate(row) for row in _rows(data)]
+        return [_parse(KiteTrade, row) for row in _rows(data)]
 
     # --- market data -------------------------------------------------------------------------
 
@@ -131,7 +167,7 @@ class KiteRestClient:
             cleaned: dict[str, Any] = {k: v for k, v in row.items() if k is not None}
             if not cleaned.get("expiry"):
                 cleaned["expiry"] = None
-            out.append(Instrument.model_validate(cleaned))
+            out.append(_parse(Instrument, cleaned))
         return out
 
     async def historical(
@@ -157,18 +193,14 @@ class KiteRestClient:
         candles = data.get("candles", []) if isinstance(data, dict) else []
         out: list[Candle] = []
         for row in candles:
-            moment = parse_kite_time(row[0])
-            out.append(
-                Candle(
-                    timestamp=moment,  # type: ignore[arg-type]
-                    open=row[1],
-                    high=row[2],
-                    low=row[3],
-                    close=row[4],
-                    volume=row[5],
-                    oi=row[6] if len(row) > 6 else None,
-                )
-            )
+            if not isinstance(row, list) or len(row) < 6:
+                raise DataException("unexpected candle row", "DataException", 200)
+            try:
+                moment = parse_kite_time(row[0])
+            except ValueError:
+                raise DataException("unexpected candle time", "DataException", 200) from None
+            fields = ("timestamp", "open", "high", "low", "close", "volume", "oi")
+            out.append(_parse(Candle, dict(zip(fields, [moment, *row[1:7]], strict=False))))
         return out
 
     # --- transport -----------------------------------------------------------------------------

@@ -8,9 +8,11 @@ from decimal import Decimal
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
 from alpha_panda.zerodha.errors import (
+    DataException,
     GeneralException,
     InputException,
     NetworkException,
@@ -19,7 +21,14 @@ from alpha_panda.zerodha.errors import (
     TokenException,
 )
 from alpha_panda.zerodha.fake_server import FakeKite
-from alpha_panda.zerodha.rest import KiteRestClient, PlaceOrder, login_url, session_checksum
+from alpha_panda.zerodha.rest import (
+    KiteRestClient,
+    PlaceOrder,
+    login_url,
+    postback_checksum,
+    session_checksum,
+    verify_postback,
+)
 from tests.unit.zerodha.conftest import FixedClock
 
 INFY = 408065
@@ -272,7 +281,7 @@ async def test_delay_past_the_timeout_is_a_network_exception(
         access_token=lambda: token_box["token"],
         timeout_s=0.05,
     )
-    kite.delay_s = 1.0
+    kite.delay_s = 0.3
     with pytest.raises(NetworkException) as exc:
         await client.orders()
     assert exc.value.status is None and exc.value.retryable
@@ -314,3 +323,71 @@ async def test_historical_candles(client: KiteRestClient) -> None:
     assert await client.historical(INFY, "minute", start, end) == candles
     with pytest.raises(InputException, match="interval"):
         await client.historical(INFY, "2minute", start, end)
+
+
+def test_place_order_form_is_fixed_point_text() -> None:
+    order = market(order_type="LIMIT", price=D("1E+3"), market_protection=None, quantity=2)
+    form = order.form()
+    assert form["price"] == "1000" and form["quantity"] == "2"
+    assert "trigger_price" not in form and "variety" not in form
+    assert market().form()["market_protection"] == "2"
+
+
+def test_place_order_model_checks() -> None:
+    with pytest.raises(ValidationError, match="need a price"):
+        market(order_type="LIMIT", market_protection=None)
+    with pytest.raises(ValidationError, match="trigger_price"):
+        market(order_type="SL-M")
+    with pytest.raises(ValidationError, match="tag"):
+        market(tag="has space")
+    with pytest.raises(ValidationError, match="percent"):
+        market(market_protection=D(101))
+    with pytest.raises(ValidationError):
+        market(quantity=0)
+
+
+def test_postback_checksum() -> None:
+    # hex sha256("12026-11-30 09:15:00s"), computed separately in a shell.
+    expected = "9da172c89c7d4584c27a016a998acec08122ffca177881fb8b4fd2d481164219"
+    assert postback_checksum("1", "2026-11-30 09:15:00", "s") == expected
+    payload = {"order_id": "1", "order_timestamp": "2026-11-30 09:15:00", "checksum": expected}
+    assert verify_postback(payload, "s")
+    assert not verify_postback(payload, "other")
+    assert not verify_postback({"order_id": "1"}, "s")
+
+
+async def test_unexpected_response_shapes_are_data_exceptions(
+    http: aiohttp.ClientSession,
+) -> None:
+    answers = {
+        "/orders": {"status": "success", "data": [{"order_id": "1", "note": "tok-secret"}]},
+        "/orders/1/trades": {"status": "success", "data": {"not": "a list"}},
+    }
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path in answers:
+            return web.json_response(answers[request.path])
+        return web.Response(text="<html>hello</html>")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        client = KiteRestClient(
+            http,
+            root_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
+            api_key="k",
+            access_token=lambda: "tok-secret",
+        )
+        with pytest.raises(DataException, match="KiteOrder") as exc:
+            await client.orders()
+        assert "tok-secret" not in str(exc.value) and "status" in str(exc.value)
+        with pytest.raises(DataException):
+            await client.order_trades("1")
+        with pytest.raises(DataException, match="unreadable"):
+            await client.order_history("1")
+    finally:
+        await runner.cleanup()
