@@ -6,8 +6,13 @@ configuration database (SQLite file), the read API's aiohttp application.
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+import os
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from pydantic import SecretStr
 
 from alpha_panda import db
 from alpha_panda.broker_session import load_session, next_token_expiry
+from alpha_panda.cli import main
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import (
@@ -29,6 +35,7 @@ from alpha_panda.settings import (
     Settings,
     Stage,
     ZerodhaSettings,
+    get_settings,
     load_settings,
 )
 from alpha_panda.zerodha.fake_server import FakeKite
@@ -209,3 +216,107 @@ async def test_a_cancelled_login_and_a_missing_token_are_400s(harness: Harness) 
         )
         assert response.status == 400, params
         assert (await response.json())["error"]["code"] == "invalid_login"
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kite_in_thread() -> Iterator[FakeKite]:
+    """FakeKite on its own loop in a thread: the CLI runs asyncio.run in the test's thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    kite = FakeKite(port=0, tick_interval_s=None)
+    asyncio.run_coroutine_threadsafe(kite.start(), loop).result(10)
+    try:
+        yield kite
+    finally:
+        asyncio.run_coroutine_threadsafe(kite.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@pytest.fixture
+def cli(
+    kite_in_thread: FakeKite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Callable[..., tuple[int, str, str]]]:
+    kite = kite_in_thread
+    env = {
+        "ALPHA_PANDA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
+        "ALPHA_PANDA_ZERODHA_API_KEY": kite.api_key,
+        "ALPHA_PANDA_ZERODHA_API_SECRET": API_SECRET,
+        "ALPHA_PANDA_ZERODHA_ROOT_URL": kite.root_url,
+        "ALPHA_PANDA_ZERODHA_LOGIN_URL": kite.login_url,
+        # Nothing listens here: the stages are "not running".
+        "ALPHA_PANDA_WEB_STAGE_BASE_PORT": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        get_settings.cache_clear()
+        capsys.readouterr()
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield run
+    get_settings.cache_clear()
+
+
+def test_cli_login_from_a_pasted_redirect_url_then_status(
+    cli: Callable[..., tuple[int, str, str]], kite_in_thread: FakeKite
+) -> None:
+    request_token = kite_in_thread.issue_request_token("AB1234")
+    redirect = f"https://example.com/cb?action=login&type=login&status=success&request_token={request_token}"
+    code, out, err = cli("zerodha", "login", stdin=redirect + "\n")
+    assert code == 0, err
+    assert f"api_key={kite_in_thread.api_key}" in out  # the login URL was printed
+    assert "logged in as AB1234" in out
+    assert "06:00:00+05:30" in out
+    assert API_SECRET not in out + err
+
+    code, out, err = cli("zerodha", "status", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["session"]["user_id"] == "AB1234" and report["session"]["valid"] is True
+    assert report["feed"]["state"] == "not running"
+    assert report["trader"]["state"] == "not running"
+    stored = asyncio.run(_stored_token(os.environ["ALPHA_PANDA_DATABASE_URL"]))
+    assert stored and stored not in out
+
+    # The request token was single use: Kite refuses it, the CLI says so.
+    code, out, err = cli("zerodha", "login", "--request-token", request_token)
+    assert code == 1
+    assert "Kite refused the login" in err and "Token is invalid or has expired" in err
+
+    code, out, _ = cli("zerodha", "logout")
+    assert code == 0 and "removed" in out
+    code, out, _ = cli("zerodha", "status")
+    assert "none stored" in out
+
+
+def test_cli_login_refuses_bad_input_and_missing_secret(
+    cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = cli("zerodha", "login", "--request-token", "https://x/cb?status=cancelled")
+    assert code == 2 and "cancelled" in err
+    monkeypatch.setenv("ALPHA_PANDA_ZERODHA_API_SECRET", "")
+    code, _, err = cli("zerodha", "login", "--request-token", "abc")
+    assert code == 2 and "ALPHA_PANDA_ZERODHA_API_SECRET" in err
+
+
+async def _stored_token(url: str) -> str | None:
+    engine = db.create_engine(url)
+    try:
+        record = await load_session(db.session_factory(engine))
+    finally:
+        await engine.dispose()
+    return record.access_token.get_secret_value() if record else None
