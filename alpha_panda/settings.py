@@ -176,6 +176,11 @@ class PortfolioSettings(_Section):
 
 
 class FeedSettings(_Section):
+    source: Literal["mock", "zerodha"] = Field(
+        default="mock",
+        description="mock: the seeded random walk; zerodha: Kite's live ticker (full mode, "
+        "the instruments of enabled strategies).",
+    )
     instruments: str = Field(
         default="256265:NIFTY 50:22000,738561:RELIANCE:2900,2953217:TCS:3900,408065:INFY:1500",
         description="token:symbol:start_price, comma separated.",

@@ -49,6 +49,7 @@ from alpha_panda.settings import Settings
 from alpha_panda.zerodha.errors import KiteError, RateLimited, TokenException
 from alpha_panda.zerodha.models import KiteOrder
 from alpha_panda.zerodha.rest import KiteRestClient
+from alpha_panda.zerodha.ticker import KiteTicker, OrderUpdateReceived, Reconnected
 from models.events import OrderFill, RejectionReason, TradingSignal
 
 log = structlog.get_logger(__name__)
@@ -419,6 +420,7 @@ class LiveTrading:
         self._on_breaker = on_breaker
         self._http: aiohttp.ClientSession | None = None
         self.trader: ZerodhaTrader | None = None
+        self.ticker: KiteTicker | None = None
         self.started = asyncio.Event()
 
     async def start(self) -> None:
@@ -460,6 +462,39 @@ class LiveTrading:
         assert self.trader is not None
         self.trader.adopt(self._known_orders())
         return await self.trader.submit(signal_event_id, signal)
+
+    async def listen(self, should_stop: Callable[[], bool]) -> None:
+        """Order updates from a ticker connection of our own (no instruments subscribed):
+        the primary source of fills. After a reconnect the orders are polled at once, so a
+        trade made while the connection was down is not missed."""
+        await self.started.wait()
+        assert self.trader is not None and self._http is not None
+        zerodha = self.settings.zerodha
+        self.ticker = ticker = KiteTicker(
+            self._http,
+            ws_url=zerodha.ws_url,
+            api_key=zerodha.api_key.get_secret_value(),
+            access_token=self.watcher.access_token,
+            token_poll_s=zerodha.token_poll_s,
+        )
+        try:
+            async for event in ticker.run():
+                if should_stop():
+                    break
+                try:
+                    if isinstance(event, OrderUpdateReceived):
+                        await self.trader.on_order_update(event.order)
+                    elif isinstance(event, Reconnected):
+                        self.trader.adopt(self._known_orders())
+                        await self.trader.poll()
+                except (KiteError, CircuitOpenError) as exc:
+                    log.warning("live_order_update_failed", error=str(exc)[:300])
+        finally:
+            await ticker.close()
+
+    def token_changed(self) -> None:
+        if self.ticker is not None:
+            self.ticker.token_changed()
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
         await self.started.wait()

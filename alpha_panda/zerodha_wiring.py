@@ -120,7 +120,19 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
         finally:
             await live.stop()
 
+    async def listen() -> None:
+        await live.listen(lambda: bool(ctx.app.should_stop))
+
+    async def wake_on_new_token() -> None:
+        await live.started.wait()
+        while not ctx.app.should_stop:
+            await watcher.changed.wait()
+            watcher.changed.clear()
+            live.token_changed()
+
     ctx.app.task(trade)
+    ctx.app.task(listen)
+    ctx.app.task(wake_on_new_token)
 
     async def health() -> tuple[bool, str]:
         ok, detail = await live.health()
