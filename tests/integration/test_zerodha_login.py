@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from alpha_panda.settings import (
 )
 from alpha_panda.zerodha.fake_server import FakeKite
 from alpha_panda.zerodha.rest import KiteRestClient
+from tests.integration.kite_thread import kite_in_thread as kite_thread
 from web.api import build_services, register_views
 from web.auth import issue_token
 from web.live import ChangeWaiter
@@ -224,18 +224,8 @@ async def test_a_cancelled_login_and_a_missing_token_are_400s(harness: Harness) 
 @pytest.fixture
 def kite_in_thread() -> Iterator[FakeKite]:
     """FakeKite on its own loop in a thread: the CLI runs asyncio.run in the test's thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    kite = FakeKite(port=0, tick_interval_s=None)
-    asyncio.run_coroutine_threadsafe(kite.start(), loop).result(10)
-    try:
-        yield kite
-    finally:
-        asyncio.run_coroutine_threadsafe(kite.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    with kite_thread(tick_interval_s=None) as handle:
+        yield handle.kite
 
 
 @pytest.fixture
