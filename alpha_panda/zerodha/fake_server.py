@@ -66,6 +66,7 @@ log = structlog.get_logger(__name__)
 MAX_TOKENS_PER_CONNECTION = 3000
 MAX_CONNECTIONS_PER_KEY = 3
 ORDERS_PER_SECOND = 10
+MAX_ORDER_QUANTITY = 10_000_000
 ORDERS_PER_MINUTE = 400
 INTERVALS = {
     "minute": 1,
@@ -87,6 +88,11 @@ class KiteHTTPError(Exception):
         self.status = status
         self.error_type = error_type
         self.message = message
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _error_response(status: int, error_type: str, message: str) -> web.Response:
@@ -254,6 +260,7 @@ class FakeKite:
         self._reject_next: list[str] = []
         self.delay_s = 0.0
         self.walk_paused = False
+        self.stalled = False  # connections stay open but nothing is sent (half-open link)
         self.rest_calls = 0
         self.rejected_upgrades = 0
         self._runner: web.AppRunner | None = None
@@ -354,6 +361,11 @@ class FakeKite:
 
     def reject_next(self, message: str) -> None:
         self._reject_next.append(message)
+
+    def stall(self, stalled: bool = True) -> None:
+        """Keep the ticker connections open but send nothing (no ticks, heartbeats or order
+        updates), like a half-open TCP link: what a client's no-data watchdog is for."""
+        self.stalled = stalled
 
     async def drop_connections(self) -> int:
         conns = list(self._connections)
@@ -559,7 +571,10 @@ class FakeKite:
                 value = Decimal(raw)
             except InvalidOperation:
                 raise KiteHTTPError(400, "InputException", f"Invalid `{name}`.") from None
-            if not value.is_finite():
+            # Finite, under a billion, at most 8 places: anything else is no price Kite takes
+            # (and would make the decimal arithmetic below raise instead of answering 400).
+            # (adjusted() and the exponent are read without arithmetic, which could overflow.)
+            if not value.is_finite() or value.adjusted() >= 9 or _places(value) > 8:
                 raise KiteHTTPError(400, "InputException", f"Invalid `{name}`.")
             return value
 
@@ -574,7 +589,7 @@ class FakeKite:
             quantity = int(need("quantity"))
         except ValueError:
             raise KiteHTTPError(400, "InputException", "Invalid `quantity`.") from None
-        if quantity <= 0 or quantity % instrument.lot_size:
+        if not 0 < quantity <= MAX_ORDER_QUANTITY or quantity % instrument.lot_size:
             raise KiteHTTPError(400, "InputException", "Invalid `quantity`.")
         product = need("product")
         if product not in ("MIS", "CNC", "NRML", "MTF"):
@@ -599,6 +614,8 @@ class FakeKite:
                     f"Tick size for this script is {instrument.tick_size}. Kindly enter "
                     f"{name} in the multiple of tick size for this script",
                 )
+        if not (protection == -1 or 0 <= protection <= 100):
+            raise KiteHTTPError(400, "InputException", "Invalid `market_protection`.")
         if order_type in ("MARKET", "SL-M") and protection == 0:
             raise KiteHTTPError(
                 400,
@@ -651,7 +668,7 @@ class FakeKite:
         )
         text = encode_order_update(_jsonable(update))
         for conn in list(self._connections):
-            if conn.user.user_id == order.user.user_id and not conn.ws.closed:
+            if conn.user.user_id == order.user.user_id and not conn.ws.closed and not self.stalled:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await conn.ws.send_str(text)
 
@@ -920,6 +937,8 @@ class FakeKite:
             await self._publish_to(conn, list(conn.subscriptions))
 
     async def _publish_to(self, conn: _Connection, tokens: list[int]) -> None:
+        if self.stalled:
+            return
         now = self._clock()
         packets = [
             encode_packet(self.market.tick(token, conn.subscriptions[token], now))
@@ -940,7 +959,7 @@ class FakeKite:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
             for conn in list(self._connections):
-                if not conn.ws.closed:
+                if not conn.ws.closed and not self.stalled:
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await conn.ws.send_bytes(HEARTBEAT_FRAME)
 
@@ -980,6 +999,9 @@ class FakeKite:
                 raise ValueError("seconds must be within 0..60")
             self.delay_s = seconds
             return {"delay_s": seconds}
+        if action == "stall_ws":
+            self.stall(bool(body["stalled"]))
+            return {"stalled": self.stalled}
         if action == "drop_ws":
             return {"dropped": await self.drop_connections()}
         if action == "reject_next":
@@ -991,11 +1013,13 @@ class FakeKite:
             token = int(body["instrument_token"])
             if token not in self.market.instruments:
                 raise ValueError("unknown instrument_token")
-            self.set_book(
-                token,
-                [(Decimal(str(p)), int(q)) for p, q in body.get("bids", [])],
-                [(Decimal(str(p)), int(q)) for p, q in body.get("asks", [])],
-            )
+            sides = []
+            for side in ("bids", "asks"):
+                levels = [(Decimal(str(p)), int(q)) for p, q in body.get(side, [])]
+                if any(not p.is_finite() or p <= 0 or q <= 0 for p, q in levels):
+                    raise ValueError(f"{side}: prices and quantities must be positive")
+                sides.append(levels)
+            self.set_book(token, sides[0], sides[1])
             return {"instrument_token": token}
         if action == "walk":
             self.walk_paused = bool(body["paused"])
@@ -1025,5 +1049,6 @@ class FakeKite:
                 "rest_calls": self.rest_calls,
                 "rejected_upgrades": self.rejected_upgrades,
                 "walk_paused": self.walk_paused,
+                "stalled": self.stalled,
             }
         )

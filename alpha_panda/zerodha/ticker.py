@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,8 @@ class TickerStats:
     server_errors: int = 0
     connected: bool = False
     token_rejected: bool = False
+    # time.monotonic() of the last frame of any kind (heartbeats too); None before the first.
+    last_frame_at: float | None = None
 
 
 class Backoff:
@@ -315,6 +318,8 @@ class KiteTicker:
                 self.stats.watchdog_timeouts += 1
                 log.warning("kite_ticker.watchdog", silent_s=self._watchdog_s)
                 return
+            if msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                self.stats.last_frame_at = time.monotonic()
             if msg.type is aiohttp.WSMsgType.BINARY:
                 self.stats.frames += 1
                 parsed = parse_binary_frame(msg.data)

@@ -79,6 +79,7 @@ _U16 = struct.Struct(">H")
 _QUOTE = struct.Struct(">IiIiIIIiiii")  # 44 bytes
 _FULL_EXTRA = struct.Struct(">IIIII")  # 20 bytes: ltt, oi, oi high, oi low, exchange ts
 _DEPTH = struct.Struct(">IiHxx")  # 12 bytes
+_FULL = struct.Struct(">IiIiIIIiiii" + "IIIII" + "IiHxx" * (2 * 5))  # 184 bytes
 _INDEX = struct.Struct(">Iiiiiii")  # 28 bytes: token, last, high, low, open, close, change
 _LTP = struct.Struct(">Ii")
 
@@ -109,7 +110,7 @@ def from_price(price: Decimal, instrument_token: int) -> int:
     return int(scaled)
 
 
-def _to_time(seconds: int) -> datetime | None:
+def _to_time(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
 
 
@@ -186,16 +187,16 @@ def parse_packet(packet: bytes) -> KiteTick | str:
         return f"unknown packet length {length}"
     token = _U32.unpack_from(packet, 0)[0]
     tradable = segment_of(token) != SEGMENT_INDICES
-
-    def price(raw: int) -> Decimal:
-        return to_price(raw, token)
+    # Hot path (every tick of every instrument): one struct call per packet and an inlined,
+    # exact Decimal scaling instead of a helper call per price.
+    exp = -price_exponent(token)
+    dec = Decimal
 
     if length == LTP_LENGTH:
-        _, last = _LTP.unpack(packet)
-        return KiteTick(token, TickMode.LTP, tradable, price(last))
+        return KiteTick(token, TickMode.LTP, tradable, dec(_LTP.unpack(packet)[1]).scaleb(exp))
     if length in (INDEX_QUOTE_LENGTH, INDEX_FULL_LENGTH):
         _, last, high, low, open_, close, _wire_change = _INDEX.unpack_from(packet, 0)
-        last_price, close_price = price(last), price(close)
+        last_price, close_price = dec(last).scaleb(exp), dec(close).scaleb(exp)
         exchange_ts = (
             _to_time(_U32.unpack_from(packet, 28)[0]) if length == INDEX_FULL_LENGTH else None
         )
@@ -204,49 +205,55 @@ def parse_packet(packet: bytes) -> KiteTick | str:
             TickMode.QUOTE if length == INDEX_QUOTE_LENGTH else TickMode.FULL,
             tradable,
             last_price,
-            open=price(open_),
-            high=price(high),
-            low=price(low),
+            open=dec(open_).scaleb(exp),
+            high=dec(high).scaleb(exp),
+            low=dec(low).scaleb(exp),
             close=close_price,
             change=_change(last_price, close_price),
             exchange_timestamp=exchange_ts,
         )
-    (_, last, last_qty, avg, volume, buy_qty, sell_qty, open_, high, low, close) = (
-        _QUOTE.unpack_from(packet, 0)
-    )
-    last_price, close_price = price(last), price(close)
-    common: dict[str, Any] = {
-        "last_quantity": last_qty,
-        "average_price": price(avg),
-        "volume": volume,
-        "buy_quantity": buy_qty,
-        "sell_quantity": sell_qty,
-        "open": price(open_),
-        "high": price(high),
-        "low": price(low),
-        "close": close_price,
-        "change": _change(last_price, close_price),
-    }
     if length == QUOTE_LENGTH:
-        return KiteTick(token, TickMode.QUOTE, tradable, last_price, **common)
-    ltt, oi, oi_high, oi_low, exchange_ts = _FULL_EXTRA.unpack_from(packet, 44)
-    levels: list[DepthLevel] = []
-    for i in range(2 * DEPTH_LEVELS):
-        qty, raw_price, orders = _DEPTH.unpack_from(packet, _DEPTH_OFFSET + i * _DEPTH_ENTRY)
-        levels.append(DepthLevel(qty, price(raw_price), orders))
+        fields = _QUOTE.unpack(packet)
+        bids: tuple[DepthLevel, ...] = ()
+        asks: tuple[DepthLevel, ...] = ()
+        ltt = oi = oi_high = oi_low = exchange_ts = None
+    else:
+        fields = _FULL.unpack(packet)
+        ltt, oi, oi_high, oi_low, exchange_ts = fields[11:16]
+        depth = fields[16:]
+        levels = [
+            DepthLevel(depth[i], dec(depth[i + 1]).scaleb(exp), depth[i + 2])
+            for i in range(0, 30, 3)
+            if depth[i]  # quantity 0: an empty slot
+        ]
+        # Slots are 5 bids then 5 asks; empty ones were dropped, so split by position.
+        nonempty_bids = sum(1 for i in range(0, 15, 3) if depth[i])
+        bids, asks = tuple(levels[:nonempty_bids]), tuple(levels[nonempty_bids:])
+    (_, last, last_qty, avg, volume, buy_qty, sell_qty, open_, high, low, close) = fields[:11]
+    last_price, close_price = dec(last).scaleb(exp), dec(close).scaleb(exp)
+    full = length == FULL_LENGTH
     return KiteTick(
         token,
-        TickMode.FULL,
+        TickMode.FULL if full else TickMode.QUOTE,
         tradable,
         last_price,
-        **common,
+        last_quantity=last_qty,
+        average_price=dec(avg).scaleb(exp),
+        volume=volume,
+        buy_quantity=buy_qty,
+        sell_quantity=sell_qty,
+        open=dec(open_).scaleb(exp),
+        high=dec(high).scaleb(exp),
+        low=dec(low).scaleb(exp),
+        close=close_price,
+        change=_change(last_price, close_price),
         last_trade_time=_to_time(ltt),
         oi=oi,
         oi_day_high=oi_high,
         oi_day_low=oi_low,
         exchange_timestamp=_to_time(exchange_ts),
-        bids=tuple(lv for lv in levels[:DEPTH_LEVELS] if lv.quantity),
-        asks=tuple(lv for lv in levels[DEPTH_LEVELS:] if lv.quantity),
+        bids=bids,
+        asks=asks,
     )
 
 
@@ -383,7 +390,8 @@ def parse_text_frame(text: str | bytes) -> KiteTextMessage:
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     try:
-        payload = json.loads(text)
+        # Prices in order updates are JSON numbers: read them as exact Decimals.
+        payload = json.loads(text, parse_float=Decimal)
     except ValueError:
         return KiteTextMessage("unknown", text=text)
     if not isinstance(payload, dict):

@@ -99,3 +99,56 @@ async def test_login_redirects_to_the_registered_url(http: aiohttp.ClientSession
         assert "status=success" in location and "request_token=" in location
         async with http.get(kite.login_url, params={"api_key": "other"}) as resp:
             assert resp.status == 400
+
+
+async def test_hostile_inputs_get_4xx_never_5xx(
+    kite: FakeKite, http: aiohttp.ClientSession, token_box: dict[str, str | None]
+) -> None:
+    headers = {"X-Kite-Version": "3", "Authorization": f"token {kite.api_key}:{token_box['token']}"}
+    base = {
+        "tradingsymbol": "INFY",
+        "exchange": "NSE",
+        "transaction_type": "BUY",
+        "quantity": "1",
+        "product": "MIS",
+        "order_type": "LIMIT",
+        "price": "1500",
+    }
+    bad_forms = [
+        {"price": "NaN"},
+        {"price": "1e999999999"},
+        {"price": "-5"},
+        {"price": "abc"},
+        {"quantity": "1.5"},
+        {"quantity": "99999999999999999999999"},
+        {"order_type": "SL", "trigger_price": "Infinity"},
+        {"order_type": "MARKET", "price": "", "market_protection": "1e999999"},
+        {"tag": "x" * 21},
+        {"validity": "GTC"},
+        {"exchange": "MCX"},
+    ]
+    for change in bad_forms:
+        async with http.post(
+            f"{kite.root_url}/orders/regular", data={**base, **change}, headers=headers
+        ) as resp:
+            assert 400 <= resp.status < 500, (change, resp.status, await resp.text())
+    for path in (
+        "/instruments/historical/abc/minute?from=2026-11-27+09:15:00&to=2026-11-27+09:20:00",
+        "/instruments/historical/408065/minute?from=2026-13-45&to=2026-11-27+09:20:00",
+        "/instruments/historical/408065/minute?from=2026-11-27+09:20:00&to=2026-11-27+09:15:00",
+        "/instruments/historical/408065/minute?from=2000-01-01+00:00:00&to=2026-01-01+00:00:00",
+        "/instruments/historical/408065/day",
+        "/orders/%00/trades",
+    ):
+        async with http.get(f"{kite.root_url}{path}", headers=headers) as resp:
+            assert 400 <= resp.status < 500, (path, resp.status, await resp.text())
+    for body in (
+        {"instrument_token": INFY, "bids": [["abc", 1]]},
+        {"instrument_token": INFY, "bids": [["1.00", -1]]},
+        {"instrument_token": INFY, "asks": [["1.00"]]},
+        {"count": "many"},
+    ):
+        action = "fail" if "count" in body else "book"
+        status, _ = await control(http, kite, action, body)
+        assert status == 400, body
+    assert kite.orders == {}

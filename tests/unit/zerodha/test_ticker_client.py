@@ -13,10 +13,11 @@ from decimal import Decimal
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from alpha_panda.zerodha.fake_server import FakeKite
-from alpha_panda.zerodha.rest import KiteRestClient, PlaceOrder
+from alpha_panda.zerodha.rest import KiteOrder, KiteRestClient, PlaceOrder
 from alpha_panda.zerodha.ticker import (
     Backoff,
     Connected,
@@ -178,6 +179,12 @@ async def test_order_updates_arrive_as_text_frames(
             ("COMPLETE", 5),
         ]
         assert updates[-1]["tag"] == "abc"
+        # An update reads as the same model as GET /orders, with exact prices.
+        final = KiteOrder.model_validate(updates[-1])
+        assert (final.status, final.filled_quantity, final.tag) == ("COMPLETE", 5, "abc")
+        # (3 * 1500.05 + 2 * 1500.10) / 5 = 1500.07
+        assert final.average_price == D("1500.07")
+        assert final.order_timestamp is not None and final.order_timestamp.tzinfo is not None
         assert ticker.stats.order_updates == 3
     finally:
         await events.aclose()
@@ -364,3 +371,75 @@ async def test_more_than_3000_instruments_is_refused(
     with pytest.raises(ValueError, match="3000"):
         await ticker.subscribe([999_999])
     assert len(ticker.subscriptions) == 3000
+
+
+async def test_logs_never_carry_the_access_token(http: aiohttp.ClientSession) -> None:
+    """Refused upgrades (403, 500) and refused connections: the token is in no log event."""
+    secret = "tok-SECRET-123"
+    statuses = iter([500, 403])
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"status": "error"}, status=next(statuses))
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with structlog.testing.capture_logs() as logs:
+            ticker = KiteTicker(
+                http,
+                ws_url=f"ws://127.0.0.1:{port}/",
+                api_key="k",
+                access_token=lambda: secret,
+                backoff=Backoff(initial_s=0.01, max_s=0.01),
+            )
+            events = ticker.run()
+            await next_event(events, TokenRejected)
+            await events.aclose()
+
+            async def stop_after_two(delay: float) -> None:
+                if len(refused.backoff.delays) >= 2:
+                    await refused.close()
+
+            refused = KiteTicker(
+                http,
+                ws_url="ws://127.0.0.1:9/",
+                api_key="k",
+                access_token=lambda: secret,
+                backoff=Backoff(initial_s=0.01, max_s=0.01, sleep=stop_after_two),
+            )
+            async with asyncio.timeout(5):
+                assert [e async for e in refused.run()] == []
+    finally:
+        await runner.cleanup()
+    events_seen = {entry["event"] for entry in logs}
+    assert {"kite_ticker.connect_failed", "kite_ticker.token_rejected"} <= events_seen
+    assert secret not in repr(logs)
+
+
+async def test_stalled_link_trips_the_watchdog_and_the_feed_resumes(
+    kite: FakeKite, http: aiohttp.ClientSession, token_box: dict[str, str | None]
+) -> None:
+    ticker = make_ticker(http, kite, token_box, watchdog_s=0.3)
+    await ticker.subscribe([INFY], TickMode.FULL)
+    events = ticker.run()
+    try:
+        await next_event(events, Connected)
+        await next_full_tick(events, INFY)
+        seen_at = ticker.stats.last_frame_at
+        assert seen_at is not None
+        kite.stall()  # the connection stays open but goes silent, heartbeats included
+        reconnected = await next_event(events, Reconnected)
+        assert isinstance(reconnected, Reconnected)
+        assert ticker.stats.watchdog_timeouts >= 1
+        kite.stall(False)
+        await kite.step()
+        tick = await next_full_tick(events, INFY)
+        assert tick.instrument_token == INFY
+        assert ticker.stats.last_frame_at is not None and ticker.stats.last_frame_at > seen_at
+    finally:
+        await events.aclose()

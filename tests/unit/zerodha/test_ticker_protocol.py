@@ -255,6 +255,8 @@ def test_text_frames() -> None:
         "order_id": "250101000000001",
         "status": "OPEN",
     }
+    priced = parse_text_frame('{"type":"order","data":{"average_price":1500.05,"quantity":3}}')
+    assert priced.order == {"average_price": Decimal("1500.05"), "quantity": 3}
     assert parse_text_frame('{"type":"error","data":"bad"}').text == "bad"
     assert parse_text_frame('{"type":"message","data":"hi"}').kind == "message"
     assert parse_text_frame("not json").kind == "unknown"
