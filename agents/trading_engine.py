@@ -1,4 +1,5 @@
-"""Stage 4, trading engine: validated signals + ticks -> orders.filled.paper.
+"""Stage 4, trading engine: validated signals + ticks -> orders.filled.paper; live signals
+go to the Zerodha trader (alpha_panda/zerodha_trader.py), whose fills go to orders.filled.live.
 
 Paper fills need the instrument's last price and resting LIMIT orders need its ticks, so
 all state here is per instrument. Validated signals are keyed by strategy and instrument;
