@@ -204,6 +204,24 @@ class ZerodhaTrader:
                 f"zerodha: instrument {signal.instrument_token} is not in Kite's instruments "
                 "master",
             )
+        # Checked here against the day's master so the refusal names the rule; Kite would
+        # refuse the same order with a terser message.
+        if instrument.lot_size > 0 and signal.quantity % instrument.lot_size:
+            return Refused(
+                RejectionReason.BROKER_REJECTED,
+                f"zerodha: quantity {signal.quantity} is not a multiple of the lot size "
+                f"{instrument.lot_size} of {instrument.tradingsymbol}",
+            )
+        if (
+            signal.limit_price is not None
+            and instrument.tick_size > 0
+            and signal.limit_price % instrument.tick_size
+        ):
+            return Refused(
+                RejectionReason.BROKER_REJECTED,
+                f"zerodha: limit price {signal.limit_price} is not a multiple of the tick size "
+                f"{instrument.tick_size} of {instrument.tradingsymbol}",
+            )
         try:
             form = order_form(
                 signal,

@@ -138,7 +138,16 @@ async def test_kite_refusals_become_rejections_with_kites_message(rig: Rig) -> N
     off_tick = await trader.submit("sig-tick", signal(1, limit="1250.01"))
     assert isinstance(off_tick, Refused)
     assert off_tick.reason is RejectionReason.BROKER_REJECTED
-    assert "Tick size" in off_tick.detail
+    assert off_tick.detail == (
+        "zerodha: limit price 1250.01 is not a multiple of the tick size 0.05 of RELIANCE"
+    )
+    assert rig.kite.orders == {}  # refused before Kite: the instruments master has the tick
+    # Refused by Kite at placing (an index is not orderable): Kite's own message.
+    index = signal(1).model_copy(update={"instrument_token": 256265, "symbol": "NIFTY 50"})
+    refused = await trader.submit("sig-index", index)
+    assert isinstance(refused, Refused)
+    assert refused.reason is RejectionReason.BROKER_REJECTED
+    assert refused.detail == "zerodha: InputException (HTTP 400): Invalid `tradingsymbol`."
     # Accepted, then rejected by the RMS/exchange: a rejection event with the message.
     rig.kite.reject_next("Insufficient funds. Required margin is 125000.00.")
     accepted = await trader.submit("sig-rms", signal(100))
