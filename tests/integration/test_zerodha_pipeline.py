@@ -147,6 +147,7 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
             timeout=60,
             what="a paper fill",
         )
+        served = [json.dumps(feed.get("/health")[1]), str(feed.get("/metrics")[1])]
         feed.stop()
         ticks = asyncio.run(read_topic(bootstrap, MARKET_TICKS.name))
         n_ticks = len(ticks)
@@ -189,8 +190,11 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
             what="portfolio manager booked every fill and tick",
         )
         health_status, health = engine.get("/health")
-        metrics_text = engine.get("/metrics")[1]
-        pm_api = pm.get("/api/v1/openapi.json")[1]
+        for stage in order:
+            served.append(json.dumps(workers[stage].get("/health")[1]))
+            served.append(str(workers[stage].get("/metrics")[1]))
+        served.append(json.dumps(pm.get("/api/v1/openapi.json")[1]))
+        served.append(str(pm.get("/api/v1/zerodha/session")[1]))  # 401 without a user
     finally:
         for worker in workers.values():
             worker.stop()
@@ -246,12 +250,12 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
     # The engine reported the Kite connection, and no secret leaked into what it serves.
     assert health_status == 200 and "zerodha: connected" in json.dumps(health)
     token = kite.call(_tokens(kite))
-    served = json.dumps(health) + str(metrics_text) + json.dumps(pm_api)
     logs = "".join(
         (deployment.data_dir / "logs" / f"{s.value}.log").read_text(errors="replace") for s in Stage
     )
+    assert len(served) == 2 + 2 * len(order) + 2
     for secret in [SECRETS_API, *token]:
-        assert secret not in served
+        assert not any(secret in text for text in served)
         assert secret not in logs
 
 

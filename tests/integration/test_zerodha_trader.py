@@ -122,6 +122,24 @@ async def test_a_market_order_fills_across_levels_one_fill_per_trade(rig: Rig) -
     assert order_id in trader.finished_orders
 
 
+async def test_order_updates_and_polls_together_send_each_trade_once(rig: Rig) -> None:
+    """WebSocket order updates are the primary source, the poll the fallback after a
+    reconnect: whichever sees a trade first, it becomes exactly one fill."""
+    trader = rig.trader()
+    outcome = await trader.submit("sig-ws", signal(70))
+    assert isinstance(outcome, Placed)
+    order_id = outcome.order.order_id
+    snapshot = rig.kite.orders[order_id].snapshot()
+    await trader.on_order_update(snapshot)
+    await trader.on_order_update(snapshot)  # the same update again (a replayed frame)
+    await trader.poll()  # the fallback after a reconnect
+    await trader.poll()
+    trade_ids = [t["trade_id"] for t in rig.kite.trades[order_id]]
+    assert len(trade_ids) >= 2
+    assert [f.fill_id for f in rig.fills] == trade_ids
+    assert sum(f.quantity for f in rig.fills) == 70
+
+
 async def test_a_restarted_trader_finds_the_placed_order_by_its_tag(rig: Rig) -> None:
     first = await rig.trader().submit("sig-restart", signal(10))
     assert isinstance(first, Placed)
