@@ -177,6 +177,11 @@ class TokenWatcher:
             return None
         return record.access_token.get_secret_value()
 
+    def expired(self) -> bool:
+        """A token is stored but its expiry (06:00 IST) has passed: log in again."""
+        record = self.record
+        return record is not None and not record.valid_at(self._now())
+
     def describe(self) -> str:
         """One line for /health: whose token and until when, never the token."""
         record = self.record

@@ -89,7 +89,7 @@ class ZerodhaFeed:
     async def health(self) -> tuple[bool, str]:
         ticker = self.ticker
         metrics, source = self.ctx.metrics, self.ctx.source
-        expired = ticker is not None and ticker.stats.token_rejected
+        expired = self.watcher.expired() or (ticker is not None and ticker.stats.token_rejected)
         connected = ticker is not None and ticker.stats.connected
         metrics.broker_token_expired.labels(source, BROKER).set(1 if expired else 0)
         metrics.broker_connected.labels(source, BROKER).set(1 if connected else 0)

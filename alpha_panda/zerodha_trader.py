@@ -529,4 +529,6 @@ class LiveTrading:
     async def health(self) -> tuple[bool, str]:
         if self.trader is None:
             return False, "zerodha: trader starting"
+        if self.watcher.expired():
+            return False, "zerodha: token expired"
         return self.trader.health()

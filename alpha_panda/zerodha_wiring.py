@@ -73,6 +73,8 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
                 source=ctx.source,
             )
         )
+        # Counted like a paper fill (`make run`'s summary reads it), by side.
+        metrics.domain.labels(ctx.source, "fill", fill.side.value).inc()
 
     async def send_rejection(order: LiveOrder, detail: str) -> None:
         rejected = RejectedSignal(

@@ -91,8 +91,10 @@ async def test_the_watcher_notices_a_new_token_and_stops_handing_out_an_expired_
     assert await watcher.refresh() is False  # nothing new
     assert not watcher.changed.is_set()
 
+    assert not watcher.expired()
     now[0] = datetime(2026, 3, 3, 0, 30, tzinfo=UTC)  # 06:00 IST next day
     assert watcher.access_token() is None
+    assert watcher.expired()
     assert "expired" in watcher.describe()
 
     await store_session(
