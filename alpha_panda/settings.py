@@ -241,6 +241,12 @@ class ZerodhaSettings(_Section):
     orders_per_minute: int = Field(
         default=400, gt=0, description="Client-side order rate limit (Kite: 400/min)."
     )
+    max_signal_age_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A live signal older than this (by its tick's time) is refused, not "
+        "placed: after an outage, a backlog or a replay, old prices must not become orders.",
+    )
     breaker_failures: int = Field(
         default=3, gt=0, description="Consecutive Kite 5xx/timeouts that open the breaker."
     )

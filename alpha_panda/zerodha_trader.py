@@ -123,6 +123,7 @@ class ZerodhaTrader:
         access_token: Callable[[], str | None],
         product: str,
         market_protection: int,
+        max_signal_age_s: float = 60.0,
         send_fill: Callable[[OrderFill], Awaitable[None]],
         send_rejection: Callable[[LiveOrder, str], Awaitable[None]],
         on_event: Callable[[str, str], None] = lambda event, detail: None,
@@ -136,6 +137,7 @@ class ZerodhaTrader:
         self._access_token = access_token
         self._product = product
         self._market_protection = market_protection
+        self._max_signal_age_s = max_signal_age_s
         self._send_fill = send_fill
         self._send_rejection = send_rejection
         self._on_event = on_event
@@ -192,6 +194,13 @@ class ZerodhaTrader:
             return self._refusal(exc)
         if tag in self._by_tag:
             return self._placed(tag, self._by_tag[tag], signal_event_id, signal, already=True)
+        age_s = (self._now() - signal.signal_ts).total_seconds()
+        if age_s > self._max_signal_age_s:
+            return Refused(
+                RejectionReason.BROKER_REJECTED,
+                f"zerodha: signal is {age_s:.0f}s old (limit {self._max_signal_age_s:.0f}s): "
+                "not placed at a stale price",
+            )
         try:
             instrument = await self.breaker.call(
                 lambda: self._instruments.get(signal.instrument_token)
@@ -463,6 +472,7 @@ class LiveTrading:
             access_token=self.watcher.access_token,
             product=zerodha.product,
             market_protection=zerodha.market_protection,
+            max_signal_age_s=zerodha.max_signal_age_s,
             send_fill=self._send_fill,
             send_rejection=self._send_rejection,
             on_event=self._on_event,

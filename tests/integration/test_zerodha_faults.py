@@ -114,6 +114,9 @@ def deploy(
             "ALPHA_PANDA_ZERODHA_WS_URL": kite.kite.ws_url,
             "ALPHA_PANDA_ZERODHA_TOKEN_POLL_S": "0.3",
             "ALPHA_PANDA_ZERODHA_ORDER_POLL_S": "0.3",
+            # The restart after SIGKILL may take long on a loaded machine; the redelivered
+            # signal must meet the tag lookup, not the stale-signal refusal.
+            "ALPHA_PANDA_ZERODHA_MAX_SIGNAL_AGE_S": "600",
             "ALPHA_PANDA_REDIS_ENABLED": "false",
         },
     )

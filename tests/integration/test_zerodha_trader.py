@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import aiohttp
@@ -54,6 +54,7 @@ class Rig:
     fills: list[OrderFill] = field(default_factory=list)
     rejections: list[tuple[LiveOrder, str]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
+    now: datetime = T0 + timedelta(seconds=1)  # signals are a second old
 
     def trader(self, *, breaker: CircuitBreaker | None = None) -> ZerodhaTrader:
         rest = KiteRestClient(
@@ -84,6 +85,7 @@ class Rig:
             send_rejection=send_rejection,
             on_event=lambda e, d: self.events.append((e, d)),
             retry_sleep=no_wait,
+            now=lambda: self.now,
         )
 
 
@@ -148,6 +150,19 @@ async def test_a_restarted_trader_finds_the_placed_order_by_its_tag(rig: Rig) ->
     assert isinstance(again, Placed) and again.already_placed
     assert again.order.order_id == first.order.order_id
     assert len(rig.kite.orders) == 1  # no second order at Kite
+
+
+async def test_a_stale_signal_is_refused_unless_its_order_was_already_placed(rig: Rig) -> None:
+    first = await rig.trader().submit("sig-old", signal(1))
+    assert isinstance(first, Placed)
+    rig.now = T0 + timedelta(seconds=61)
+    stale = await rig.trader().submit("sig-new-but-late", signal(1))
+    assert isinstance(stale, Refused) and stale.reason is RejectionReason.BROKER_REJECTED
+    assert stale.detail == ("zerodha: signal is 61s old (limit 60s): not placed at a stale price")
+    # A restart long after placing still adopts the order it placed (found by its tag).
+    again = await rig.trader().submit("sig-old", signal(1))
+    assert isinstance(again, Placed) and again.already_placed
+    assert len(rig.kite.orders) == 1
 
 
 async def test_kite_refusals_become_rejections_with_kites_message(rig: Rig) -> None:
