@@ -3,17 +3,20 @@
 Prints (1) `parse_binary_frame` throughput on frames of full-mode packets (184 bytes, with
 depth) and of quote packets, in packets/s; (2) how many ticks/s `KiteTicker` receives and
 parses from `FakeKite` over loopback when the server steps as fast as it can with N
-instruments in full mode. Kite itself sends at most ~1 frame/s per instrument, so (2) is a
-ceiling for our client, not a claim about Kite. A benchmark, not a test: it asserts nothing.
+instruments in full mode (our client against our server: a ceiling, not a claim about Kite);
+(3) reading an instruments master of N rows (CSV to models). A benchmark, not a test: it
+asserts nothing.
 
     .venv/bin/python scripts/bench_kite.py [--packets 200000] [--instruments 5] [--seconds 5]
-        [--json out.json]
+        [--instrument-rows 100000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import os
 import platform
@@ -34,6 +37,7 @@ from alpha_panda.zerodha.fake_market import (  # noqa: E402
     FakeMarket,
 )
 from alpha_panda.zerodha.fake_server import FakeKite  # noqa: E402
+from alpha_panda.zerodha.models import Instrument  # noqa: E402
 from alpha_panda.zerodha.ticker import Backoff, KiteTicker, TicksReceived  # noqa: E402
 from alpha_panda.zerodha.ticker_protocol import (  # noqa: E402
     TickMode,
@@ -66,6 +70,39 @@ def bench_parser(total: int, mode: TickMode) -> dict[str, float]:
         "packets_per_s": round(parsed / elapsed),
         "us_per_packet": round(elapsed / parsed * 1e6, 3),
     }
+
+
+def bench_instruments_csv(rows: int) -> dict[str, float]:
+    """Reading the instruments master as `KiteRestClient.instruments` does (CSV -> models)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(INSTRUMENT_COLUMNS)
+    for i in range(rows):
+        writer.writerow(
+            [i << 8 | 2, i, f"NIFTY26DEC{i}CE", "NIFTY", "0.0", "2026-12-31", "24000.0", *OPTION]
+        )
+    text = out.getvalue()
+    started = time.perf_counter()
+    parsed = [Instrument.model_validate(row) for row in csv.DictReader(io.StringIO(text))]
+    elapsed = time.perf_counter() - started
+    return {"rows": len(parsed), "seconds": round(elapsed, 3)}
+
+
+INSTRUMENT_COLUMNS = [
+    "instrument_token",
+    "exchange_token",
+    "tradingsymbol",
+    "name",
+    "last_price",
+    "expiry",
+    "strike",
+    "tick_size",
+    "lot_size",
+    "instrument_type",
+    "segment",
+    "exchange",
+]
+OPTION = ["0.05", "75", "CE", "NFO-OPT", "NFO"]  # tick size .. exchange of an index option
 
 
 async def bench_websocket(instruments: int, seconds: float) -> dict[str, float]:
@@ -132,6 +169,7 @@ def main() -> int:
     parser.add_argument("--packets", type=int, default=200_000)
     parser.add_argument("--instruments", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--instrument-rows", type=int, default=100_000)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.packets < PACKETS_PER_FRAME or args.instruments < 1 or args.seconds <= 0:
@@ -142,6 +180,7 @@ def main() -> int:
         "parse_full": bench_parser(args.packets, TickMode.FULL),
         "parse_quote": bench_parser(args.packets, TickMode.QUOTE),
         "websocket_full": asyncio.run(bench_websocket(args.instruments, args.seconds)),
+        "instruments_csv": bench_instruments_csv(args.instrument_rows),
     }
     full, quote, ws = results["parse_full"], results["parse_quote"], results["websocket_full"]
     print(
@@ -157,6 +196,8 @@ def main() -> int:
         f"({ws['instruments']} instruments, full mode, {ws['seconds']} s, "
         f"{ws['parse_errors']} parse errors)"
     )
+    csv_result = results["instruments_csv"]
+    print(f"instruments master CSV:    {csv_result['rows']:>10,} rows in {csv_result['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -68,6 +68,7 @@ MAX_CONNECTIONS_PER_KEY = 3
 ORDERS_PER_SECOND = 10
 MAX_ORDER_QUANTITY = 10_000_000
 ORDERS_PER_MINUTE = 400
+ORDERS_PER_DAY = 5000
 INTERVALS = {
     "minute": 1,
     "3minute": 3,
@@ -235,6 +236,7 @@ class FakeKite:
         redirect_url: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        orders_per_day: int = ORDERS_PER_DAY,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -255,6 +257,10 @@ class FakeKite:
         self._order_seq = 0
         self._trade_seq = 0
         self._order_times: deque[float] = deque()
+        self.orders_per_second = ORDERS_PER_SECOND
+        self.orders_per_day = orders_per_day
+        self._order_day: date | None = None
+        self._orders_today = 0
         self._connections: list[_Connection] = []
         self._fail_next: list[int] = []
         self._reject_next: list[str] = []
@@ -351,9 +357,7 @@ class FakeKite:
         """Every access token dies (the 06:00 IST expiry); their ticker connections close."""
         expired = set(self._tokens)
         self._tokens.clear()
-        for conn in list(self._connections):
-            if conn.access_token in expired:
-                await conn.ws.close(code=1000, message=b"token expired")
+        await self._close([c for c in self._connections if c.access_token in expired], 1000)
         return len(expired)
 
     def fail_next(self, count: int, status: int = 500) -> None:
@@ -369,9 +373,17 @@ class FakeKite:
 
     async def drop_connections(self) -> int:
         conns = list(self._connections)
-        for conn in conns:
-            await conn.ws.close(code=1001, message=b"dropped")
+        await self._close(conns, 1001)
         return len(conns)
+
+    async def _close(self, conns: list[_Connection], code: int) -> None:
+        # Forgotten first, so a client reconnecting at once is not refused as a 4th
+        # connection while the old close handshakes are still running; closed together, so
+        # one unresponsive client does not hold up the rest.
+        for conn in conns:
+            with contextlib.suppress(ValueError):
+                self._connections.remove(conn)
+        await asyncio.gather(*(c.ws.close(code=code) for c in conns), return_exceptions=True)
 
     def set_book(
         self, token: int, bids: list[tuple[Decimal, int]], asks: list[tuple[Decimal, int]]
@@ -537,22 +549,30 @@ class FakeKite:
 
     # --- orders ------------------------------------------------------------------------
 
-    def _rate_limited(self) -> bool:
+    def _rate_limited(self) -> str | None:
+        """Why this order is over Kite's limits (10/s, 400/min, 5,000/day), or None."""
         now = self._monotonic()
         while self._order_times and now - self._order_times[0] >= 60:
             self._order_times.popleft()
         last_second = sum(1 for t in self._order_times if now - t < 1)
-        if last_second >= ORDERS_PER_SECOND or len(self._order_times) >= ORDERS_PER_MINUTE:
-            return True
+        if last_second >= self.orders_per_second or len(self._order_times) >= ORDERS_PER_MINUTE:
+            return "Too many requests"
+        day = self._clock().astimezone(IST).date()
+        if day != self._order_day:
+            self._order_day, self._orders_today = day, 0
+        if self._orders_today >= self.orders_per_day:
+            return "Daily order limit reached"
         self._order_times.append(now)
-        return False
+        self._orders_today += 1
+        return None
 
     async def _place_order(self, request: web.Request) -> web.Response:
         user = self._auth(request)
         if request.match_info["variety"] != "regular":
             raise KiteHTTPError(400, "InputException", "Only the regular variety is supported.")
-        if self._rate_limited():
-            raise KiteHTTPError(429, "NetworkException", "Too many requests")
+        limited = self._rate_limited()
+        if limited:
+            raise KiteHTTPError(429, "NetworkException", limited)
         form = {k: str(v) for k, v in (await request.post()).items()}
         order = self._new_order(form, user, placed_by_app=True)
         await self._accept(order)

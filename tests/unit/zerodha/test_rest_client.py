@@ -391,3 +391,57 @@ async def test_unexpected_response_shapes_are_data_exceptions(
             await client.order_history("1")
     finally:
         await runner.cleanup()
+
+
+async def test_daily_order_limit_resets_on_the_next_ist_day(
+    http: aiohttp.ClientSession, mono: FixedClock
+) -> None:
+    now = {"t": datetime(2026, 11, 30, 18, 0, tzinfo=UTC)}  # 23:30 IST
+    async with FakeKite(
+        tick_interval_s=None, monotonic=mono, clock=lambda: now["t"], orders_per_day=2
+    ) as kite:
+        token = kite.issue_token()
+        client = KiteRestClient(
+            http, root_url=kite.root_url, api_key=kite.api_key, access_token=lambda: token
+        )
+        kite.set_book(INFY, bids=[(D("1499.95"), 100)], asks=[(D("1500.05"), 100)])
+        for _ in range(2):
+            await client.place_order(market(quantity=1))
+            mono.now += 1
+        with pytest.raises(RateLimited, match="Daily"):
+            await client.place_order(market(quantity=1))
+        now["t"] = datetime(2026, 11, 30, 18, 31, tzinfo=UTC)  # 00:01 IST the next day
+        await client.place_order(market(quantity=1))
+        assert len(kite.orders) == 3
+
+
+async def test_stop_orders_wait_for_their_trigger(kite: FakeKite, client: KiteRestClient) -> None:
+    book(kite)  # last price 1499.95
+    stop_loss = await client.place_order(
+        market(side="SELL", quantity=3, order_type="SL-M", trigger_price=D("1490.00"))
+    )
+    stop_limit = await client.place_order(
+        market(
+            side="SELL",
+            quantity=3,
+            order_type="SL",
+            trigger_price=D("1490.00"),
+            price=D("1489.00"),
+            market_protection=None,
+        )
+    )
+    statuses = {o.order_id: o.status for o in await client.orders()}
+    assert statuses == {stop_loss: "TRIGGER PENDING", stop_limit: "TRIGGER PENDING"}
+    await kite.step()  # the pinned book has not moved: still pending
+    assert {o.status for o in await client.orders()} == {"TRIGGER PENDING"}
+    kite.set_book(INFY, bids=[(D("1489.50"), 4), (D("1488.00"), 10)], asks=[(D("1490.50"), 5)])
+    await kite.step()
+    # SL-M sells at market from the best bid; SL sells only at 1489.00 or better.
+    assert [(t.average_price, t.quantity) for t in await client.order_trades(stop_loss)] == [
+        (D("1489.50"), 3)
+    ]
+    assert [(t.average_price, t.quantity) for t in await client.order_trades(stop_limit)] == [
+        (D("1489.50"), 1)
+    ]
+    statuses = {o.order_id: (o.status, o.filled_quantity) for o in await client.orders()}
+    assert statuses == {stop_loss: ("COMPLETE", 3), stop_limit: ("OPEN", 1)}

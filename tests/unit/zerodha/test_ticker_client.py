@@ -443,3 +443,30 @@ async def test_stalled_link_trips_the_watchdog_and_the_feed_resumes(
         assert ticker.stats.last_frame_at is not None and ticker.stats.last_frame_at > seen_at
     finally:
         await events.aclose()
+
+
+async def test_three_connections_per_key_survive_a_drop_and_a_fourth_is_refused(
+    kite: FakeKite, http: aiohttp.ClientSession, token_box: dict[str, str | None]
+) -> None:
+    tickers = [make_ticker(http, kite, token_box) for _ in range(3)]
+    for ticker in tickers:
+        await ticker.subscribe([INFY], TickMode.LTP)
+    streams = [t.run() for t in tickers]
+    try:
+        for stream in streams:
+            await next_event(stream, TicksReceived)
+        assert kite.connection_count == 3
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(
+                f"{kite.ws_url}?api_key={kite.api_key}&access_token={token_box['token']}"
+            )
+        assert refused.value.status == 429
+        await kite.drop_connections()
+        for stream in streams:
+            await next_event(stream, Reconnected)
+            await next_event(stream, TicksReceived)
+        assert kite.connection_count == 3
+        assert all(t.stats.reconnects == 1 for t in tickers)
+    finally:
+        for stream in streams:
+            await stream.aclose()
