@@ -4,6 +4,8 @@
   and both resume after a new login without a restart.
 - The WebSocket connections drop: the feed reconnects, restores its subscriptions and
   ticks resume.
+- Kite answers 500 to everything: the breaker opens, /health says so, and every live
+  signal becomes a rejection with the reason (none is lost, no order is placed).
 - The trading engine is killed with SIGKILL after Kite accepted its order but before it
   recorded it: the restarted engine finds the order by its tag (no second order) and the
   fills arrive once in the portfolio.
@@ -33,13 +35,21 @@ from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
     MARKET_TICKS,
     ORDERS_FILLED_LIVE,
+    SIGNALS_REJECTED,
     SIGNALS_VALIDATED,
     Tables,
     changelog_topic,
 )
 from models.codec import decode
 from models.envelope import EventType, derived_event_id
-from models.events import ExecutionMode, OrderType, Side, TradingSignal, ValidatedSignal
+from models.events import (
+    ExecutionMode,
+    OrderType,
+    RejectionReason,
+    Side,
+    TradingSignal,
+    ValidatedSignal,
+)
 from tables.portfolio import Portfolio
 from tests.integration.harness import (
     Deployment,
@@ -328,3 +338,31 @@ def test_sigkill_between_placing_and_recording_places_once_and_books_once(
     assert portfolio.trade_count == len(set(trade_ids))  # every trade once, none twice
     assert portfolio.positions[RELIANCE].quantity == 25
     assert {f.fill_id for f in fills} == set(trade_ids)
+
+
+def test_kite_500s_open_the_breaker_and_live_signals_are_rejected_with_a_reason(
+    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path, kite: KiteThread
+) -> None:
+    deployment = deploy(fresh_broker, pg_url, tmp_path, kite, root_url=kite.kite.root_url)
+    deployment.extra_env["ALPHA_PANDA_ZERODHA_BREAKER_RESET_S"] = "60"
+    engine = StageProcess(deployment, Stage.TRADING_ENGINE).start()
+    try:
+        engine.wait_ready(require="zerodha: connected")
+        kite.sync(kite.kite.fail_next, 1000, 500)  # Kite answers 500 to everything
+        wait_for(
+            lambda: metric(engine, "alpha_panda_circuit_breaker_open", breaker="zerodha-rest") == 1,
+            timeout=30,
+            what="the breaker to open",
+        )
+        assert "zerodha: circuit open" in health_text(engine)
+        asyncio.run(
+            produce(fresh_broker.bootstrap, [validated_record(f"sig-500-{i}") for i in range(3)])
+        )
+        records = asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_REJECTED.name, until=3))
+    finally:
+        engine.stop()
+    rejected = [decode(r.value, topic=r.topic).data for r in records]
+    assert sorted(r.signal_event_id for r in rejected) == [f"sig-500-{i}" for i in range(3)]
+    assert {r.reason for r in rejected} == {RejectionReason.BROKER_UNAVAILABLE}
+    assert all("circuit 'zerodha-rest' is open" in r.detail for r in rejected), rejected
+    assert kite.sync(lambda: len(kite.kite.orders)) == 0
