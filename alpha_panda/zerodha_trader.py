@@ -153,6 +153,7 @@ class ZerodhaTrader:
         self._synced_with: str | None = None  # the token the order list was read with
         self.token_rejected: str | None = None  # the token Kite refused, if any
         self._sync_lock = asyncio.Lock()
+        self._advance_lock = asyncio.Lock()
 
     # -- state for /health ----------------------------------------------------------------
 
@@ -389,6 +390,12 @@ class ZerodhaTrader:
             )
 
     async def _advance(self, update: KiteOrder) -> None:
+        # The update listener and the poller both get here; one at a time, so a trade
+        # seen by both is sent once.
+        async with self._advance_lock:
+            await self._advance_locked(update)
+
+    async def _advance_locked(self, update: KiteOrder) -> None:
         ours = self.orders[update.order_id]
         if update.order_id in self._finished:
             return

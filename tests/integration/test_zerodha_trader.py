@@ -65,6 +65,7 @@ class Rig:
         )
 
         async def send_fill(fill: OrderFill) -> None:
+            await asyncio.sleep(0)  # a real send yields to the loop, as ctx.send does
             self.fills.append(fill)
 
         async def send_rejection(order: LiveOrder, detail: str) -> None:
@@ -132,10 +133,12 @@ async def test_order_updates_and_polls_together_send_each_trade_once(rig: Rig) -
     assert isinstance(outcome, Placed)
     order_id = outcome.order.order_id
     snapshot = rig.kite.orders[order_id].snapshot()
-    await trader.on_order_update(snapshot)
+    # The listener and the poller run side by side: updates and a poll at once.
+    await asyncio.gather(
+        trader.on_order_update(snapshot), trader.on_order_update(snapshot), trader.poll()
+    )
     await trader.on_order_update(snapshot)  # the same update again (a replayed frame)
     await trader.poll()  # the fallback after a reconnect
-    await trader.poll()
     trade_ids = [t["trade_id"] for t in rig.kite.trades[order_id]]
     assert len(trade_ids) >= 2
     assert [f.fill_id for f in rig.fills] == trade_ids
