@@ -128,6 +128,8 @@ def register(ctx: StageContext) -> None:
             # Only the last tick's book counts: a later tick without depth clears it.
             **({"depth": tick.depth.model_dump(mode="json")} if tick.depth else {}),
         }
+        if live is not None and tick.instrument_token in live.done:
+            live.forget_done(tick.instrument_token)
         resting = pending_orders.get(key)
         if not resting:
             return

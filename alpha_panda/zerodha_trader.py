@@ -127,6 +127,7 @@ class ZerodhaTrader:
         send_fill: Callable[[OrderFill], Awaitable[None]],
         send_rejection: Callable[[LiveOrder, str], Awaitable[None]],
         on_event: Callable[[str, str], None] = lambda event, detail: None,
+        on_finished: Callable[[LiveOrder], None] = lambda order: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -141,6 +142,7 @@ class ZerodhaTrader:
         self._send_fill = send_fill
         self._send_rejection = send_rejection
         self._on_event = on_event
+        self._on_finished = on_finished
         self._now = now
         self._retry_sleep = retry_sleep
         self.orders: dict[str, LiveOrder] = {}  # Kite order id -> our order
@@ -415,6 +417,7 @@ class ZerodhaTrader:
             and self._filled_seen.get(update.order_id, 0) >= update.filled_quantity
         ):
             self._finished.add(update.order_id)
+            self._on_finished(ours)
             if update.status == "REJECTED":
                 message = update.status_message or "rejected by Kite or the exchange"
                 await self._send_rejection(ours, f"zerodha: {message}"[:500])
@@ -444,6 +447,7 @@ class LiveTrading:
         known_orders: Callable[[], Mapping[str, LiveOrder]],
         on_event: Callable[[str, str], None],
         on_breaker: Callable[[str, BreakerState], None],
+        on_finished: Callable[[LiveOrder], None] = lambda order: None,
     ) -> None:
         self.settings = settings
         self.watcher = watcher
@@ -452,6 +456,7 @@ class LiveTrading:
         self._known_orders = known_orders
         self._on_event = on_event
         self._on_breaker = on_breaker
+        self._on_finished = on_finished
         self._http: aiohttp.ClientSession | None = None
         self.trader: ZerodhaTrader | None = None
         self.ticker: KiteTicker | None = None
@@ -483,6 +488,7 @@ class LiveTrading:
             send_fill=self._send_fill,
             send_rejection=self._send_rejection,
             on_event=self._on_event,
+            on_finished=self._on_finished,
         )
         await self.watcher.refresh()
         self.started.set()

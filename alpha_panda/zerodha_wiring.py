@@ -7,12 +7,13 @@ registration (no I/O then) and gets an object to call from its handlers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from agents.live_orders import LiveOrder
-from alpha_panda.broker_session import StageTokenWatcher
+from alpha_panda.broker_session import IST, StageTokenWatcher
 from alpha_panda.circuit_breaker import BreakerState
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_LIVE, SIGNALS_REJECTED, Tables
@@ -39,12 +40,24 @@ def install_token_watcher(ctx: StageContext) -> StageTokenWatcher:
 
 
 class LiveTradingHandle:
-    """What the trading engine's handlers use: submit a signal, record a placed order."""
+    """What the trading engine's handlers use: submit a signal, record a placed order,
+    forget finished ones."""
 
     def __init__(self, ctx: StageContext, live: LiveTrading, table: Any) -> None:
         self._ctx = ctx
         self.live = live
         self._table = table
+        # instrument token -> tags whose orders are done: removed from the table on that
+        # instrument's next tick (a table write needs a record of the key's partition).
+        self.done: dict[int, set[str]] = {}
+
+    def finished(self, order: LiveOrder) -> None:
+        self.done.setdefault(order.signal.instrument_token, set()).add(order.tag)
+
+    def forget_done(self, instrument_token: int) -> None:
+        for tag in self.done.pop(instrument_token, ()):
+            if self._table.get(tag) is not None:
+                del self._table[tag]
 
     async def submit(self, signal_event_id: str, signal: TradingSignal) -> Outcome:
         return await self.live.submit(signal_event_id, signal)
@@ -94,8 +107,27 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
             )
         )
 
+    handle: LiveTradingHandle | None = None
+
     def known_orders() -> Mapping[str, LiveOrder]:
-        return {tag: LiveOrder.from_json_dict(raw) for tag, raw in list(table.items()) if raw}
+        """The recorded orders still worth watching. Kite's orders are day orders: one
+        placed before today (IST) is over, and is forgotten rather than adopted."""
+        today = datetime.now(UTC).astimezone(IST).date()
+        known: dict[str, LiveOrder] = {}
+        for tag, raw in list(table.items()):
+            if not raw:
+                continue
+            order = LiveOrder.from_json_dict(raw)
+            if order.placed_ts.astimezone(IST).date() < today:
+                if handle is not None:
+                    handle.finished(order)
+                continue
+            known[tag] = order
+        return known
+
+    def on_finished(order: LiveOrder) -> None:
+        if handle is not None:
+            handle.finished(order)
 
     def on_event(event: str, detail: str) -> None:
         metrics.domain.labels(ctx.source, f"zerodha_{event}", detail).inc()
@@ -112,6 +144,7 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
         known_orders=known_orders,
         on_event=on_event,
         on_breaker=on_breaker,
+        on_finished=on_finished,
     )
     metrics.breaker_state.labels(ctx.source, "zerodha-rest").set(0)
 
@@ -145,4 +178,5 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
         return ok, detail
 
     ctx.health_checks[BROKER] = health
-    return LiveTradingHandle(ctx, live, table)
+    handle = LiveTradingHandle(ctx, live, table)
+    return handle

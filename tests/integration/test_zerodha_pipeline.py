@@ -247,6 +247,14 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
         mine = live_fills if sid == "live-mom" else paper_fills
         assert portfolio.trade_count == len({f.fill_id for f in mine})
 
+    # Placed orders were recorded in the engine's live-orders table by tag, and finished
+    # ones forgotten again (a tombstone on a later tick of their instrument).
+    engine_group = Stage.TRADING_ENGINE.consumer_group
+    live_log = asyncio.run(read_topic(bootstrap, changelog_topic(engine_group, Tables.LIVE_ORDERS)))
+    recorded = {json.loads(r.key) for r in live_log if r.value is not None}
+    assert recorded == set(kite_tags)
+    assert any(r.value is None for r in live_log), "no finished order was forgotten"
+
     # The engine reported the Kite connection, and no secret leaked into what it serves.
     assert health_status == 200 and "zerodha: connected" in json.dumps(health)
     token = kite.call(_tokens(kite))
