@@ -366,3 +366,26 @@ def test_kite_500s_open_the_breaker_and_live_signals_are_rejected_with_a_reason(
     assert {r.reason for r in rejected} == {RejectionReason.BROKER_UNAVAILABLE}
     assert all("circuit 'zerodha-rest' is open" in r.detail for r in rejected), rejected
     assert kite.sync(lambda: len(kite.kite.orders)) == 0
+
+
+def test_without_credentials_live_signals_are_rejected_as_not_configured(
+    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(ensure_topics(load_settings(broker={"url": fresh_broker.bootstrap})))
+    deployment = Deployment(
+        bootstrap=fresh_broker.bootstrap,
+        data_dir=tmp_path,
+        database_url=pg_url,
+        extra_env={"ALPHA_PANDA_REDIS_ENABLED": "false"},
+    )
+    engine = StageProcess(deployment, Stage.TRADING_ENGINE).start()
+    try:
+        health = engine.wait_ready()
+        assert "zerodha" not in health["checks"]  # no Kite parts without an api_key
+        asyncio.run(produce(fresh_broker.bootstrap, [validated_record("sig-unconfigured")]))
+        (record,) = asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_REJECTED.name, until=1))
+    finally:
+        engine.stop()
+    rejected = decode(record.value, topic=record.topic).data
+    assert rejected.reason is RejectionReason.LIVE_TRADING_NOT_CONFIGURED
+    assert "ALPHA_PANDA_ZERODHA_API_KEY" in rejected.detail
