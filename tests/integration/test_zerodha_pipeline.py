@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 
 from agents.live_orders import order_tag
+from agents.paper_trader import fill_id_for
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.broker_session import store_session
-from alpha_panda.settings import Stage, load_settings
+from alpha_panda.commands.zerodha_session import probe_health
+from alpha_panda.settings import Stage, WebSettings, load_settings
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
     MARKET_TICKS,
@@ -77,7 +79,13 @@ async def configure(url: str, access_token: str) -> None:
             execution_mode="live",
         )
         await db.add_strategy(
-            sessions, "paper-mom", "momentum", [(INFY, "INFY")], {**momentum, "quantity": 5}
+            # 30 shares: more than any one level of the fake book (1-20), so each paper
+            # MARKET order walks the depth of the last tick.
+            sessions,
+            "paper-mom",
+            "momentum",
+            [(INFY, "INFY")],
+            {**momentum, "quantity": 30},
         )
         await store_session(
             sessions,
@@ -147,6 +155,15 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
             timeout=60,
             what="a paper fill",
         )
+        # What `alpha-panda zerodha status` reads from the two stages.
+        ports = load_settings(
+            web=WebSettings(port=deployment.api_port, stage_base_port=deployment.base_port)
+        )
+        status = {
+            stage: asyncio.run(probe_health(ports, stage))
+            for stage in (Stage.MARKET_FEED, Stage.TRADING_ENGINE)
+        }
+        assert {s["state"] for s in status.values()} == {"connected"}, status
         served = [json.dumps(feed.get("/health")[1]), str(feed.get("/metrics")[1])]
         feed.stop()
         ticks = asyncio.run(read_topic(bootstrap, MARKET_TICKS.name))
@@ -228,6 +245,14 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
     assert {f.execution_mode for f in live_fills} == {ExecutionMode.LIVE}
     assert {f.strategy_id for f in paper_fills} == {"paper-mom"}
     assert {f.execution_mode for f in paper_fills} == {ExecutionMode.PAPER}
+    # Paper orders walked the depth: one fill per level, ids derived from the signal.
+    by_signal: dict[str, list] = {}  # type: ignore[type-arg]
+    for f in paper_fills:
+        by_signal.setdefault(f.signal_event_id, []).append(f)
+    for signal_id, parts in by_signal.items():
+        assert len(parts) >= 2, parts
+        assert sum(p.quantity for p in parts) == 30
+        assert [p.fill_id for p in parts] == [fill_id_for(signal_id, i) for i in range(len(parts))]
 
     last_price: dict[int, Decimal] = {}
     for e in sorted(decoded, key=lambda e: e.data.exchange_ts):
