@@ -301,6 +301,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _zerodha_feed_needs_a_key(self) -> Settings:
+        if self.feed.source == "zerodha" and not self.zerodha.configured:
+            raise ValueError(
+                "feed.source (ALPHA_PANDA_FEED_SOURCE) is zerodha but zerodha.api_key "
+                "(ALPHA_PANDA_ZERODHA_API_KEY) is not set"
+            )
+        return self
+
     def stage_web_port(self, stage: Stage) -> int:
         if stage is Stage.PORTFOLIO_MANAGER:
             return self.web.port

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import SecretStr
+
 from alpha_panda.db import InstrumentRef, RuntimeConfig, StrategyConfigRecord
+from alpha_panda.settings import FeedSettings, SettingsError, ZerodhaSettings, load_settings
 from alpha_panda.zerodha.ticker import MAX_TOKENS_PER_CONNECTION
 from alpha_panda.zerodha_feed import wanted_instruments
 from models.events import ExecutionMode
@@ -42,3 +46,15 @@ def test_at_most_kites_limit_per_connection_lowest_tokens_kept() -> None:
     wanted = wanted_instruments(config(strategy("big", list(reversed(tokens)))))
     assert len(wanted) == MAX_TOKENS_PER_CONNECTION == 3000
     assert set(wanted) == set(tokens[:MAX_TOKENS_PER_CONNECTION])
+
+
+def test_the_zerodha_feed_without_an_api_key_is_a_configuration_error() -> None:
+    with pytest.raises(
+        SettingsError, match=r"ALPHA_PANDA_FEED_SOURCE.*ALPHA_PANDA_ZERODHA_API_KEY"
+    ):
+        load_settings(feed=FeedSettings(source="zerodha"))
+    ok = load_settings(
+        feed=FeedSettings(source="zerodha"), zerodha=ZerodhaSettings(api_key=SecretStr("k"))
+    )
+    assert ok.feed.source == "zerodha"
+    assert load_settings().feed.source == "mock"  # the default needs nothing
