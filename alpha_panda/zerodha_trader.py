@@ -526,6 +526,7 @@ class LiveTrading:
                     if isinstance(event, OrderUpdateReceived):
                         await self.trader.on_order_update(event.order)
                     elif isinstance(event, Reconnected):
+                        self._on_event("ticker", "reconnected")
                         self.trader.adopt(self._known_orders())
                         await self.trader.poll()
                 except (KiteError, CircuitOpenError) as exc:

@@ -3,7 +3,8 @@
 - The token expires mid-run: feed and trader stop retrying, /health and a metric say so,
   and both resume after a new login without a restart.
 - The WebSocket connections drop: the feed reconnects, restores its subscriptions and
-  ticks resume.
+  ticks resume; the trader reconnects its order-update connection, polls, and every
+  Kite trade is one fill (none missed, none twice).
 - Kite answers 500 to everything: the breaker opens, /health says so, and every live
   signal becomes a rejection with the reason (none is lost, no order is placed).
 - The trading engine is killed with SIGKILL after Kite accepted its order but before it
@@ -181,27 +182,32 @@ def test_dropped_websocket_reconnects_and_resubscribes(
     fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path, kite: KiteThread
 ) -> None:
     deployment = deploy(fresh_broker, pg_url, tmp_path, kite, root_url=kite.kite.root_url)
+    bootstrap = fresh_broker.bootstrap
+    engine = StageProcess(deployment, Stage.TRADING_ENGINE).start()
     feed = StageProcess(deployment, Stage.MARKET_FEED).start()
     try:
+        engine.wait_ready(require="zerodha: connected")
         feed.wait_ready(require="zerodha: connected")
         wait_for(lambda: kite.sync(kite.kite.subscriptions), what="the feed's subscription")
-        assert kite.sync(kite.kite.subscriptions) == [{RELIANCE: "full"}]
-        assert kite.call(kite.kite.drop_connections()) == 1
-        wait_for(
-            lambda: (
-                metric(
-                    feed,
-                    "alpha_panda_domain_events_total",
-                    event="zerodha_ticker",
-                    detail="reconnected",
-                )
-                >= 1
-            ),
-            what="the feed to reconnect",
-        )
+        # The feed's connection subscribes RELIANCE; the trader's, for order updates, nothing.
+        assert sorted(kite.sync(kite.kite.subscriptions), key=len) == [{}, {RELIANCE: "full"}]
+        asyncio.run(produce(bootstrap, [validated_record("sig-drop-1")]))
+        wait_for(lambda: live_fill_ids(bootstrap), what="the first order's fills")
+
+        assert kite.call(kite.kite.drop_connections()) == 2
+        for worker, name in ((feed, "zerodha_ticker"), (engine, "zerodha_ticker")):
+            wait_for(
+                lambda w=worker, n=name: (
+                    metric(  # type: ignore[misc]
+                        w, "alpha_panda_domain_events_total", event=n, detail="reconnected"
+                    )
+                    >= 1
+                ),
+                what=f"{worker.stage.value} to reconnect",
+            )
         # The server keeps no subscriptions across connections: the feed sent them again.
         wait_for(
-            lambda: kite.sync(kite.kite.subscriptions) == [{RELIANCE: "full"}],
+            lambda: sorted(kite.sync(kite.kite.subscriptions), key=len) == [{}, {RELIANCE: "full"}],
             what="subscriptions restored",
         )
         sent = metric(feed, PRODUCED, topic=MARKET_TICKS.name)
@@ -209,10 +215,35 @@ def test_dropped_websocket_reconnects_and_resubscribes(
             lambda: metric(feed, PRODUCED, topic=MARKET_TICKS.name) > sent + 5,
             what="ticks after the reconnect",
         )
+        asyncio.run(produce(bootstrap, [validated_record("sig-drop-2")]))
+
+        def all_trades() -> set[str]:
+            async def read() -> set[str]:
+                return {t["trade_id"] for trades in kite.kite.trades.values() for t in trades}
+
+            return kite.call(read())
+
+        wait_for(
+            lambda: (
+                len(kite.sync(lambda: kite.kite.orders)) == 2
+                and sorted(live_fill_ids(bootstrap)) == sorted(all_trades())
+            ),
+            what="both orders' trades on orders.filled.live",
+        )
+        # A little longer: a late duplicate from the poll or the update stream would show.
+        time.sleep(1.0)
+        ids = live_fill_ids(bootstrap)
     finally:
         feed.stop()
-    ticks = asyncio.run(read_topic(fresh_broker.bootstrap, MARKET_TICKS.name))
+        engine.stop()
+    assert len(ids) == len(set(ids)) == len(all_trades())  # each trade once
+    ticks = asyncio.run(read_topic(bootstrap, MARKET_TICKS.name))
     assert {decode(r.value, topic=r.topic).data.instrument_token for r in ticks} == {RELIANCE}
+
+
+def live_fill_ids(bootstrap: str) -> list[str]:
+    records = asyncio.run(read_topic(bootstrap, ORDERS_FILLED_LIVE.name))
+    return [decode(r.value, topic=r.topic).data.fill_id for r in records]
 
 
 class HoldingProxy:
