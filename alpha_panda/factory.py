@@ -14,6 +14,7 @@ import faust
 from alpha_panda.lean_monitor import LeanMonitor
 from alpha_panda.logging import faust_logging_config
 from alpha_panda.metrics import StageMetrics
+from alpha_panda.parent_watch import install_parent_watch
 from alpha_panda.recovery import HardenedTableManager
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
@@ -77,6 +78,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     register_health_views(context)
     context.install_lag_monitor()
     context.install_fetch_wait()
+    install_parent_watch(app)
     module = importlib.import_module(STAGE_MODULES[stage])
     module.register(context)
     return app
