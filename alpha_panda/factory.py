@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from alpha_panda.broker_probe import install_broker_probe
 from alpha_panda.lean_monitor import LeanMonitor
 from alpha_panda.logging import faust_logging_config
 from alpha_panda.metrics import StageMetrics
@@ -79,6 +80,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     context.install_lag_monitor()
     context.install_fetch_wait()
     install_parent_watch(app)
+    context.broker_probe = install_broker_probe(app, settings.broker.bootstrap_servers)
     module = importlib.import_module(STAGE_MODULES[stage])
     module.register(context)
     return app

@@ -199,42 +199,45 @@ class Supervisor:
                 code = child.proc.poll()
                 if code is None:
                     continue
-                child.last_exit = code
-                decision = child.tracker.on_exit(now, child.started_at)
-                if isinstance(decision, GiveUp):
-                    child.status = ChildStatus.DOWN
-                    events.append(
-                        ChildEvent(
-                            child.name,
-                            "down",
-                            f"exited with {code}, {decision.exits} exits within "
-                            f"{decision.window_s:.0f}s: not restarting; see {child.log_path}",
-                        )
-                    )
-                    continue
-                child.status = ChildStatus.BACKING_OFF
-                child.restart_at = decision.at
-                events.append(
-                    ChildEvent(
-                        child.name,
-                        "exited",
-                        f"exited with {code}; restarting in {decision.delay_s:.1f}s "
-                        f"(see {child.log_path})",
-                    )
-                )
+                self._exited(child, code, f"exited with {code}", now, events)
             if child.status is ChildStatus.BACKING_OFF and now >= child.restart_at:
                 try:
                     self.start(child.name)
-                except OSError as exc:  # e.g. the binary vanished: count it as an exit
+                except Exception as exc:  # e.g. the broker refused: count it as an exit
                     child.proc = None
-                    child.status = ChildStatus.RUNNING
                     child.started_at = now
-                    events.append(ChildEvent(child.name, "exited", f"could not start: {exc}"))
+                    self._exited(child, None, f"could not start ({exc})", now, events)
                     continue
                 child.tracker.on_restarted()
                 pid = child.proc.pid if child.proc is not None else "?"
                 events.append(ChildEvent(child.name, "restarted", f"pid {pid}"))
         return events
+
+    def _exited(
+        self, child: Child, code: int | None, what: str, now: float, events: list[ChildEvent]
+    ) -> None:
+        child.last_exit = code
+        decision = child.tracker.on_exit(now, child.started_at)
+        if isinstance(decision, GiveUp):
+            child.status = ChildStatus.DOWN
+            events.append(
+                ChildEvent(
+                    child.name,
+                    "down",
+                    f"{what}, {decision.exits} exits within {decision.window_s:.0f}s: "
+                    f"not restarting; see {child.log_path}",
+                )
+            )
+            return
+        child.status = ChildStatus.BACKING_OFF
+        child.restart_at = decision.at
+        events.append(
+            ChildEvent(
+                child.name,
+                "exited",
+                f"{what}; restarting in {decision.delay_s:.1f}s (see {child.log_path})",
+            )
+        )
 
     def running(self, name: str) -> bool:
         child = self.children[name]

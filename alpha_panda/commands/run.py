@@ -195,7 +195,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"database: seeded demo strategies {', '.join(seeded)}")
         for stage in stages:
             log_path = log_dir / f"{stage.value}.log"
-            supervisor.add(stage.value, _stage_launcher(stage, env, log_path), log_path)
+            supervisor.add(
+                stage.value,
+                _stage_launcher(stage, env, log_path, lambda: _topics_if_reachable(settings)),
+                log_path,
+            )
             child = supervisor.start(stage.value)
             print(
                 f"stage {stage.value}: pid {child.proc.pid if child.proc else '?'}, "
@@ -255,11 +259,25 @@ def run(args: argparse.Namespace) -> int:
         )
 
 
-def _stage_launcher(stage: Stage, env: dict[str, str], log_path: Path) -> Callable[[], Process]:
+def _topics_if_reachable(settings: Settings) -> None:
+    """Create missing topics before a stage (re)starts, so its subscription does not.
+
+    A broker restarted with an empty log (the embedded broker's memory engine, or one
+    reset by hand) would otherwise get the topics from the first client that names
+    them, with the broker's default partition count instead of the registry's.
+    """
+    if is_reachable(settings.broker.bootstrap_servers[0]):
+        asyncio.run(ensure_topics(settings))
+
+
+def _stage_launcher(
+    stage: Stage, env: dict[str, str], log_path: Path, before: Callable[[], None]
+) -> Callable[[], Process]:
     stage_env = {**env, "ALPHA_PANDA_STAGE": stage.value}
     die_with_us = die_with_parent()
 
     def launch() -> Process:
+        before()
         with log_path.open("ab") as sink:
             return subprocess.Popen(
                 [_faust_bin(), "-A", "alpha_panda", "worker", "-l", "info"],

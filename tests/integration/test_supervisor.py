@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from alpha_panda.broker import free_port
-from alpha_panda.settings import Stage
-from tests.integration.harness import Deployment, StageProcess
+from alpha_panda.admin import ensure_topics
+from alpha_panda.broker import EmbeddedBroker, free_port
+from alpha_panda.settings import Stage, load_settings
+from tests.integration.harness import Deployment, StageProcess, metric, wait_for
+
+pytestmark = pytest.mark.integration
 
 ALPHA_PANDA = str(Path(sys.executable).with_name("alpha-panda"))
 
@@ -139,3 +143,59 @@ def test_stages_and_broker_die_with_a_killed_supervisor(tmp_path: Path) -> None:
         assert wait_gone([risk_pid, broker_pid], timeout=30) == []
     finally:
         run.stop()
+
+
+def test_health_names_the_broker_within_seconds_of_losing_it(
+    fresh_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    asyncio.run(ensure_topics(load_settings(broker={"url": fresh_broker.bootstrap})))
+    deployment = Deployment(
+        bootstrap=fresh_broker.bootstrap,
+        data_dir=tmp_path,
+        extra_env={"ALPHA_PANDA_REDIS_ENABLED": "false"},
+    )
+    stage = StageProcess(deployment, Stage.MARKET_FEED).start()
+    try:
+        body = stage.wait_ready(require=f"broker {fresh_broker.bootstrap} answers")
+        assert body["checks"]["broker"]["ok"]
+        fresh_broker.process.kill()
+        fresh_broker.process.wait()
+        lost_at = time.monotonic()
+        seen: dict[str, object] = {}
+
+        def broker_failing() -> bool:
+            status, body = stage.get("/health")
+            seen.update(status=status, body=body)
+            return status == 503 and "broker" in body["failing"]
+
+        wait_for(broker_failing, timeout=10, what="/health to fail on the broker")
+        detail = seen["body"]["checks"]["broker"]["detail"]  # type: ignore[index]
+        assert f"broker {fresh_broker.bootstrap} unreachable" in detail
+        print(f"/health turned 503 {time.monotonic() - lost_at:.1f}s after the broker died")
+    finally:
+        stage.kill()
+
+
+def test_a_killed_broker_comes_back_and_every_stage_resumes(tmp_path: Path) -> None:
+    run = Run(tmp_path, [Stage.STRATEGY_RUNNER, Stage.MARKET_FEED])
+    try:
+        runner_pid = run.health_pid(Stage.STRATEGY_RUNNER)
+        feed_pid = run.health_pid(Stage.MARKET_FEED)
+        broker_pid = run.broker_pid()
+        os.kill(broker_pid, signal.SIGKILL)
+        new_runner = run.health_pid(Stage.STRATEGY_RUNNER, not_pid=runner_pid)
+        new_feed = run.health_pid(Stage.MARKET_FEED, not_pid=feed_pid)
+        assert "broker exited with -9" in run.output()
+        assert "broker back; stages restarted" in run.output()
+        runner = run.stage(Stage.STRATEGY_RUNNER)
+        # Ticks flow again through the new broker, into the restarted strategy runner.
+        wait_for(
+            lambda: metric(runner, "alpha_panda_messages_consumed_total") > 0,
+            timeout=30,
+            what="ticks consumed after the broker restart",
+        )
+        assert new_runner != runner_pid and new_feed != feed_pid
+        assert "stopping" not in run.output()
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()

@@ -185,3 +185,29 @@ def test_a_stop_that_times_out_kills() -> None:
 def test_orphan_detection() -> None:
     assert orphaned(4242, 1)
     assert not orphaned(4242, 4242)
+
+
+def test_a_launch_that_raises_counts_as_an_exit_and_is_retried() -> None:
+    clock = FakeClock()
+    supervisor = Supervisor(POLICY, clock)
+    attempts: list[int] = []
+
+    def launch() -> FakeProcess:
+        attempts.append(1)
+        if len(attempts) == 2:
+            raise RuntimeError("broker refused")
+        return FakeProcess()
+
+    supervisor.add("broker", launch, None)
+    supervisor.start("broker")
+    child = supervisor.children["broker"]
+    assert child.proc is not None
+    child.proc.returncode = -9  # type: ignore[misc]  # the fake's field is writable
+    supervisor.poll()
+    clock.now += 0.5
+    events = supervisor.poll()
+    assert [(e.what, "broker refused" in e.detail) for e in events] == [("exited", True)]
+    assert child.status is ChildStatus.BACKING_OFF
+    clock.now += 1.0
+    assert [e.what for e in supervisor.poll()] == ["restarted"]
+    assert len(attempts) == 3 and child.status is ChildStatus.RUNNING
