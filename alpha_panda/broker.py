@@ -52,10 +52,14 @@ class EmbeddedBroker:
         port: int = 9092,
         log_path: Path | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        storage_engine: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
     ):
         self.host = host
         self.port = port
         self.log_path = log_path
+        self.storage_engine = storage_engine
+        self.env = env
         # Run in the child before exec: `alpha-panda run` makes the broker die with it.
         self.preexec_fn = preexec_fn
         self._process: subprocess.Popen[bytes] | None = None
@@ -79,7 +83,7 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_engine,
         ]
 
     def start(self, ready_timeout: float = 15.0) -> None:
@@ -97,6 +101,7 @@ class EmbeddedBroker:
             stderr=sink,
             start_new_session=True,
             preexec_fn=self.preexec_fn,
+            env=self.env,
         )
         deadline = time.monotonic() + ready_timeout
         # Readiness is "the port accepts connections"; Tansu has no readiness signal.
