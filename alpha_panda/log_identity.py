@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -28,6 +29,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from alpha_panda.end_offsets import EndOffsetsUnconfirmed, watermarks
 from alpha_panda.topics import LOG_IDENTITY, LOG_IDENTITY_PARTITIONS
+
+if TYPE_CHECKING:
+    from alpha_panda.runtime import StageContext
 
 EXTERNAL_DURABILITY = "the broker's own storage"
 _TP = TopicPartition(LOG_IDENTITY, 0)
@@ -67,11 +71,12 @@ async def read_identity(bootstrap: list[str]) -> LogIdentity | None:
         if end == 0:
             return None
         consumer.seek(_TP, end - 1)
-        while True:
+        for _attempt in range(10):
             batch = await consumer.getmany(_TP, timeout_ms=1000)
             for message in batch.get(_TP, []):
                 if message.offset == end - 1 and message.value is not None:
                     return LogIdentity.decode(message.value)
+        raise EndOffsetsUnconfirmed(f"{LOG_IDENTITY}: no record at offset {end - 1} in 10s")
     finally:
         await consumer.stop()
 
@@ -121,3 +126,29 @@ async def wait_for_identity(
         except (KafkaError, EndOffsetsUnconfirmed, OSError):
             await asyncio.sleep(poll_s)
     return None
+
+
+def install_identity_check(context: StageContext) -> None:
+    """`/health` check ``log``: which log the stage runs on and what a broker crash loses.
+
+    Informational (always ok): the durability is a property of the deployment, not a
+    fault; it is said where an operator looks.
+    """
+    app = context.app
+    known: dict[str, LogIdentity | None] = {}
+
+    @app.task  # type: ignore[untyped-decorator]  # faust ships no types
+    async def read_log_identity() -> None:
+        known["identity"] = await wait_for_identity(
+            context.settings.broker.bootstrap_servers, should_stop=lambda: app.should_stop
+        )
+
+    async def check() -> tuple[bool, str]:
+        if "identity" not in known:
+            return True, "log identity not read yet"
+        identity = known["identity"]
+        if identity is None:
+            return True, f"log without an identity record; durability: {EXTERNAL_DURABILITY}"
+        return True, f"log {identity.log_id} ({identity.reason}); durability: {identity.durability}"
+
+    context.health_checks["log"] = check

@@ -28,6 +28,9 @@ from types import FrameType
 
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker, is_reachable
+from alpha_panda.embedded_log import close_log, durability, open_log, snapshot_path
+from alpha_panda.log_identity import ensure_identity
+from alpha_panda.log_snapshot import SnapshotError
 from alpha_panda.settings import Settings, Stage, get_settings
 from alpha_panda.supervisor import ChildStatus, Process, Supervisor, die_with_parent
 
@@ -156,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     broker: EmbeddedBroker | None = None
     supervisor = Supervisor()
     stage_names = [stage.value for stage in stages]
+    # Saved at stop only when the embedded broker holds the log we opened: never a
+    # half-restored or empty log over the last good snapshot.
+    log_opened = False
     # SIGHUP (the terminal closed) stops everything like SIGTERM: the stages run in their
     # own sessions, so without this they would keep trading with nobody watching.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -183,13 +189,26 @@ def run(args: argparse.Namespace) -> int:
             env["ALPHA_PANDA_BROKER_EXACTLY_ONCE"] = "false"
             print(
                 f"broker: started the embedded broker on {broker.bootstrap} "
-                f"(pid {embedded.process.pid}, in-memory log)"
+                f"(pid {embedded.process.pid}, {durability(settings)})"
             )
+            try:
+                identity, note = asyncio.run(open_log(settings))
+            except SnapshotError as exc:
+                print(
+                    f"alpha-panda: cannot restore the saved log: {exc}\n"
+                    "  `alpha-panda broker --reset` deletes it (its history is then lost)",
+                    file=sys.stderr,
+                )
+                return 1
+            log_opened = True
+            print(f"log: {note}; log id {identity.log_id}")
         else:
             print(f"alpha-panda: no broker answers at {bootstrap}", file=sys.stderr)
             return 1
         report = asyncio.run(ensure_topics(settings))
         print(f"topics: {len(report.created)} created, {len(report.existing)} already there")
+        if broker is None:
+            asyncio.run(ensure_identity(settings.broker.bootstrap_servers))
         seeded = _prepare_database(settings)
         if seeded:
             print(f"database: seeded demo strategies {', '.join(seeded)}")
@@ -226,7 +245,18 @@ def run(args: argparse.Namespace) -> int:
                     # gone; they start again, from what the new broker holds, once it is up.
                     supervisor.stop(stage_names, BROKER_LOST_STOP_TIMEOUT_S)
                 elif event.what == "restarted":
-                    asyncio.run(ensure_topics(settings))
+                    log_opened = False
+                    try:
+                        identity, note = asyncio.run(open_log(settings, after_crash=True))
+                    except Exception as exc:
+                        print(
+                            f"alpha-panda: the restarted broker's log could not be opened "
+                            f"({type(exc).__name__}: {exc}); stopping",
+                            file=sys.stderr,
+                        )
+                        return 1
+                    log_opened = True
+                    print(f"alpha-panda: log {note}; log id {identity.log_id}", file=sys.stderr)
                     for name in stage_names:
                         if supervisor.children[name].status is not ChildStatus.DOWN:
                             supervisor.restart_now(name, STOP_TIMEOUT_S)
@@ -248,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
         order = [s.value for s in reversed(START_ORDER) if s.value in supervisor.children]
         codes = supervisor.stop(order, STOP_TIMEOUT_S)
         if broker is not None:
+            if log_opened and supervisor.running(BROKER):
+                _save_log(settings)
             broker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -256,6 +288,18 @@ def run(args: argparse.Namespace) -> int:
             "stopped cleanly"
             if all(code == 0 for code in codes.values())
             else "stopped (a stage did not exit cleanly; see its log)"
+        )
+
+
+def _save_log(settings: Settings) -> None:
+    try:
+        print(f"log: {asyncio.run(close_log(settings))}", flush=True)
+    except Exception as exc:  # the broker still stops; the previous snapshot stays
+        print(
+            f"alpha-panda: the log was NOT saved ({type(exc).__name__}: {exc}); "
+            f"{snapshot_path(settings)} still holds the previous clean stop",
+            file=sys.stderr,
+            flush=True,
         )
 
 
