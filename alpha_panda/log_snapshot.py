@@ -90,7 +90,8 @@ def write_snapshot(path: Path, snapshot: Snapshot, records: Iterator[SavedRecord
     """Write atomically: a temporary file, fsync, rename, fsync of the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    header = json.dumps(snapshot.__dict__, sort_keys=True).encode()
+    # Key order matters: the records follow in the order of ``snapshot.ends``.
+    header = json.dumps(snapshot.__dict__).encode()
     with tmp.open("wb") as out:
         out.write(MAGIC)
         out.write(struct.pack(">i", len(header)))

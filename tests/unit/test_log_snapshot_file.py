@@ -57,3 +57,16 @@ def test_truncated_or_foreign_files_are_refused(tmp_path: Path) -> None:
     path.write_bytes(b"something else")
     with pytest.raises(SnapshotError, match="not an Alpha Panda log snapshot"):
         read_snapshot(path)
+
+
+def test_partitions_keep_their_records_whatever_their_names_sort_as(tmp_path: Path) -> None:
+    # "t:10" sorts before "t:2" as text: the records must follow the header's order.
+    snapshot = Snapshot(
+        log_id="x", saved_at="now", topics={"t": 11}, ends={"t:2": 1, "t:10": 2}, groups={}
+    )
+    records = [SavedRecord(0, 1, b"p2", b"a"), SavedRecord(0, 2, b"p10", b"b")]
+    records.append(SavedRecord(1, 3, b"p10", b"c"))
+    write_snapshot(tmp_path / "s", snapshot, iter(records))
+    _header, partitions = read_snapshot(tmp_path / "s")
+    by_partition = {tp.partition: [r.key for r in rs] for tp, rs in partitions}
+    assert by_partition == {2: [b"p2"], 10: [b"p10", b"p10"]}
