@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from alpha_panda.broker import free_port
+from alpha_panda.broker import EmbeddedBroker, free_port
+from alpha_panda.log_snapshot import Snapshot, write_snapshot
 from alpha_panda.mirror import MirrorKeys
 from alpha_panda.settings import Stage
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_PAPER, partitions_of
@@ -25,7 +29,7 @@ from tests.integration.harness import (
     wait_committed,
     wait_for,
 )
-from tests.integration.pipeline_run import Run
+from tests.integration.pipeline_run import ALPHA_PANDA, Run
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +143,62 @@ def test_stop_and_start_keeps_fills_portfolios_offsets_and_dlq(
             what="the recovered portfolios in the mirror",
         )
         assert client.get(keys.log_id) == log_id  # the same log: the mirror was kept
+
+        # A broker crash: the supervisor restarts it from the last clean stop's snapshot,
+        # under a new log id (records since that stop are lost), and the mirror, which may
+        # hold state from those records, is cleared and rebuilt from the restored log.
+        pm_pid = second.health_pid(Stage.PORTFOLIO_MANAGER)
+        os.kill(second.broker_pid(), signal.SIGKILL)
+        second.health_pid(Stage.PORTFOLIO_MANAGER, not_pid=pm_pid)
+        assert "new log id" in second.output()
+        wait_for(
+            lambda: client.get(keys.log_id) not in (None, log_id),
+            timeout=30,
+            what="the mirror to be tied to the new log",
+        )
+        assert _records(bootstrap, ORDERS_FILLED_PAPER.name) == fills
+        wait_for(
+            lambda: _mirrored(client, keys) == portfolios,
+            timeout=30,
+            what="the portfolios rebuilt in the cleared mirror",
+        )
+        status, health = second.stage(Stage.PORTFOLIO_MANAGER).get("/health")
+        assert status == 200
+        assert "a crash of the broker loses every record since" in health["checks"]["log"]["detail"]
     finally:
         second.stop()
     assert second.proc.returncode == 0, second.output()
+
+
+def test_broker_reset_deletes_the_saved_log_only_when_confirmed(
+    tmp_path: Path, fresh_broker: EmbeddedBroker
+) -> None:
+    path = tmp_path / "broker" / "log.snapshot"
+    write_snapshot(path, Snapshot("log-1", "2026-11-30T07:00:00+00:00", {}, {}, {}), iter(()))
+
+    def reset(
+        *flags: str, answer: str = "", url: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHA_PANDA_")}
+        env["ALPHA_PANDA_DATA_DIR"] = str(tmp_path)
+        env["ALPHA_PANDA_BROKER_URL"] = url or f"127.0.0.1:{free_port()}"
+        return subprocess.run(
+            [ALPHA_PANDA, "broker", "--reset", *flags],
+            input=answer,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    refused = reset("--yes", url=fresh_broker.bootstrap)  # a running broker would save over it
+    assert refused.returncode == 1 and "stop the pipeline first" in refused.stderr
+    declined = reset(answer="no\n")
+    assert declined.returncode == 1 and "not reset" in declined.stdout
+    assert "0 records" in declined.stdout and path.exists()
+    confirmed = reset(answer="reset\n")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert not path.exists()
+    write_snapshot(path, Snapshot("log-2", "2026-11-30T08:00:00+00:00", {}, {}, {}), iter(()))
+    assert reset("--yes").returncode == 0 and not path.exists()
+    assert "nothing to reset" in reset("--yes").stdout
