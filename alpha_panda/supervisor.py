@@ -147,6 +147,9 @@ class Child:
     started_at: float = 0.0
     restart_at: float = 0.0
     last_exit: int | None = None
+    # A restart waits (uncounted) while this says no: a stage is not restarted into a
+    # broker that does not answer, where it would only crash-loop itself down.
+    gate: Callable[[], bool] | None = None
 
     def describe(self) -> str:
         """One summary cell: ``running``, ``running (2 restarts)``, ``DOWN (exit 1; log ...)``."""
@@ -178,8 +181,14 @@ class Supervisor:
         self._clock: Clock = clock or time.monotonic
         self.children: dict[str, Child] = {}
 
-    def add(self, name: str, launch: Launcher, log_path: Path | None = None) -> Child:
-        child = Child(name, launch, log_path, RestartTracker(self.policy))
+    def add(
+        self,
+        name: str,
+        launch: Launcher,
+        log_path: Path | None = None,
+        gate: Callable[[], bool] | None = None,
+    ) -> Child:
+        child = Child(name, launch, log_path, RestartTracker(self.policy), gate=gate)
         self.children[name] = child
         return child
 
@@ -201,6 +210,8 @@ class Supervisor:
                     continue
                 self._exited(child, code, f"exited with {code}", now, events)
             if child.status is ChildStatus.BACKING_OFF and now >= child.restart_at:
+                if child.gate is not None and not child.gate():
+                    continue
                 try:
                     self.start(child.name)
                 except Exception as exc:  # e.g. the broker refused: count it as an exit

@@ -218,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
                 stage.value,
                 _stage_launcher(stage, env, log_path, lambda: _topics_if_reachable(settings)),
                 log_path,
+                gate=lambda: is_reachable(bootstrap),
             )
             child = supervisor.start(stage.value)
             print(

@@ -211,3 +211,27 @@ def test_a_launch_that_raises_counts_as_an_exit_and_is_retried() -> None:
     clock.now += 1.0
     assert [e.what for e in supervisor.poll()] == ["restarted"]
     assert len(attempts) == 3 and child.status is ChildStatus.RUNNING
+
+
+def test_a_closed_gate_holds_the_restart_without_counting_it() -> None:
+    clock = FakeClock()
+    supervisor = Supervisor(POLICY, clock)
+    launched: list[FakeProcess] = []
+    broker_up = {"value": False}
+
+    def launch() -> FakeProcess:
+        launched.append(FakeProcess())
+        return launched[-1]
+
+    supervisor.add("strategy-runner", launch, None, gate=lambda: broker_up["value"])
+    supervisor.start("strategy-runner")
+    launched[0].returncode = 1
+    supervisor.poll()
+    for _ in range(10):  # the broker stays away for a long time
+        clock.now += 60
+        assert supervisor.poll() == []
+    child = supervisor.children["strategy-runner"]
+    assert child.status is ChildStatus.BACKING_OFF and len(launched) == 1
+    broker_up["value"] = True
+    assert [e.what for e in supervisor.poll()] == ["restarted"]
+    assert child.status is ChildStatus.RUNNING and child.tracker.restarts == 1
