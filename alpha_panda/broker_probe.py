@@ -12,12 +12,17 @@ health checks costs the broker nothing.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import faust
+import structlog
+
+log = structlog.get_logger(__name__)
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 1.0
@@ -73,6 +78,8 @@ class BrokerProbe:
     last_ok: float | None = None
     last_error: str = "not probed yet"
     _started: float = field(default=0.0)
+    _down_since: float | None = None
+    _ended_outage_s: float | None = None
 
     def __post_init__(self) -> None:
         self._started = self.clock()
@@ -86,9 +93,26 @@ class BrokerProbe:
             except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 errors.append(f"{server}: {type(exc).__name__} {exc}".strip())
                 continue
-            self.last_ok = self.clock()
+            self.record_ok()
             return
-        self.last_error = "; ".join(errors)
+        self.record_failure("; ".join(errors))
+
+    def record_ok(self) -> None:
+        now = self.clock()
+        if self._down_since is not None:
+            self._ended_outage_s = now - self._down_since
+            self._down_since = None
+        self.last_ok = now
+
+    def record_failure(self, error: str) -> None:
+        self.last_error = error
+        if self._down_since is None:
+            self._down_since = self.clock()
+
+    def take_ended_outage(self) -> float | None:
+        """How long the broker was gone, once, right after it answers again."""
+        ended, self._ended_outage_s = self._ended_outage_s, None
+        return ended
 
     def status(self) -> tuple[bool, str]:
         now = self.clock()
@@ -102,12 +126,30 @@ class BrokerProbe:
         )
 
 
-def install_broker_probe(app: faust.App, servers: list[str]) -> BrokerProbe:
-    """Probe every ``INTERVAL_S`` from the worker's event loop; return the probe to read."""
+def install_broker_probe(
+    app: faust.App, servers: list[str], *, restart_after_outage_s: float
+) -> BrokerProbe:
+    """Probe every ``INTERVAL_S`` from the worker's event loop; return the probe to read.
+
+    When the broker answers again after an outage of ``restart_after_outage_s`` or more
+    (the group session timeout: the broker has dropped this member by then), the worker
+    stops cleanly so that its supervisor starts it afresh. Faust's own reconnection was
+    seen to sit at 503 (tables) and then die in recovery (``KafkaTimeoutError: Failed to
+    get offsets by times``) after an embedded broker came back; a fresh start rebuilds the
+    tables from the changelogs and resumes from the committed offsets, once per outage.
+    """
     probe = BrokerProbe(list(servers))
 
     @app.timer(INTERVAL_S)  # type: ignore[untyped-decorator]  # faust ships no types
     async def probe_broker() -> None:
         await probe.probe()
+        outage = probe.take_ended_outage()
+        if outage is not None and outage >= restart_after_outage_s:
+            log.error(
+                "broker_back_after_outage",
+                outage_s=round(outage, 1),
+                action="stopping; the supervisor starts this stage again",
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
 
     return probe

@@ -81,7 +81,11 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     context.install_lag_monitor()
     context.install_fetch_wait()
     install_parent_watch(app)
-    context.broker_probe = install_broker_probe(app, settings.broker.bootstrap_servers)
+    context.broker_probe = install_broker_probe(
+        app,
+        settings.broker.bootstrap_servers,
+        restart_after_outage_s=settings.broker.session_timeout_s,
+    )
     install_identity_check(context)
     module = importlib.import_module(STAGE_MODULES[stage])
     module.register(context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -115,3 +116,43 @@ def test_a_killed_broker_comes_back_and_every_stage_resumes(tmp_path: Path) -> N
     finally:
         run.stop()
     assert run.proc.returncode == 0, run.output()
+
+
+def test_a_stage_restarts_itself_once_after_a_broker_outage(
+    fresh_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Outside `alpha-panda run` (a broker the supervisor does not own): the worker stops
+    by itself when the broker is back after an outage longer than the group session, so
+    its supervisor starts it afresh; it does not sit at 503 nor crash-loop."""
+    settings = load_settings(broker={"url": fresh_broker.bootstrap})
+    asyncio.run(ensure_topics(settings))
+    deployment = Deployment(
+        bootstrap=fresh_broker.bootstrap,
+        data_dir=tmp_path,
+        extra_env={"ALPHA_PANDA_REDIS_ENABLED": "false"},
+    )
+    stage = StageProcess(deployment, Stage.MARKET_FEED).start()
+    again = EmbeddedBroker(port=fresh_broker.port)
+    try:
+        stage.wait_ready(require=f"broker {fresh_broker.bootstrap} answers")
+        fresh_broker.process.kill()
+        fresh_broker.process.wait()
+
+        def outage_s() -> float:
+            status, body = stage.get("/health")
+            detail = body["checks"]["broker"]["detail"] if status == 503 else ""
+            match = re.search(r"unreachable for ([\d.]+)s", detail)
+            return float(match.group(1)) if match else 0.0
+
+        session = settings.broker.session_timeout_s
+        wait_for(lambda: outage_s() > session, timeout=30, what="an outage past the session")
+        assert stage.proc is not None and stage.proc.poll() is None  # no exit while it is away
+        again.start()
+        asyncio.run(ensure_topics(settings))
+        stage.proc.wait(timeout=30)
+        events = [e["event"] for e in stage.log_events()]
+        assert events.count("broker_back_after_outage") == 1
+        stage.start().wait_ready()  # what a supervisor does: it converges
+    finally:
+        stage.kill()
+        again.stop()

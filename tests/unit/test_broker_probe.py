@@ -67,3 +67,19 @@ def test_a_closed_port_fails_the_probe() -> None:
     assert not ok and "ConnectionRefusedError" in detail
     with pytest.raises(OSError):
         asyncio.run(probe_once("127.0.0.1", port))
+
+
+def test_an_ended_outage_is_reported_once_with_its_length() -> None:
+    clock = FakeClock()
+    probe = BrokerProbe(["b:1"], clock=clock)
+    probe.record_ok()
+    assert probe.take_ended_outage() is None
+    clock.now += 1
+    probe.record_failure("refused")
+    clock.now += 4
+    probe.record_failure("refused")  # the outage started at the first failure
+    assert probe.take_ended_outage() is None  # still down
+    clock.now += 3
+    probe.record_ok()
+    assert probe.take_ended_outage() == 7.0
+    assert probe.take_ended_outage() is None
