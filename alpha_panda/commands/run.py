@@ -147,7 +147,9 @@ BROKER_LOST_STOP_TIMEOUT_S = 10.0
 
 def _processes_line(supervisor: Supervisor) -> str:
     """Each supervised process's state: running, restart count, or DOWN with exit and log."""
-    return "  ".join(f"{name}: {child.describe()}" for name, child in supervisor.children.items())
+    return "processes: " + "  ".join(
+        f"{name} {child.describe()}" for name, child in supervisor.children.items()
+    )
 
 
 def run(args: argparse.Namespace) -> int:
