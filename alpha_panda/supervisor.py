@@ -29,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -175,8 +176,6 @@ class Supervisor:
     """Starts children, restarts them per :class:`RestartPolicy`, stops them in order."""
 
     def __init__(self, policy: RestartPolicy | None = None, clock: Clock | None = None) -> None:
-        import time
-
         self.policy = policy or RestartPolicy()
         self._clock: Clock = clock or time.monotonic
         self.children: dict[str, Child] = {}
@@ -268,8 +267,6 @@ class Supervisor:
 
     def stop(self, names: Iterable[str], timeout_s: float) -> dict[str, int | None]:
         """SIGTERM ``names`` in the order given, wait up to ``timeout_s`` in all, then SIGKILL."""
-        import time
-
         chosen = [self.children[n] for n in names]
         for child in chosen:
             if child.status is not ChildStatus.DOWN:
