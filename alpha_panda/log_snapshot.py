@@ -3,9 +3,10 @@
 The embedded broker (Tansu 0.6.0) keeps its log in memory: ``memory://`` is the only
 fast storage engine compiled in. Its ``s3://`` engine is durable but lists a
 partition's objects on every fetch; against a local S3 server (s3rver 3.7.1) the
-pipeline ran at ~40 ticks/s with the default fetch wait and 139 ticks/s with a 500 ms
-fetch wait (p50 tick-to-portfolio 7.4 s), far below the 500 ticks/s needed (measured
-2026-11-30; docs/RUNBOOK.md). So the log is made to survive *clean* stops instead:
+pipeline ran at ~40 ticks/s with the default fetch wait and at best 430 ticks/s with a
+2 s fetch wait and 200 ms linger (p50 tick-to-portfolio ~1 s), below the 500 ticks/s
+needed (measured 2026-11-30; docs/PERFORMANCE.md). So the log is made to survive
+*clean* stops instead:
 
 - :func:`save_log` reads every topic's records (offset, key, value, headers, timestamp)
   from the log start to the confirmed high watermark, and every consumer group's
