@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import structlog
 
 from agents.random_walk import RandomWalkFeed, parse_instruments
+from alpha_panda.admin import wait_for_topics
 from alpha_panda.producer import send_record, start_producer
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import MARKET_TICKS
@@ -37,6 +38,10 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.task
     async def publish_ticks() -> None:
+        if not await wait_for_topics(
+            ctx.settings, [MARKET_TICKS.name], should_stop=lambda: ctx.app.should_stop
+        ):
+            return
         producer = await start_producer(
             ctx.settings, client_id=f"{ctx.stage.consumer_group}", linger_ms=settings.linger_ms
         )

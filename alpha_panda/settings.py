@@ -70,6 +70,13 @@ class BrokerSettings(_Section):
         "to every hop's latency (Faust's 1,500 ms made a median of ~0.5 s); 10 ms costs idle "
         "workers ~100 small fetches/s. On Redpanda, which answers at once, 500 is fine.",
     )
+    storage: Literal["snapshot", "memory"] = Field(
+        default="snapshot",
+        description="How the embedded broker keeps its log: snapshot saves the whole log "
+        "and the group offsets under data_dir/broker at each clean stop and restores them "
+        "at start (a broker crash loses what came after the last clean stop); memory keeps "
+        "nothing across a stop.",
+    )
     single_record_batches: bool = Field(
         default=False,
         description="One record per produce batch: a fallback for brokers that list end "

@@ -175,3 +175,9 @@ BENCH_PASSTHROUGH = TopicSpec(
 
 def changelog_topic(consumer_group: str, table: str) -> str:
     return f"{consumer_group}-{table}-changelog"
+
+
+# One record per log the pipeline has run on: its id and what a crash of its broker loses
+# (alpha_panda/log_identity.py). The Redis mirror is tied to the latest id.
+LOG_IDENTITY = "alpha-panda.log-identity"
+LOG_IDENTITY_PARTITIONS = 1
