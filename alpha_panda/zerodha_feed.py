@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from agents.kite_ticks import market_tick
 from alpha_panda import db
+from alpha_panda.admin import wait_for_topics
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.producer import send_record, start_producer
@@ -144,6 +145,10 @@ class ZerodhaFeed:
         settings = ctx.settings
         zerodha = settings.zerodha
         api_key = zerodha.api_key.get_secret_value()
+        if not await wait_for_topics(
+            settings, [MARKET_TICKS.name], should_stop=lambda: ctx.app.should_stop
+        ):
+            return
         producer = await start_producer(
             settings, client_id=ctx.stage.consumer_group, linger_ms=settings.feed.linger_ms
         )
