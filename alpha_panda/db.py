@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.schema import CreateColumn
 
 from alpha_panda.passwords import check_password_rules, hash_password
 from models.db import (
@@ -181,6 +182,29 @@ def _missing_tables(conn: Connection) -> list[str]:
     return [t.name for t in Base.metadata.sorted_tables if t.name not in existing]
 
 
+def _add_missing_columns(conn: Connection) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each model column an existing table lacks.
+
+    Enough for the additive changes made so far (version 2: ``users.token_version``,
+    which has a server default so existing rows get a value). Both backends accept the
+    statement inside the upgrade transaction.
+    """
+    inspector = inspect(conn)
+    existing = set(inspector.get_table_names())
+    added: list[str] = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            added.append(f"added column {table.name}.{column.name}")
+    return added
+
+
 async def upgrade(engine: AsyncEngine) -> list[str]:
     """Create whatever part of the schema is missing; returns what it did.
 
@@ -190,12 +214,13 @@ async def upgrade(engine: AsyncEngine) -> list[str]:
     done: list[str] = []
     async with engine.begin() as conn:
         missing = await conn.run_sync(_missing_tables)
+        done += await conn.run_sync(_add_missing_columns)
         if missing:
             tables = [Base.metadata.tables[name] for name in missing]
             await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=tables))
             done += [f"created table {name}" for name in missing]
         current = await conn.scalar(select(func.max(SchemaVersion.version)))
-        if current is None:
+        if current is None or current < SCHEMA_VERSION:
             await conn.execute(
                 insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=utcnow())
             )
@@ -250,6 +275,8 @@ class UserRecord(_ReadModel):
     disabled: bool
     created_at: datetime
     updated_at: datetime
+    # Issued tokens carry it; a password change, disable or re-enable bumps it.
+    token_version: int = 0
     # Needed by the login endpoint; kept out of repr and of any serialised output.
     password_hash: str = Field(repr=False, exclude=True)
 
@@ -309,6 +336,7 @@ def _user_record(row: User) -> UserRecord:
         disabled=row.disabled,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        token_version=row.token_version,
         password_hash=row.password_hash,
     )
 
@@ -761,7 +789,7 @@ async def create_user(
     _check_password(password)
     # bcrypt is deliberately slow; keep it off the event loop.
     hashed = await asyncio.to_thread(hash_password, password)
-    row = User(username=username, password_hash=hashed, role=role, disabled=False)
+    row = User(username=username, password_hash=hashed, role=role, disabled=False, token_version=0)
     try:
         async with sessions() as session, session.begin():
             session.add(row)
@@ -784,16 +812,30 @@ async def list_users(sessions: SessionFactory) -> list[UserRecord]:
 
 
 async def set_password(sessions: SessionFactory, username: str, password: str) -> UserRecord:
+    """Set the password and revoke every token issued before (token version bump)."""
     _check_password(password)
     hashed = await asyncio.to_thread(hash_password, password)
     async with sessions() as session, session.begin():
         row = await _user_row(session, username)
         row.password_hash = hashed
-    return _user_record(row)
+        row.token_version = User.token_version + 1
+    return await _reread_user(sessions, username)
 
 
 async def set_user_disabled(sessions: SessionFactory, username: str, disabled: bool) -> UserRecord:
+    """Disable or re-enable; either way tokens issued before are revoked.
+
+    Revoking on re-enable too means a token stolen before the account was disabled does
+    not come back to life with the account.
+    """
     async with sessions() as session, session.begin():
         row = await _user_row(session, username)
         row.disabled = disabled
-    return _user_record(row)
+        # In SQL, so two concurrent changes both count.
+        row.token_version = User.token_version + 1
+    return await _reread_user(sessions, username)
+
+
+async def _reread_user(sessions: SessionFactory, username: str) -> UserRecord:
+    async with sessions() as session:
+        return _user_record(await _user_row(session, username))

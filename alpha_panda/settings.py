@@ -109,7 +109,9 @@ class RedisSettings(_Section):
 
 class AuthSettings(_Section):
     jwt_secret: SecretStr = Field(
-        default=SecretStr(PLACEHOLDER_JWT_SECRET), description="HS256 signing secret."
+        default=SecretStr(PLACEHOLDER_JWT_SECRET),
+        description="HS256 signing secret. The placeholder never signs: development generates "
+        "a key into data_dir/jwt_secret, production refuses to start.",
     )
     jwt_algorithm: Literal["HS256"] = Field(default="HS256", description="Only HS256.")
     token_ttl_minutes: int = Field(default=60, gt=0, le=24 * 60, description="Token lifetime.")

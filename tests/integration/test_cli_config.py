@@ -15,6 +15,7 @@ import pytest
 
 from alpha_panda.cli import main
 from alpha_panda.settings import get_settings
+from models.db import SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def test_db_upgrade_reports_then_is_up_to_date(bare_cli: Cli) -> None:
 
     assert first.code == 0
     assert "created table strategy_configurations" in first.out
-    assert "recorded schema version 1" in first.out
+    assert f"recorded schema version {SCHEMA_VERSION}" in first.out
     assert second.code == 0
     assert "schema up to date" in second.out
     assert "created table" not in second.out
@@ -259,14 +260,19 @@ def test_users(cli: Cli) -> None:
     short = cli("users", "create", "bob", "--password-stdin", stdin="short\n")
     assert short.code == 2 and "at least 8 characters" in short.err
 
-    assert cli("users", "disable", "alice").out.strip() == "user alice disabled"
+    assert (
+        cli("users", "disable", "alice").out.strip()
+        == "user alice disabled; their earlier API tokens are revoked"
+    )
     [user] = json.loads(cli("users", "list", "--json").out)
     assert user["username"] == "alice" and user["role"] == "admin" and user["disabled"]
     assert "password_hash" not in user
     assert "alice" in cli("users", "list").out
 
     changed = cli("users", "set-password", "alice", "--password-stdin", stdin="new-pass-123\n")
-    assert changed.code == 0
+    assert changed.code == 0 and "tokens are revoked" in changed.out
+    [user] = json.loads(cli("users", "list", "--json").out)
+    assert user["token_version"] == 2  # disable + password change
     missing = cli("users", "set-password", "ghost", "--password-stdin", stdin="new-pass-123\n")
     assert missing.code == 1
 
