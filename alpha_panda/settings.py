@@ -192,6 +192,23 @@ class FeedSettings(_Section):
     )
 
 
+class TicksSettings(_Section):
+    """Sanity checks every consuming stage applies to market.ticks (agents/price_band.py)."""
+
+    price_band_pct: Decimal = Field(
+        default=Decimal("20"),
+        gt=0,
+        le=100,
+        description="A tick more than this % from the previous accepted price is "
+        "dead-lettered (NSE bands: 2, 5, 10, 20).",
+    )
+    tick_size: Decimal = Field(
+        default=Decimal("0.05"),
+        gt=0,
+        description="A tick whose price is not a multiple of this is dead-lettered.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ALPHA_PANDA_",
@@ -218,6 +235,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
+    ticks: TicksSettings = TicksSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
