@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -69,12 +69,15 @@ __all__ = [
     "SessionFactory",
     "StrategyConfigRecord",
     "UserRecord",
+    "acknowledge_halts",
     "add_halt",
     "add_strategy",
     "create_engine",
     "create_user",
+    "get_halt",
     "get_strategy",
     "get_user_by_username",
+    "has_schema",
     "list_halts",
     "list_strategies",
     "list_users",
@@ -262,6 +265,8 @@ class HaltRecord(_ReadModel):
     reason: str
     created_by: str
     created_at: datetime
+    # When a risk manager applied it (see acknowledge_halts); None: not yet.
+    applied_at: datetime | None = None
 
     @property
     def is_global(self) -> bool:
@@ -289,6 +294,11 @@ class RuntimeConfig(_ReadModel):
     halted_strategies: frozenset[str]
     # scope -> reason; scope is HALT_ALL or a strategy_id.
     halt_reasons: dict[str, str]
+    halts: tuple[HaltRecord, ...] = ()
+
+    @property
+    def unapplied_halts(self) -> tuple[HaltRecord, ...]:
+        return tuple(h for h in self.halts if h.applied_at is None)
 
     @property
     def enabled_strategies(self) -> tuple[StrategyConfigRecord, ...]:
@@ -324,7 +334,11 @@ def _strategy_record(row: StrategyConfiguration) -> StrategyConfigRecord:
 
 def _halt_record(row: TradingHalt) -> HaltRecord:
     return HaltRecord(
-        scope=row.scope, reason=row.reason, created_by=row.created_by, created_at=row.created_at
+        scope=row.scope,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        applied_at=row.applied_at,
     )
 
 
@@ -359,7 +373,15 @@ async def load_runtime_config(sessions: SessionFactory) -> RuntimeConfig:
         halt_all=any(h.scope == HALT_ALL for h in halt_rows),
         halted_strategies=frozenset(h.scope for h in halt_rows if h.scope != HALT_ALL),
         halt_reasons={h.scope: h.reason for h in halt_rows},
+        halts=tuple(_halt_record(h) for h in sorted(halt_rows, key=lambda h: h.scope)),
     )
+
+
+async def has_schema(engine: AsyncEngine) -> bool:
+    """Whether the database has any of our tables (False for a new, empty database)."""
+    async with engine.connect() as conn:
+        missing = await conn.run_sync(_missing_tables)
+    return len(missing) < len(Base.metadata.sorted_tables)
 
 
 # -- validation ------------------------------------------------------------------------
@@ -762,6 +784,40 @@ async def remove_halt(sessions: SessionFactory, scope: str) -> bool:
             return False
         await session.delete(row)
     return True
+
+
+async def acknowledge_halts(
+    sessions: SessionFactory, halts: Iterable[HaltRecord], at: datetime
+) -> list[str]:
+    """Record that a risk manager's kill switch now holds ``halts``; returns the scopes.
+
+    Only the very rows that were loaded (scope and created_at) and not yet acknowledged
+    are marked: a halt lifted and re-created since the load is a new row and waits for
+    the next load, so an acknowledgement never covers a halt that was not applied.
+    """
+    done: list[str] = []
+    async with sessions() as session, session.begin():
+        for halt in halts:
+            if halt.applied_at is not None:
+                continue
+            result = await session.execute(
+                update(TradingHalt)
+                .where(
+                    TradingHalt.scope == halt.scope,
+                    TradingHalt.created_at == halt.created_at,
+                    TradingHalt.applied_at.is_(None),
+                )
+                .values(applied_at=at)
+            )
+            if getattr(result, "rowcount", 0):
+                done.append(halt.scope)
+    return done
+
+
+async def get_halt(sessions: SessionFactory, scope: str) -> HaltRecord | None:
+    async with sessions() as session:
+        row = await session.scalar(select(TradingHalt).where(TradingHalt.scope == scope))
+        return None if row is None else _halt_record(row)
 
 
 async def list_halts(sessions: SessionFactory) -> list[HaltRecord]:

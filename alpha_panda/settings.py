@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_JWT_SECRET = "change-me-in-production"
+# Absolute once expanded, so it means the same files from every working directory.
+DEFAULT_DATA_DIR = "~/.alpha-panda"
+DEFAULT_DATABASE_FILE = "alpha_panda.db"
 
 
 class Stage(StrEnum):
@@ -93,8 +96,9 @@ class BrokerSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = Field(
-        default="sqlite+aiosqlite:///var/alpha_panda.db",
-        description="SQLAlchemy async URL; production: postgresql+asyncpg://user@host/db.",
+        default="",
+        description="SQLAlchemy async URL; empty: the SQLite file data_dir/alpha_panda.db. "
+        "Production: postgresql+asyncpg://user@host/db.",
     )
     config_refresh_s: float = Field(
         default=2.0, gt=0, description="How often stages re-read strategy configuration."
@@ -225,7 +229,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="JSON log level."
     )
-    data_dir: Path = Field(default=Path("var"), description="Logs, SQLite file, Faust data.")
+    data_dir: Path = Field(
+        default=Path(DEFAULT_DATA_DIR),
+        description="Logs, SQLite file, Faust data, the development JWT key. Made absolute "
+        "at load (~ expanded, a relative path taken from the working directory), so every "
+        "command of one deployment finds the same files wherever it runs.",
+    )
     broker: BrokerSettings = BrokerSettings()
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
@@ -236,6 +245,21 @@ class Settings(BaseSettings):
     portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
     ticks: TicksSettings = TicksSettings()
+
+    @model_validator(mode="after")
+    def _resolve_locations(self) -> Settings:
+        # A default that depends on the working directory once made `alpha-panda halt`,
+        # run from another directory, create and halt a second, empty database while the
+        # pipeline kept trading. So the data directory is made absolute here, once, and
+        # the default database lives inside it (docs/CONFIGURATION.md).
+        data_dir = self.data_dir.expanduser()
+        if not data_dir.is_absolute():
+            data_dir = Path.cwd() / data_dir
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database.url:
+            url = f"sqlite+aiosqlite:///{data_dir / DEFAULT_DATABASE_FILE}"
+            object.__setattr__(self, "database", self.database.model_copy(update={"url": url}))
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

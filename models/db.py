@@ -138,3 +138,6 @@ class TradingHalt(Base):
     reason: Mapped[str] = mapped_column(String(500), default="")
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Schema version 2. Set by the risk manager once its kill switch holds this halt, so
+    # an operator sees that the running pipeline, not just the database, has stopped.
+    applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

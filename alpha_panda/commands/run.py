@@ -73,7 +73,10 @@ def _prepare_database(settings: Settings) -> list[str]:
         engine = db.create_engine(settings.database.url)
         try:
             await db.upgrade(engine)
-            return await db.seed_demo_strategies(db.session_factory(engine))
+            sessions = db.session_factory(engine)
+            for halt in await db.list_halts(sessions):  # a halted pipeline says so at start
+                print(f"HALTED {'all trading' if halt.is_global else halt.scope}: {halt.reason}")
+            return await db.seed_demo_strategies(sessions)
         finally:
             await engine.dispose()
 
