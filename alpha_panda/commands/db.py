@@ -123,6 +123,8 @@ def _run(
         # asyncpg errors raised while connecting (unknown database, bad password) reach
         # here unwrapped; once connected, SQLAlchemy wraps them in DBAPIError.
         return fail(_database_error(url, exc), EXIT_FAILED)
+    except BrokenPipeError:
+        raise  # our reader went away, not the database (handled in cli.main)
     except OSError as exc:
         # asyncpg raises plain OSError (connection refused, DNS) before any DBAPI exists.
         return fail(f"cannot reach database at {describe_url(url)}: {exc}", EXIT_FAILED)
