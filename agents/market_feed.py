@@ -13,6 +13,7 @@ import structlog
 
 from agents.random_walk import RandomWalkFeed, parse_instruments
 from alpha_panda.admin import wait_for_topics
+from alpha_panda.feed_resume import last_published
 from alpha_panda.producer import send_record, start_producer
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import MARKET_TICKS
@@ -27,9 +28,8 @@ def register(ctx: StageContext) -> None:
     if settings.source == "zerodha":
         install_zerodha_feed(ctx)  # alpha_panda/zerodha_feed.py
         return
-    feed = RandomWalkFeed(
-        parse_instruments(settings.instruments), settings.seed, settings.volatility_bps
-    )
+    instruments = parse_instruments(settings.instruments)
+    feed = RandomWalkFeed(instruments, settings.seed, settings.volatility_bps)
     interval = 1.0 / settings.ticks_per_second
     ctx.topic(MARKET_TICKS)
     # The feed consumes nothing: Faust's producer-only boot runs the web server (health,
@@ -45,6 +45,17 @@ def register(ctx: StageContext) -> None:
         producer = await start_producer(
             ctx.settings, client_id=f"{ctx.stage.consumer_group}", linger_ms=settings.linger_ms
         )
+        # Continue the walk where the last run left it (alpha_panda/feed_resume.py).
+        tokens = {i.token for i in instruments}
+        try:
+            last = await last_published(ctx.settings, tokens, source=ctx.source)
+        except Exception as exc:  # the price band check downstream catches a big jump
+            log.warning("market_feed_resume_failed", error=f"{type(exc).__name__}: {exc}")
+            last = {}
+        for token, previous in last.items():
+            feed.resume(token, previous.price, previous.volume)
+        if last:
+            log.info("market_feed_resumed", prices={t: str(v.price) for t, v in last.items()})
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         sent = 0

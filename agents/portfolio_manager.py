@@ -20,6 +20,7 @@ from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker
 from alpha_panda.log_identity import wait_for_identity
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
 from alpha_panda.runtime import Route, StageContext
+from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import (
     MARKET_TICKS,
     ORDERS_FILLED_LIVE,
@@ -51,6 +52,7 @@ def register(ctx: StageContext) -> None:
     last_prices = ctx.write_behind_table(
         Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
     )
+    guard = TickGuard(ctx)
     recent_rejections = ctx.table(
         Tables.RECENT_REJECTIONS,
         partitions=SIGNALS_REJECTED.partitions,
@@ -143,6 +145,10 @@ def register(ctx: StageContext) -> None:
         # An instrument always maps to the same partition, so its offsets order its ticks.
         if previous is not None and previous["offset"] >= event.message.offset:
             return  # redelivered
+        if not await guard.admit(
+            tick, Decimal(previous["price"]) if previous is not None else None, event
+        ):
+            return  # quarantined: never marks a position
         last_prices[key] = {
             "price": str(tick.last_price),
             "symbol": tick.symbol,

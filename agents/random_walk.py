@@ -50,6 +50,13 @@ class RandomWalkFeed:
         self._volume = {i.token: 0 for i in instruments}
         self._next = 0
 
+    def resume(self, token: int, price: Decimal, volume: int) -> None:
+        """Continue ``token``'s walk from its last published price and volume."""
+        if token not in self._prices:
+            raise KeyError(f"instrument {token} is not configured")
+        self._prices[token] = price
+        self._volume[token] = volume
+
     def step(self, exchange_ts: datetime) -> MarketTick:
         instrument = self._instruments[self._next]
         self._next = (self._next + 1) % len(self._instruments)

@@ -9,12 +9,14 @@ signal key and get ids derived from the signal's id, so a replay reproduces them
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from faust.types import EventT, StreamT
 
 from agents.risk_rules import RiskDecision, evaluate
+from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.runtime import Route, StageContext
@@ -70,7 +72,26 @@ class RiskPolicy:
 
 def register(ctx: StageContext) -> None:
     policy = RiskPolicy(RiskLimits.from_settings(ctx.settings.risk))
-    watcher = ConfigWatcher(ctx, policy.configure)
+    announced_at_start = False
+
+    async def acknowledge_halts(config: RuntimeConfig, sessions: db.SessionFactory) -> None:
+        # Runs after policy.configure(config): the kill switch holds these halts now.
+        nonlocal announced_at_start
+        if not announced_at_start:
+            announced_at_start = True
+            if config.halts:
+                log.warning(
+                    "trading_halted_at_start",
+                    stage=ctx.source,
+                    halts=[f"{h.scope}: {h.reason}" for h in config.halts],
+                )
+        if not config.unapplied_halts:
+            return
+        applied = await db.acknowledge_halts(sessions, config.unapplied_halts, datetime.now(UTC))
+        if applied:
+            log.info("halts_applied", stage=ctx.source, scopes=applied)
+
+    watcher = ConfigWatcher(ctx, policy.configure, after_apply=acknowledge_halts)
     watcher.install()
     # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
     # per commit: decoding it per signal was a quarter of this stage's time, encoding it

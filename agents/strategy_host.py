@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from alpha_panda.db import RuntimeConfig
@@ -115,6 +116,9 @@ class StrategyHost:
             "v": ENTRY_VERSION,
             "fp": assignment.fingerprint,
             "offset": offset,
+            # The instrument's last accepted price: the reference of the price band
+            # check (agents/price_band.py), kept here so it survives a restart.
+            "px": str(tick.last_price),
             "state": strategy.export_state(),
         }
         self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
@@ -145,6 +149,23 @@ class StrategyHost:
                     assignment.kind, assignment.config, assignment.params
                 )
         return strategy
+
+
+def entry_is_behind(entry: dict[str, Any] | None, offset: int) -> bool:
+    """Whether a state entry has not yet folded in the tick at ``offset``."""
+    return entry is None or offset > entry["offset"]
+
+
+def previous_price(entries: list[dict[str, Any] | None]) -> Decimal | None:
+    """The instrument's last accepted price: the ``px`` of its most advanced entry.
+
+    Entries written before the price was recorded have none; with no price the band
+    check has no reference and checks the tick size only.
+    """
+    priced = [e for e in entries if e is not None and "px" in e]
+    if not priced:
+        return None
+    return Decimal(max(priced, key=lambda e: int(e["offset"]))["px"])
 
 
 def _fingerprint(kind: str, parameters: dict[str, Any], mode: str) -> str:

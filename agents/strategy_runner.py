@@ -13,10 +13,11 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
-from agents.strategy_host import StrategyHost
+from agents.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.runtime import Route, StageContext
+from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
 from models.envelope import EventEnvelope
 
@@ -25,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 def register(ctx: StageContext) -> None:
     host = StrategyHost()
+    guard = TickGuard(ctx)
     states = ctx.write_behind_table(
         "strategy-state",
         partitions=MARKET_TICKS.partitions,
@@ -43,7 +45,15 @@ def register(ctx: StageContext) -> None:
         await watcher.ready.wait()
         tick = envelope.data
         offset = event.message.offset
-        for assignment in host.assignments_for(tick.instrument_token):
+        assignments = host.assignments_for(tick.instrument_token)
+        if not assignments:
+            return
+        entries = [states.get(a.key) for a in assignments]
+        if not any(entry_is_behind(entry, offset) for entry in entries):
+            return  # redelivered: every strategy has folded this tick in already
+        if not await guard.admit(tick, previous_price(entries), event):
+            return  # quarantined: no strategy sees it
+        for assignment in assignments:
             try:
                 outcome = host.on_tick(
                     assignment, tick, envelope.id, offset, states.get(assignment.key)

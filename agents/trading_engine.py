@@ -20,6 +20,7 @@ from faust.types import EventT, StreamT
 from agents.fees import FeeSchedule
 from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.runtime import Route, StageContext
+from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
     MARKET_TICKS,
@@ -58,6 +59,7 @@ def register(ctx: StageContext) -> None:
     last_prices = ctx.write_behind_table(
         Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
     )
+    guard = TickGuard(ctx)
     pending_orders = ctx.table(
         Tables.PENDING_ORDERS,
         partitions=MARKET_TICKS.partitions,
@@ -121,6 +123,10 @@ def register(ctx: StageContext) -> None:
         previous = last_prices.get(key)
         if previous is not None and datetime.fromisoformat(previous["ts"]) > tick.exchange_ts:
             return  # an older tick redelivered: the price has moved on
+        if not await guard.admit(
+            tick, Decimal(previous["price"]) if previous is not None else None, event
+        ):
+            return  # quarantined: never a fill price, never fills a resting order
         last_prices[key] = {
             "price": str(tick.last_price),
             "symbol": tick.symbol,

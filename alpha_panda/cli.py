@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from alpha_panda.settings import SettingsError
+
+# 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe.
+EXIT_BROKEN_PIPE = 141
 
 # Each module exposes register(subparsers); the handler it sets returns an exit code.
 COMMAND_MODULES = (
@@ -41,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`alpha-panda dlq list | head`): stop quietly, as `yes |
+        # head` does. stdout goes to /dev/null so the interpreter's final flush cannot
+        # raise again ("Exception ignored ... BrokenPipeError").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -4,26 +4,42 @@ A background task re-reads the whole runtime configuration every
 ``ALPHA_PANDA_DATABASE_CONFIG_REFRESH_S`` seconds and calls the stage back when it changed.
 When the database is unreachable the stage keeps its last good configuration and
 ``/health`` names the database as failing.
+
+On its first successful load it records which database the pipeline uses
+(alpha_panda/pipeline_record.py), so a CLI run with another configuration refuses to use
+a new, empty database instead of writing where nothing reads. ``after_apply`` (the risk
+manager's halt acknowledgement) runs after every successful load, once the stage holds
+that configuration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from alpha_panda import db
+from alpha_panda.pipeline_record import write_record
 from alpha_panda.runtime import StageContext
+
+AfterApply = Callable[[db.RuntimeConfig, db.SessionFactory], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
 
 class ConfigWatcher:
-    def __init__(self, ctx: StageContext, on_change: Callable[[db.RuntimeConfig], None]) -> None:
+    def __init__(
+        self,
+        ctx: StageContext,
+        on_change: Callable[[db.RuntimeConfig], None],
+        *,
+        after_apply: AfterApply | None = None,
+    ) -> None:
         self._ctx = ctx
         self._on_change = on_change
+        self._after_apply = after_apply
         self.current: db.RuntimeConfig | None = None
         self.ready = asyncio.Event()
         self.loads = 0
@@ -75,4 +91,18 @@ class ConfigWatcher:
                 halt_all=config.halt_all,
                 halted=sorted(config.halted_strategies),
             )
+        if not self.ready.is_set():
+            try:
+                write_record(self._ctx.settings, self._ctx.source)
+            except OSError as exc:
+                log.warning("pipeline_record_failed", error=str(exc), stage=self._ctx.source)
+        if self._after_apply is not None:
+            try:
+                await self._after_apply(config, sessions)
+            except Exception as exc:  # retried after the next load
+                log.warning(
+                    "config_after_apply_failed",
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    stage=self._ctx.source,
+                )
         self.ready.set()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.schema import CreateColumn
 
 from alpha_panda.passwords import check_password_rules, hash_password
 from models.db import (
@@ -68,12 +69,15 @@ __all__ = [
     "SessionFactory",
     "StrategyConfigRecord",
     "UserRecord",
+    "acknowledge_halts",
     "add_halt",
     "add_strategy",
     "create_engine",
     "create_user",
+    "get_halt",
     "get_strategy",
     "get_user_by_username",
+    "has_schema",
     "list_halts",
     "list_strategies",
     "list_users",
@@ -181,6 +185,29 @@ def _missing_tables(conn: Connection) -> list[str]:
     return [t.name for t in Base.metadata.sorted_tables if t.name not in existing]
 
 
+def _add_missing_columns(conn: Connection) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each model column an existing table lacks.
+
+    Enough for the additive changes made so far (version 2: ``users.token_version``,
+    which has a server default so existing rows get a value). Both backends accept the
+    statement inside the upgrade transaction.
+    """
+    inspector = inspect(conn)
+    existing = set(inspector.get_table_names())
+    added: list[str] = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            added.append(f"added column {table.name}.{column.name}")
+    return added
+
+
 async def upgrade(engine: AsyncEngine) -> list[str]:
     """Create whatever part of the schema is missing; returns what it did.
 
@@ -190,12 +217,13 @@ async def upgrade(engine: AsyncEngine) -> list[str]:
     done: list[str] = []
     async with engine.begin() as conn:
         missing = await conn.run_sync(_missing_tables)
+        done += await conn.run_sync(_add_missing_columns)
         if missing:
             tables = [Base.metadata.tables[name] for name in missing]
             await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=tables))
             done += [f"created table {name}" for name in missing]
         current = await conn.scalar(select(func.max(SchemaVersion.version)))
-        if current is None:
+        if current is None or current < SCHEMA_VERSION:
             await conn.execute(
                 insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=utcnow())
             )
@@ -237,6 +265,8 @@ class HaltRecord(_ReadModel):
     reason: str
     created_by: str
     created_at: datetime
+    # When a risk manager applied it (see acknowledge_halts); None: not yet.
+    applied_at: datetime | None = None
 
     @property
     def is_global(self) -> bool:
@@ -250,6 +280,8 @@ class UserRecord(_ReadModel):
     disabled: bool
     created_at: datetime
     updated_at: datetime
+    # Issued tokens carry it; a password change, disable or re-enable bumps it.
+    token_version: int = 0
     # Needed by the login endpoint; kept out of repr and of any serialised output.
     password_hash: str = Field(repr=False, exclude=True)
 
@@ -262,6 +294,11 @@ class RuntimeConfig(_ReadModel):
     halted_strategies: frozenset[str]
     # scope -> reason; scope is HALT_ALL or a strategy_id.
     halt_reasons: dict[str, str]
+    halts: tuple[HaltRecord, ...] = ()
+
+    @property
+    def unapplied_halts(self) -> tuple[HaltRecord, ...]:
+        return tuple(h for h in self.halts if h.applied_at is None)
 
     @property
     def enabled_strategies(self) -> tuple[StrategyConfigRecord, ...]:
@@ -297,7 +334,11 @@ def _strategy_record(row: StrategyConfiguration) -> StrategyConfigRecord:
 
 def _halt_record(row: TradingHalt) -> HaltRecord:
     return HaltRecord(
-        scope=row.scope, reason=row.reason, created_by=row.created_by, created_at=row.created_at
+        scope=row.scope,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        applied_at=row.applied_at,
     )
 
 
@@ -309,6 +350,7 @@ def _user_record(row: User) -> UserRecord:
         disabled=row.disabled,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        token_version=row.token_version,
         password_hash=row.password_hash,
     )
 
@@ -331,7 +373,15 @@ async def load_runtime_config(sessions: SessionFactory) -> RuntimeConfig:
         halt_all=any(h.scope == HALT_ALL for h in halt_rows),
         halted_strategies=frozenset(h.scope for h in halt_rows if h.scope != HALT_ALL),
         halt_reasons={h.scope: h.reason for h in halt_rows},
+        halts=tuple(_halt_record(h) for h in sorted(halt_rows, key=lambda h: h.scope)),
     )
+
+
+async def has_schema(engine: AsyncEngine) -> bool:
+    """Whether the database has any of our tables (False for a new, empty database)."""
+    async with engine.connect() as conn:
+        missing = await conn.run_sync(_missing_tables)
+    return len(missing) < len(Base.metadata.sorted_tables)
 
 
 # -- validation ------------------------------------------------------------------------
@@ -736,6 +786,40 @@ async def remove_halt(sessions: SessionFactory, scope: str) -> bool:
     return True
 
 
+async def acknowledge_halts(
+    sessions: SessionFactory, halts: Iterable[HaltRecord], at: datetime
+) -> list[str]:
+    """Record that a risk manager's kill switch now holds ``halts``; returns the scopes.
+
+    Only the very rows that were loaded (scope and created_at) and not yet acknowledged
+    are marked: a halt lifted and re-created since the load is a new row and waits for
+    the next load, so an acknowledgement never covers a halt that was not applied.
+    """
+    done: list[str] = []
+    async with sessions() as session, session.begin():
+        for halt in halts:
+            if halt.applied_at is not None:
+                continue
+            result = await session.execute(
+                update(TradingHalt)
+                .where(
+                    TradingHalt.scope == halt.scope,
+                    TradingHalt.created_at == halt.created_at,
+                    TradingHalt.applied_at.is_(None),
+                )
+                .values(applied_at=at)
+            )
+            if getattr(result, "rowcount", 0):
+                done.append(halt.scope)
+    return done
+
+
+async def get_halt(sessions: SessionFactory, scope: str) -> HaltRecord | None:
+    async with sessions() as session:
+        row = await session.scalar(select(TradingHalt).where(TradingHalt.scope == scope))
+        return None if row is None else _halt_record(row)
+
+
 async def list_halts(sessions: SessionFactory) -> list[HaltRecord]:
     async with sessions() as session:
         rows = await session.scalars(select(TradingHalt).order_by(TradingHalt.scope))
@@ -761,7 +845,7 @@ async def create_user(
     _check_password(password)
     # bcrypt is deliberately slow; keep it off the event loop.
     hashed = await asyncio.to_thread(hash_password, password)
-    row = User(username=username, password_hash=hashed, role=role, disabled=False)
+    row = User(username=username, password_hash=hashed, role=role, disabled=False, token_version=0)
     try:
         async with sessions() as session, session.begin():
             session.add(row)
@@ -784,16 +868,30 @@ async def list_users(sessions: SessionFactory) -> list[UserRecord]:
 
 
 async def set_password(sessions: SessionFactory, username: str, password: str) -> UserRecord:
+    """Set the password and revoke every token issued before (token version bump)."""
     _check_password(password)
     hashed = await asyncio.to_thread(hash_password, password)
     async with sessions() as session, session.begin():
         row = await _user_row(session, username)
         row.password_hash = hashed
-    return _user_record(row)
+        row.token_version = User.token_version + 1
+    return await _reread_user(sessions, username)
 
 
 async def set_user_disabled(sessions: SessionFactory, username: str, disabled: bool) -> UserRecord:
+    """Disable or re-enable; either way tokens issued before are revoked.
+
+    Revoking on re-enable too means a token stolen before the account was disabled does
+    not come back to life with the account.
+    """
     async with sessions() as session, session.begin():
         row = await _user_row(session, username)
         row.disabled = disabled
-    return _user_record(row)
+        # In SQL, so two concurrent changes both count.
+        row.token_version = User.token_version + 1
+    return await _reread_user(sessions, username)
+
+
+async def _reread_user(sessions: SessionFactory, username: str) -> UserRecord:
+    async with sessions() as session:
+        return _user_record(await _user_row(session, username))

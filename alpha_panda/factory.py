@@ -21,6 +21,7 @@ from alpha_panda.recovery import HardenedTableManager
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
 from web.health import register_health_views
+from web.http_errors import install_json_errors
 
 STAGE_MODULES: dict[Stage, str] = {
     Stage.MARKET_FEED: "agents.market_feed",
@@ -46,6 +47,9 @@ def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
         "producer_max_batch_size": broker.max_batch_size,
         # Faust's /table/{name}/{key} would serve portfolios without authentication.
         "web_tables_enabled": False,
+        # Faust's /router/... views (cluster topology, a 500 on /router/0/) are not needed
+        # by @app.table_route, which resolves owners from the local assignment.
+        "web_router_enabled": False,
         "broker_session_timeout": broker.session_timeout_s,
         "broker_heartbeat_interval": broker.heartbeat_interval_s,
         "broker_rebalance_timeout": broker.rebalance_timeout_s,
@@ -77,6 +81,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
         app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value)
     )
     app.alpha_panda = context  # type: ignore[attr-defined]
+    install_json_errors(app)
     register_health_views(context)
     context.install_lag_monitor()
     context.install_fetch_wait()

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_JWT_SECRET = "change-me-in-production"
+# Absolute once expanded, so it means the same files from every working directory.
+DEFAULT_DATA_DIR = "~/.alpha-panda"
+DEFAULT_DATABASE_FILE = "alpha_panda.db"
 
 
 class Stage(StrEnum):
@@ -100,8 +103,9 @@ class BrokerSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = Field(
-        default="sqlite+aiosqlite:///var/alpha_panda.db",
-        description="SQLAlchemy async URL; production: postgresql+asyncpg://user@host/db.",
+        default="",
+        description="SQLAlchemy async URL; empty: the SQLite file data_dir/alpha_panda.db. "
+        "Production: postgresql+asyncpg://user@host/db.",
     )
     config_refresh_s: float = Field(
         default=2.0, gt=0, description="How often stages re-read strategy configuration."
@@ -116,7 +120,9 @@ class RedisSettings(_Section):
 
 class AuthSettings(_Section):
     jwt_secret: SecretStr = Field(
-        default=SecretStr(PLACEHOLDER_JWT_SECRET), description="HS256 signing secret."
+        default=SecretStr(PLACEHOLDER_JWT_SECRET),
+        description="HS256 signing secret. The placeholder never signs: development generates "
+        "a key into data_dir/jwt_secret, production refuses to start.",
     )
     jwt_algorithm: Literal["HS256"] = Field(default="HS256", description="Only HS256.")
     token_ttl_minutes: int = Field(default=60, gt=0, le=24 * 60, description="Token lifetime.")
@@ -268,6 +274,23 @@ class ZerodhaSettings(_Section):
         return bool(self.api_key.get_secret_value())
 
 
+class TicksSettings(_Section):
+    """Sanity checks every consuming stage applies to market.ticks (agents/price_band.py)."""
+
+    price_band_pct: Decimal = Field(
+        default=Decimal("20"),
+        gt=0,
+        le=100,
+        description="A tick more than this % from the previous accepted price is "
+        "dead-lettered (NSE bands: 2, 5, 10, 20).",
+    )
+    tick_size: Decimal = Field(
+        default=Decimal("0.05"),
+        gt=0,
+        description="A tick whose price is not a multiple of this is dead-lettered.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ALPHA_PANDA_",
@@ -284,7 +307,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="JSON log level."
     )
-    data_dir: Path = Field(default=Path("var"), description="Logs, SQLite file, Faust data.")
+    data_dir: Path = Field(
+        default=Path(DEFAULT_DATA_DIR),
+        description="Logs, SQLite file, Faust data, the development JWT key. Made absolute "
+        "at load (~ expanded, a relative path taken from the working directory), so every "
+        "command of one deployment finds the same files wherever it runs.",
+    )
     broker: BrokerSettings = BrokerSettings()
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
@@ -295,6 +323,22 @@ class Settings(BaseSettings):
     portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
     zerodha: ZerodhaSettings = ZerodhaSettings()
+    ticks: TicksSettings = TicksSettings()
+
+    @model_validator(mode="after")
+    def _resolve_locations(self) -> Settings:
+        # A default that depends on the working directory once made `alpha-panda halt`,
+        # run from another directory, create and halt a second, empty database while the
+        # pipeline kept trading. So the data directory is made absolute here, once, and
+        # the default database lives inside it (docs/CONFIGURATION.md).
+        data_dir = self.data_dir.expanduser()
+        if not data_dir.is_absolute():
+            data_dir = Path.cwd() / data_dir
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database.url:
+            url = f"sqlite+aiosqlite:///{data_dir / DEFAULT_DATABASE_FILE}"
+            object.__setattr__(self, "database", self.database.model_copy(update={"url": url}))
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

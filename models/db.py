@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 64
@@ -102,6 +102,10 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    # Schema version 2. Bumped by a password change, disable and re-enable; API tokens
+    # carry the version they were issued under and older ones are refused. The server
+    # default lets `db upgrade` add the column to a version-1 table that has rows.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class StrategyConfiguration(Base):
@@ -134,6 +138,9 @@ class TradingHalt(Base):
     reason: Mapped[str] = mapped_column(String(500), default="")
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Schema version 2. Set by the risk manager once its kill switch holds this halt, so
+    # an operator sees that the running pipeline, not just the database, has stopped.
+    applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class BrokerSession(Base):

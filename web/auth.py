@@ -3,8 +3,16 @@
 Everything here is plain logic with injected clocks and user lookups, so it is tested
 without a web server; ``web/api.py`` wires it to the Faust views.
 
-- Tokens are HS256 JWTs with ``sub`` (username), ``role``, ``iat`` and ``exp``. Expiry is
-  checked here against the injected clock rather than by pyjwt, so tests control time.
+- Tokens are HS256 JWTs with ``sub`` (username), ``role``, ``ver`` (the user's token
+  version), ``iat`` and ``exp``. Expiry is checked here against the injected clock rather
+  than by pyjwt, so tests control time. No token lives longer than
+  ``auth.token_ttl_minutes``: both ``exp - iat`` and ``now - iat`` are bounded by it, so a
+  token minted with a far ``exp`` (a leaked key, an old release) is refused anyway.
+- The signing key comes from :func:`alpha_panda.jwt_secret.signing_key`: never the public
+  placeholder, which therefore verifies nothing.
+- Changing a password, disabling or re-enabling a user bumps the user's token version;
+  a token carrying an older version is refused (within the user cache's few seconds).
+- A token longer than ``MAX_TOKEN_CHARS`` is refused before it is decoded.
 - The guard re-reads the user from the database (cached for ``USER_CACHE_TTL_S``) on every
   request, so disabling or deleting a user locks out their live tokens within seconds.
 - Login failures are throttled per username and per client address (sliding window);
@@ -29,6 +37,7 @@ import jwt
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alpha_panda.jwt_secret import signing_key
 from alpha_panda.passwords import DEFAULT_ROUNDS, hash_password, verify_password
 from alpha_panda.settings import Settings
 from models.db import USER_ROLES, USERNAME_MAX_LENGTH
@@ -43,6 +52,8 @@ USER_CACHE_TTL_S = 5.0
 # Tokens issued "in the future" are refused beyond this much clock skew between workers.
 IAT_LEEWAY_S = 60
 MAX_LOGIN_BODY_BYTES = 8 * 1024
+# Our tokens are ~250 characters; anything far longer is a probe and is not decoded.
+MAX_TOKEN_CHARS = 2048
 # A bcrypt input is at most 72 bytes; anything much longer is not a password but a probe.
 MAX_PASSWORD_CHARS = 1024
 
@@ -99,6 +110,7 @@ class TokenClaims(BaseModel):
 
     sub: str = Field(min_length=1, max_length=USERNAME_MAX_LENGTH)
     role: str
+    ver: int = Field(ge=0)
     iat: int
     exp: int
 
@@ -122,34 +134,44 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def issue_token(settings: Settings, username: str, role: str, now: datetime) -> IssuedToken:
-    """A signed token for ``username`` valid for ``auth.token_ttl_minutes`` from ``now``."""
+def _ttl_s(settings: Settings) -> int:
+    return int(timedelta(minutes=settings.auth.token_ttl_minutes).total_seconds())
+
+
+def issue_token(
+    settings: Settings, username: str, role: str, now: datetime, *, version: int = 0
+) -> IssuedToken:
+    """A signed token for ``username`` valid for ``auth.token_ttl_minutes`` from ``now``.
+
+    ``version`` is the user's current token version; the guard refuses the token once
+    the user's version has moved on.
+    """
     issued = _epoch(now)
-    expires = issued + int(timedelta(minutes=settings.auth.token_ttl_minutes).total_seconds())
-    claims = {"sub": username, "role": role, "iat": issued, "exp": expires}
-    token = jwt.encode(
-        claims,
-        settings.auth.jwt_secret.get_secret_value(),
-        algorithm=settings.auth.jwt_algorithm,
-    )
+    expires = issued + _ttl_s(settings)
+    claims = {"sub": username, "role": role, "ver": version, "iat": issued, "exp": expires}
+    token = jwt.encode(claims, signing_key(settings), algorithm=settings.auth.jwt_algorithm)
     return IssuedToken(token, datetime.fromtimestamp(expires, UTC))
 
 
 def verify_token(settings: Settings, token: str, now: datetime) -> TokenClaims:
     """The claims of a token this deployment signed and that is valid at ``now``.
 
-    Raises :class:`TokenError` for anything else: malformed, a signature made with another
-    key or another algorithm (``none`` included), missing or mistyped claims, an unknown
-    role, issued in the future, or expired.
+    Raises :class:`TokenError` for anything else: longer than ``MAX_TOKEN_CHARS``,
+    malformed, a signature made with another key (the placeholder included) or another
+    algorithm (``none`` included), missing or mistyped claims, an unknown role, issued in
+    the future, a lifetime longer than the configured TTL, or expired. The token version
+    is checked by the guard, which knows the user.
     """
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("invalid_token", f"token is longer than {MAX_TOKEN_CHARS} characters")
     try:
         payload = jwt.decode(
             token,
-            settings.auth.jwt_secret.get_secret_value(),
+            signing_key(settings),
             # Exactly the one configured algorithm: never taken from the token's header.
             algorithms=[settings.auth.jwt_algorithm],
             options={
-                "require": ["sub", "role", "iat", "exp"],
+                "require": ["sub", "role", "ver", "iat", "exp"],
                 # Time is checked below against the injected clock.
                 "verify_exp": False,
                 "verify_iat": False,
@@ -171,7 +193,10 @@ def verify_token(settings: Settings, token: str, now: datetime) -> TokenClaims:
     at = _epoch(now)
     if claims.iat > at + IAT_LEEWAY_S or claims.exp <= claims.iat:
         raise TokenError("invalid_token", "token times are inconsistent")
-    if at >= claims.exp:
+    ttl = _ttl_s(settings)
+    if claims.exp - claims.iat > ttl:
+        raise TokenError("invalid_token", "token lifetime exceeds the configured TTL")
+    if at >= claims.exp or at - claims.iat >= ttl:
         raise TokenError("token_expired", "token has expired")
     return claims
 
@@ -289,6 +314,8 @@ class UserLike(Protocol):
     def disabled(self) -> bool: ...
     @property
     def password_hash(self) -> str: ...
+    @property
+    def token_version(self) -> int: ...
 
 
 UserLookup = Callable[[str], Awaitable[UserLike | None]]
@@ -364,6 +391,10 @@ class Authenticator:
         user = await self.user(claims.sub)
         if user is None or user.disabled:
             raise unauthorized("invalid_token", "user is disabled or no longer exists")
+        if claims.ver != user.token_version:
+            raise unauthorized(
+                "invalid_token", "token was revoked (password change or account change)"
+            )
         return Principal(user.username, user.role)
 
 
@@ -448,4 +479,6 @@ class LoginService:
             raise ApiError(401, "invalid_credentials", INVALID_CREDENTIALS)
         self.throttle.record_success(request.username)
         log.info("login_succeeded", username=user.username, address=address)
-        return issue_token(self.settings, user.username, user.role, self.wall_clock())
+        return issue_token(
+            self.settings, user.username, user.role, self.wall_clock(), version=user.token_version
+        )

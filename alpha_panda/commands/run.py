@@ -83,7 +83,10 @@ def _prepare_database(settings: Settings) -> list[str]:
         engine = db.create_engine(settings.database.url)
         try:
             await db.upgrade(engine)
-            return await db.seed_demo_strategies(db.session_factory(engine))
+            sessions = db.session_factory(engine)
+            for halt in await db.list_halts(sessions):  # a halted pipeline says so at start
+                print(f"HALTED {'all trading' if halt.is_global else halt.scope}: {halt.reason}")
+            return await db.seed_demo_strategies(sessions)
         finally:
             await engine.dispose()
 
@@ -113,20 +116,30 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def _summary(settings: Settings, stages: list[Stage]) -> str:
-    parts = []
-    labels = {
-        Stage.MARKET_FEED: ("ticks", "alpha_panda_messages_produced_total"),
-        Stage.STRATEGY_RUNNER: ("signals", "alpha_panda_domain_events_total:signal"),
-        Stage.RISK_MANAGER: ("approved", "alpha_panda_domain_events_total:approved"),
-        Stage.TRADING_ENGINE: ("fills", "alpha_panda_domain_events_total:fill"),
-        Stage.PORTFOLIO_MANAGER: ("fills booked", "alpha_panda_domain_events_total:fill_booked"),
-    }
-    for stage in stages:
-        label, metric = labels[stage]
-        value = _scrape(settings.stage_web_port(stage)).get(metric, 0.0)
-        parts.append(f"{label}={int(value)}")
+    from web.pipeline_summary import counts_line
+
+    scraped = {stage: _scrape(settings.stage_web_port(stage)) for stage in stages}
+    line = counts_line(scraped, stages, _halted_scopes(settings))
     equity = _equity_line(settings)
-    return "  ".join(parts) + (f"\n  {equity}" if equity else "")
+    return line + (f"\n  {equity}" if equity else "")
+
+
+def _halted_scopes(settings: Settings) -> list[str]:
+    """The halts in force (``all`` or strategy ids); [] when the database cannot say."""
+    from alpha_panda import db
+
+    async def read() -> list[str]:
+        engine = db.create_engine(settings.database.url)
+        try:
+            halts = await db.list_halts(db.session_factory(engine))
+        finally:
+            await engine.dispose()
+        return ["all" if h.is_global else h.scope for h in halts]
+
+    try:
+        return asyncio.run(read())
+    except Exception:  # the summary is decoration; the stages' logs carry the failure
+        return []
 
 
 def _equity_line(settings: Settings) -> str:

@@ -114,7 +114,7 @@ def set_password_command(args: argparse.Namespace) -> int:
 
     async def action(sessions: SessionFactory) -> int:
         user = await set_password(sessions, args.username, password)
-        print(f"password changed for {user.username}")
+        print(f"password changed for {user.username}; their earlier API tokens are revoked")
         return EXIT_OK
 
     return run_store(action)
@@ -123,7 +123,8 @@ def set_password_command(args: argparse.Namespace) -> int:
 def disable_command(args: argparse.Namespace) -> int:
     async def action(sessions: SessionFactory) -> int:
         user = await set_user_disabled(sessions, args.username, args.disabled)
-        print(f"user {user.username} {'disabled' if user.disabled else 'enabled'}")
+        state = "disabled" if user.disabled else "enabled"
+        print(f"user {user.username} {state}; their earlier API tokens are revoked")
         return EXIT_OK
 
     return run_store(action)

@@ -21,13 +21,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from pydantic import SecretStr
 
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
-from alpha_panda.settings import AuthSettings, RedisSettings, Stage, load_settings
+from alpha_panda.settings import (
+    PLACEHOLDER_JWT_SECRET,
+    AuthSettings,
+    RedisSettings,
+    Stage,
+    load_settings,
+)
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_PAPER, SIGNALS_REJECTED
 from models.envelope import new_event_id
 from models.events import (
@@ -262,6 +269,14 @@ async def prepare_database(url: str) -> None:
         await engine.dispose()
 
 
+async def change_password(url: str, username: str) -> None:
+    engine = db.create_engine(url)
+    try:
+        await db.set_password(db.session_factory(engine), username, PASSWORD + "-changed")
+    finally:
+        await engine.dispose()
+
+
 async def disable(url: str, username: str) -> None:
     engine = db.create_engine(url)
     try:
@@ -371,6 +386,11 @@ def test_read_api_from_redis_and_from_the_tables(
 
         carol = login(port, "carol")
         asyncio.run(disable(deployment.database_url, "carol"))
+        bob = login(port, "bob")
+        asyncio.run(change_password(deployment.database_url, "bob"))
+        iat = int(datetime.now(UTC).timestamp())
+        claims = {"sub": "alice", "role": "admin", "ver": 0, "iat": iat, "exp": iat + 600}
+        year_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
         auth_settings = load_settings(auth=AuthSettings(jwt_secret=SecretStr(SECRET)))
         other_key = load_settings(auth=AuthSettings(jwt_secret=SecretStr("x" * 48)))
         now = datetime.now(UTC)
@@ -394,6 +414,19 @@ def test_read_api_from_redis_and_from_the_tables(
                 "token_expired",
             ),
             "disabled": ({"Authorization": f"Bearer {carol}"}, "invalid_token"),
+            "revoked": ({"Authorization": f"Bearer {bob}"}, "invalid_token"),
+            "placeholder-signed": (
+                {"Authorization": "Bearer " + jwt.encode(claims, PLACEHOLDER_JWT_SECRET)},
+                "invalid_token",
+            ),
+            "over-long-lived": (
+                {"Authorization": "Bearer " + jwt.encode({**claims, "exp": year_2100}, SECRET)},
+                "invalid_token",
+            ),
+            "oversized": (
+                {"Authorization": "Bearer " + jwt.encode({**claims, "pad": "x" * 3000}, SECRET)},
+                "invalid_token",
+            ),
             "deleted": (
                 {
                     "Authorization": "Bearer "

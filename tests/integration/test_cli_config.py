@@ -6,17 +6,25 @@ cached per process; every run clears that cache so the test's URL is the one use
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from alpha_panda import db
 from alpha_panda.cli import main
-from alpha_panda.settings import get_settings
+from alpha_panda.db import HALT_ALL
+from alpha_panda.pipeline_record import write_record
+from alpha_panda.settings import get_settings, load_settings
+from models.db import SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
+T_ACK = datetime(2026, 1, 5, 9, 15, tzinfo=UTC)
 
 
 @dataclass
@@ -31,10 +39,15 @@ Cli = Callable[..., Result]
 
 @pytest.fixture
 def bare_cli(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> Iterator[Cli]:
     """Run the CLI against a fresh database that has no schema yet."""
     monkeypatch.setenv("ALPHA_PANDA_DATABASE_URL", pg_url)
+    # Its own data directory: no pipeline record of a real deployment on this machine.
+    monkeypatch.setenv("ALPHA_PANDA_DATA_DIR", str(tmp_path / "data"))
 
     def run(*argv: str, stdin: str | None = None) -> Result:
         if stdin is not None:
@@ -62,7 +75,7 @@ def test_db_upgrade_reports_then_is_up_to_date(bare_cli: Cli) -> None:
 
     assert first.code == 0
     assert "created table strategy_configurations" in first.out
-    assert "recorded schema version 1" in first.out
+    assert f"recorded schema version {SCHEMA_VERSION}" in first.out
     assert second.code == 0
     assert "schema up to date" in second.out
     assert "created table" not in second.out
@@ -235,9 +248,96 @@ def test_halt_and_resume(cli: Cli) -> None:
     assert resumed.code == 0
     assert "resumed strategy meanrev-it" in resumed.out
     assert "all trading is still halted" in resumed.out
-    assert cli("resume", "--all").out.strip() == "resumed all trading"
-    assert cli("resume", "--all").out.strip() == "all trading was not halted"
-    assert cli("halt", "--list").out.strip() == "no halts in force"
+    assert cli("resume", "--all").out.splitlines()[-1] == "resumed all trading"
+    assert cli("resume", "--all").out.splitlines()[-1] == "all trading was not halted"
+    assert cli("halt", "--list").out.splitlines()[-1] == "no halts in force"
+
+
+def test_halt_and_resume_say_which_database_and_status_shows_the_acknowledgement(
+    cli: Cli, pg_url: str
+) -> None:
+    masked = pg_url  # no password in the test URL, so masking changes nothing
+    halted = cli("halt", "--all", "--reason", "exchange outage")
+    assert halted.out.splitlines()[0] == f"database: {masked}"
+
+    status = cli("status")
+    assert status.code == 0
+    lines = status.out.splitlines()
+    assert lines[0] == f"database: {masked}"
+    assert lines[1].startswith("pipeline: no record in ")
+    assert "HALTED" in lines
+    assert "exchange outage; NOT YET APPLIED by a risk manager" in status.out
+
+    # What the risk manager does once its kill switch holds the halt.
+    async def acknowledge() -> list[str]:
+        engine = db.create_engine(pg_url)
+        try:
+            sessions = db.session_factory(engine)
+            config = await db.load_runtime_config(sessions)
+            return await db.acknowledge_halts(sessions, config.unapplied_halts, T_ACK)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(acknowledge()) == [HALT_ALL]
+    assert asyncio.run(acknowledge()) == []  # once only
+    status = cli("status", "--json")
+    body = json.loads(status.out)
+    assert body["halted"] is True
+    assert body["halts"][0]["applied_at"] == "2026-01-05T09:15:00Z"
+    assert "applied by the risk manager 2026-01-05 09:15:00Z" in cli("status").out
+    waited = cli("halt", "--all", "--wait", "1")  # already applied: returns at once
+    assert waited.code == 0 and "applied by the risk manager" in waited.out
+
+    resumed = cli("resume", "--all")
+    assert resumed.out.splitlines() == [f"database: {masked}", "resumed all trading"]
+    assert cli("status").out.splitlines()[-1] == "no halts in force"
+
+
+def test_halt_wait_fails_when_no_risk_manager_applies_it(cli: Cli) -> None:
+    waited = cli("halt", "--all", "--wait", "0.5")
+    assert waited.code == 1
+    assert "no risk manager applied the halt within 0.5 s" in waited.err
+    assert "no pipeline record" in waited.err
+
+
+def test_a_new_empty_database_is_refused_while_the_pipeline_uses_another(
+    bare_cli: Cli, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pipeline (a stage's first config load) recorded the database it uses.
+    settings = load_settings(data_dir=tmp_path / "data", database={"url": pg_url})
+    write_record(settings, "risk-manager")
+    other = tmp_path / "elsewhere" / "alpha_panda.db"
+    monkeypatch.setenv("ALPHA_PANDA_DATABASE_URL", f"sqlite+aiosqlite:///{other}")
+
+    for argv in [("halt", "--all"), ("db", "upgrade"), ("status",), ("resume", "--all")]:
+        refused = bare_cli(*argv)
+        assert refused.code == 1, argv
+        assert f"refusing to use a new, empty database at sqlite+aiosqlite:///{other}" in (
+            refused.err
+        ), argv
+        assert f"the pipeline uses {pg_url} (recorded by risk-manager" in refused.err, argv
+    assert not other.exists()  # nothing was created
+    assert not other.parent.exists()
+
+    forced = bare_cli("db", "upgrade", "--force")
+    assert forced.code == 0 and other.is_file()
+    # It has the schema now: commands use it (it is the operator's explicit choice).
+    assert bare_cli("halt", "--list").code == 0
+
+
+def test_a_missing_sqlite_database_is_not_created_by_a_store_command(
+    bare_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "data" / "alpha_panda.db"
+    monkeypatch.delenv("ALPHA_PANDA_DATABASE_URL")  # the default: inside the data dir
+    refused = bare_cli("halt", "--all")
+    assert refused.code == 1
+    assert f"no configuration database at sqlite+aiosqlite:///{target}" in refused.err
+    assert not target.exists()
+
+    created = bare_cli("db", "upgrade")  # no pipeline record: creating is fine
+    assert created.code == 0 and target.is_file()
+    assert bare_cli("halt", "--all").code == 0
 
 
 def test_halt_needs_a_scope(cli: Cli) -> None:
@@ -259,14 +359,19 @@ def test_users(cli: Cli) -> None:
     short = cli("users", "create", "bob", "--password-stdin", stdin="short\n")
     assert short.code == 2 and "at least 8 characters" in short.err
 
-    assert cli("users", "disable", "alice").out.strip() == "user alice disabled"
+    assert (
+        cli("users", "disable", "alice").out.strip()
+        == "user alice disabled; their earlier API tokens are revoked"
+    )
     [user] = json.loads(cli("users", "list", "--json").out)
     assert user["username"] == "alice" and user["role"] == "admin" and user["disabled"]
     assert "password_hash" not in user
     assert "alice" in cli("users", "list").out
 
     changed = cli("users", "set-password", "alice", "--password-stdin", stdin="new-pass-123\n")
-    assert changed.code == 0
+    assert changed.code == 0 and "tokens are revoked" in changed.out
+    [user] = json.loads(cli("users", "list", "--json").out)
+    assert user["token_version"] == 2  # disable + password change
     missing = cli("users", "set-password", "ghost", "--password-stdin", stdin="new-pass-123\n")
     assert missing.code == 1
 

@@ -45,7 +45,7 @@ from alpha_panda.db import (
 )
 from alpha_panda.passwords import verify_password
 from alpha_panda.settings import RiskSettings
-from models.db import SchemaVersion, StrategyConfiguration
+from models.db import SCHEMA_VERSION, SchemaVersion, StrategyConfiguration
 from models.events import ExecutionMode
 from strategies.factory import StrategyFactory
 from tables.risk_state import RiskLimits
@@ -100,22 +100,62 @@ async def test_upgrade_creates_schema_once(engine: AsyncEngine) -> None:
     second = await upgrade(engine)
 
     assert sorted(first) == sorted(
-        [f"created table {t}" for t in ALL_TABLES] + ["recorded schema version 1"]
+        [f"created table {t}" for t in ALL_TABLES] + [f"recorded schema version {SCHEMA_VERSION}"]
     )
     assert second == []
     async with engine.connect() as conn:
         versions = (await conn.execute(select(SchemaVersion.version))).scalars().all()
-    assert versions == [1]
+    assert versions == [SCHEMA_VERSION]
+
+
+async def test_upgrade_adds_the_token_version_to_a_version_1_database(
+    engine: AsyncEngine,
+) -> None:
+    await upgrade(engine)
+    # Turn it back into what release 1 created: no users.token_version, version 1 recorded.
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE users"))
+        await conn.execute(text("DELETE FROM schema_version"))
+        await conn.execute(
+            text("INSERT INTO schema_version (version, applied_at) VALUES (1, CURRENT_TIMESTAMP)")
+        )
+        await conn.execute(
+            text(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(64) UNIQUE, "
+                "password_hash VARCHAR(128), role VARCHAR(16), disabled BOOLEAN, "
+                "created_at TIMESTAMP WITH TIME ZONE, updated_at TIMESTAMP WITH TIME ZONE)"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, role, disabled, created_at, "
+                "updated_at) VALUES (1, 'alice', 'x', 'trader', false, CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+
+    assert await upgrade(engine) == [
+        "added column users.token_version",
+        f"recorded schema version {SCHEMA_VERSION}",
+    ]
+    assert await upgrade(engine) == []
+    user = await get_user_by_username(session_factory(engine), "alice")
+    assert user is not None and user.token_version == 0
+    bumped = await set_user_disabled(session_factory(engine), "alice", True)
+    assert bumped.token_version == 1
 
 
 async def test_upgrade_refuses_a_newer_schema(engine: AsyncEngine) -> None:
     await upgrade(engine)
     async with engine.begin() as conn:
         await conn.execute(
-            text("INSERT INTO schema_version (version, applied_at) VALUES (2, CURRENT_TIMESTAMP)")
+            text(
+                "INSERT INTO schema_version (version, applied_at) "
+                f"VALUES ({SCHEMA_VERSION + 1}, CURRENT_TIMESTAMP)"
+            )
         )
 
-    with pytest.raises(SchemaTooNewError, match="version 2"):
+    with pytest.raises(SchemaTooNewError, match=f"version {SCHEMA_VERSION + 1}"):
         await upgrade(engine)
 
 
@@ -453,15 +493,21 @@ async def test_users_lifecycle(sessions: SessionFactory) -> None:
     assert await get_user_by_username(sessions, "Alice") is None
     assert await get_user_by_username(sessions, "nobody") is None
 
-    await set_password(sessions, "alice", "another-pass")
+    assert created.token_version == 0
+    changed = await set_password(sessions, "alice", "another-pass")
+    assert changed.token_version == 1  # tokens issued before the change are revoked
     found = await get_user_by_username(sessions, "alice")
     assert found is not None
+    assert found.token_version == 1
     assert verify_password("another-pass", found.password_hash)
     assert not verify_password("s3cret-pass", found.password_hash)
 
-    assert (await set_user_disabled(sessions, "alice", True)).disabled
+    disabled = await set_user_disabled(sessions, "alice", True)
+    assert disabled.disabled and disabled.token_version == 2
     assert [(u.username, u.disabled) for u in await list_users(sessions)] == [("alice", True)]
-    assert not (await set_user_disabled(sessions, "alice", False)).disabled
+    enabled = await set_user_disabled(sessions, "alice", False)
+    # Re-enabling does not revive the tokens held before the account was disabled.
+    assert not enabled.disabled and enabled.token_version == 3
 
 
 async def test_username_is_unique(sessions: SessionFactory) -> None:

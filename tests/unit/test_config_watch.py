@@ -11,19 +11,29 @@ import pytest
 
 from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
+from alpha_panda.pipeline_record import read_record
+from alpha_panda.settings import Settings
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[db.SessionFactory]:
-    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'config.db'}")
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path, database={"url": f"sqlite+aiosqlite:///{tmp_path / 'config.db'}"}
+    )
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[db.SessionFactory]:
+    engine = db.create_engine(settings.database.url)
     await db.upgrade(engine)
     yield db.session_factory(engine)
     await engine.dispose()
 
 
-def watcher_with_log() -> tuple[ConfigWatcher, list[db.RuntimeConfig]]:
+@pytest.fixture
+def watcher_with_log(settings: Settings) -> tuple[ConfigWatcher, list[db.RuntimeConfig]]:
     seen: list[db.RuntimeConfig] = []
-    ctx: Any = SimpleNamespace(source="test-stage", health_checks={})
+    ctx: Any = SimpleNamespace(source="test-stage", health_checks={}, settings=settings)
     return ConfigWatcher(ctx, seen.append), seen
 
 
@@ -39,8 +49,11 @@ async def add_demo(sessions: db.SessionFactory, strategy_id: str = "mom-1") -> N
 
 async def test_health_says_not_loaded_until_the_first_refresh(
     sessions: db.SessionFactory,
+    settings: Settings,
+    watcher_with_log: tuple[ConfigWatcher, list[db.RuntimeConfig]],
 ) -> None:
-    watcher, seen = watcher_with_log()
+    watcher, seen = watcher_with_log
+    assert read_record(settings) is None
     assert await watcher.health() == (False, "configuration not loaded yet")
     assert not watcher.ready.is_set()
     await add_demo(sessions)
@@ -49,12 +62,16 @@ async def test_health_says_not_loaded_until_the_first_refresh(
     assert ok and detail == "config load #1: 1 strategies enabled"
     assert watcher.ready.is_set()
     assert [s.strategy_id for s in seen[0].strategies] == ["mom-1"]
+    # The first load records which database the pipeline reads (alpha_panda/pipeline_record.py).
+    record = read_record(settings)
+    assert record is not None and record.stage == "test-stage"
 
 
 async def test_the_stage_is_called_back_only_when_the_configuration_changed(
     sessions: db.SessionFactory,
+    watcher_with_log: tuple[ConfigWatcher, list[db.RuntimeConfig]],
 ) -> None:
-    watcher, seen = watcher_with_log()
+    watcher, seen = watcher_with_log
     await add_demo(sessions)
     await watcher.refresh(sessions)
     await watcher.refresh(sessions)
@@ -68,9 +85,11 @@ async def test_the_stage_is_called_back_only_when_the_configuration_changed(
 
 
 async def test_an_unreachable_store_keeps_the_last_good_configuration(
-    sessions: db.SessionFactory, tmp_path: Path
+    sessions: db.SessionFactory,
+    tmp_path: Path,
+    watcher_with_log: tuple[ConfigWatcher, list[db.RuntimeConfig]],
 ) -> None:
-    watcher, seen = watcher_with_log()
+    watcher, seen = watcher_with_log
     await add_demo(sessions)
     await watcher.refresh(sessions)
     good = watcher.current

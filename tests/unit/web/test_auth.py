@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
 from pydantic import SecretStr
 
+from alpha_panda import jwt_secret
+from alpha_panda.jwt_secret import JwtSecretError, signing_key
 from alpha_panda.passwords import hash_password
-from alpha_panda.settings import AuthSettings, Settings, load_settings
+from alpha_panda.settings import PLACEHOLDER_JWT_SECRET, AuthSettings, Settings, load_settings
 from web.auth import (
     INVALID_CREDENTIALS,
+    USER_CACHE_TTL_S,
     ApiError,
     Authenticator,
     LoginService,
@@ -26,6 +31,8 @@ from web.auth import (
 )
 
 NOW = datetime(2026, 1, 5, 9, 15, tzinfo=UTC)
+_IAT = int(NOW.timestamp())
+_EXP = _IAT + 600
 SECRET = "unit-test-secret-long-enough-for-hs512-" + "0123456789" * 3
 FAST = 4  # bcrypt cost for tests
 
@@ -123,22 +130,107 @@ def test_other_hmac_algorithm_with_the_right_secret_is_refused() -> None:
 @pytest.mark.parametrize(
     "claims",
     [
-        {"role": "trader", "iat": 0, "exp": 2**40},  # no sub
-        {"sub": "alice", "iat": 0, "exp": 2**40},  # no role
-        {"sub": "alice", "role": "trader", "iat": 0},  # no exp
-        {"sub": "alice", "role": "trader", "exp": 2**40},  # no iat
-        {"sub": "alice", "role": "root", "iat": 0, "exp": 2**40},  # unknown role
-        {"sub": "", "role": "trader", "iat": 0, "exp": 2**40},  # empty sub
-        {"sub": "alice", "role": "trader", "iat": "0", "exp": 2**40},  # iat not an int
-        {"sub": 7, "role": "trader", "iat": 0, "exp": 2**40},  # sub not a string
+        {"role": "trader", "ver": 0, "iat": _IAT, "exp": _EXP},  # no sub
+        {"sub": "alice", "ver": 0, "iat": _IAT, "exp": _EXP},  # no role
+        {"sub": "alice", "role": "trader", "ver": 0, "iat": _IAT},  # no exp
+        {"sub": "alice", "role": "trader", "ver": 0, "exp": _EXP},  # no iat
+        {"sub": "alice", "role": "trader", "iat": _IAT, "exp": _EXP},  # no ver
+        {"sub": "alice", "role": "trader", "ver": -1, "iat": _IAT, "exp": _EXP},  # bad ver
+        {"sub": "alice", "role": "trader", "ver": "0", "iat": _IAT, "exp": _EXP},  # str ver
+        {"sub": "alice", "role": "root", "ver": 0, "iat": _IAT, "exp": _EXP},  # unknown role
+        {"sub": "", "role": "trader", "ver": 0, "iat": _IAT, "exp": _EXP},  # empty sub
+        {"sub": "alice", "role": "trader", "ver": 0, "iat": str(_IAT), "exp": _EXP},  # str iat
+        {"sub": 7, "role": "trader", "ver": 0, "iat": _IAT, "exp": _EXP},  # sub not a string
     ],
 )
 def test_missing_or_malformed_claims_are_refused(claims: dict[str, object]) -> None:
+    good = {"sub": "alice", "role": "trader", "ver": 0, "iat": _IAT, "exp": _EXP}
+    verify_token(settings(), jwt.encode(good, SECRET, algorithm="HS256"), NOW)  # the baseline
     token = jwt.encode(claims, SECRET, algorithm="HS256")
 
     with pytest.raises(TokenError) as err:
         verify_token(settings(), token, NOW)
     assert err.value.code == "invalid_token"
+
+
+def test_token_living_longer_than_the_ttl_is_refused() -> None:
+    # Signed with the real key (say, by an old release or a leaked key) but with exp in
+    # 2100: the lifetime is checked against iat and the configured TTL.
+    year_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
+    claims = {"sub": "alice", "role": "trader", "ver": 0, "iat": _IAT, "exp": year_2100}
+    with pytest.raises(TokenError, match="lifetime") as err:
+        verify_token(settings(ttl=30), jwt.encode(claims, SECRET, algorithm="HS256"), NOW)
+    assert err.value.code == "invalid_token"
+
+    exactly_ttl = {**claims, "exp": _IAT + 30 * 60}
+    verify_token(settings(ttl=30), jwt.encode(exactly_ttl, SECRET, algorithm="HS256"), NOW)
+    one_more = {**claims, "exp": _IAT + 30 * 60 + 1}
+    with pytest.raises(TokenError, match="lifetime"):
+        verify_token(settings(ttl=30), jwt.encode(one_more, SECRET, algorithm="HS256"), NOW)
+
+
+def test_a_token_is_expired_once_its_iat_is_a_ttl_ago_even_after_a_ttl_cut() -> None:
+    # Issued under a 60-minute TTL, verified after the operator cut the TTL to 30.
+    token = issue_token(settings(ttl=60), "alice", "trader", NOW).access_token
+    with pytest.raises(TokenError):
+        verify_token(settings(ttl=30), token, NOW + timedelta(minutes=31))
+
+
+def test_oversized_token_is_refused_before_decoding() -> None:
+    claims = {"sub": "alice", "role": "trader", "ver": 0, "iat": _IAT, "exp": _EXP}
+    big = jwt.encode({**claims, "pad": "x" * 4000}, SECRET, algorithm="HS256")
+    with pytest.raises(TokenError, match="longer than") as err:
+        verify_token(settings(), big, NOW)
+    assert err.value.code == "invalid_token"
+
+
+def test_the_placeholder_secret_never_signs_or_verifies(tmp_path: Path) -> None:
+    dev = load_settings(data_dir=tmp_path)  # the placeholder left in place
+    assert dev.auth.jwt_secret.get_secret_value() == PLACEHOLDER_JWT_SECRET
+    issued = issue_token(dev, "alice", "trader", NOW)
+
+    # Signed with the generated key, not the placeholder.
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(issued.access_token, PLACEHOLDER_JWT_SECRET, algorithms=["HS256"])
+    assert verify_token(dev, issued.access_token, NOW).sub == "alice"
+    claims = {"sub": "alice", "role": "admin", "ver": 0, "iat": _IAT, "exp": _EXP}
+    placeholder_signed = jwt.encode(claims, PLACEHOLDER_JWT_SECRET, algorithm="HS256")
+    with pytest.raises(TokenError, match="signature"):
+        verify_token(dev, placeholder_signed, NOW)
+
+
+def test_development_key_is_generated_once_owner_only_and_shared(tmp_path: Path) -> None:
+    first = signing_key(load_settings(data_dir=tmp_path / "a"))
+    path = tmp_path / "a" / "jwt_secret"
+    assert path.read_text().strip() == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) >= 64 and first != PLACEHOLDER_JWT_SECRET
+
+    # Another process (a restart, another stage) reads the same key from the file.
+    jwt_secret._cache.clear()
+    assert signing_key(load_settings(data_dir=tmp_path / "a")) == first
+    # Another data directory is another deployment with its own key.
+    assert signing_key(load_settings(data_dir=tmp_path / "b")) != first
+
+
+def test_a_widened_key_file_is_tightened_and_a_bad_one_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jwt_secret"
+    path.write_text("k" * 64)
+    path.chmod(0o644)
+    jwt_secret._cache.clear()
+    assert signing_key(load_settings(data_dir=tmp_path)) == "k" * 64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    path.write_text(PLACEHOLDER_JWT_SECRET)
+    jwt_secret._cache.clear()
+    with pytest.raises(JwtSecretError, match="no usable key"):
+        signing_key(load_settings(data_dir=tmp_path))
+
+
+def test_a_configured_secret_is_used_as_is_and_no_file_is_written(tmp_path: Path) -> None:
+    configured = load_settings(data_dir=tmp_path, auth=AuthSettings(jwt_secret=SecretStr(SECRET)))
+    assert signing_key(configured) == SECRET
+    assert not (tmp_path / "jwt_secret").exists()
 
 
 def test_token_issued_in_the_future_is_refused() -> None:
@@ -250,6 +342,7 @@ class User:
     role: str = "trader"
     disabled: bool = False
     password_hash: str = ""
+    token_version: int = 0
 
 
 class Users:
@@ -327,6 +420,29 @@ async def test_guard_caches_users_for_a_few_seconds() -> None:
     clock.now += 0.2
     assert (await refused(authn, header)).status == 401  # re-read: now disabled
     assert users.calls == 2
+
+
+async def test_guard_refuses_tokens_of_an_older_token_version() -> None:
+    users = Users(User("alice", token_version=0))
+    clock = Clock()
+    authn = guard(users, clock)
+    old = f"Bearer {token_for('alice')}"
+    await authn.authenticate(old)
+
+    # A password change (or disable + re-enable) bumped the version.
+    users.by_name["alice"] = User("alice", token_version=1)
+    clock.now += USER_CACHE_TTL_S
+    err = await refused(authn, old)
+    assert (err.status, err.code) == (401, "invalid_token")
+    assert "revoked" in err.message
+    fresh = issue_token(settings(), "alice", "trader", NOW, version=1).access_token
+    assert (await authn.authenticate(f"Bearer {fresh}")).username == "alice"
+
+
+async def test_login_issues_tokens_under_the_users_current_version(alice_hash: str) -> None:
+    service, _ = login_service(Users(User("alice", password_hash=alice_hash, token_version=3)))
+    issued = await service.login(body("alice", "correct horse battery"), "10.0.0.1")
+    assert verify_token(settings(), issued.access_token, NOW).ver == 3
 
 
 async def test_guard_answers_503_when_the_user_store_is_down() -> None:

@@ -8,6 +8,7 @@ The routed ones are covered against a real worker in tests/integration/test_api.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
@@ -22,7 +24,13 @@ from pydantic import SecretStr
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.passwords import hash_password
 from alpha_panda.runtime import StageContext
-from alpha_panda.settings import AuthSettings, Settings, Stage, load_settings
+from alpha_panda.settings import (
+    PLACEHOLDER_JWT_SECRET,
+    AuthSettings,
+    Settings,
+    Stage,
+    load_settings,
+)
 from web.api import ApiServices, build_services, register_views
 from web.auth import issue_token
 from web.live import ChangeWaiter
@@ -33,11 +41,14 @@ SECRET = "http-test-secret-" + "x" * 40
 
 
 class User:
-    def __init__(self, username: str, password_hash: str, disabled: bool = False) -> None:
+    def __init__(
+        self, username: str, password_hash: str, disabled: bool = False, token_version: int = 0
+    ) -> None:
         self.username = username
         self.role = "trader"
         self.disabled = disabled
         self.password_hash = password_hash
+        self.token_version = token_version
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +86,8 @@ async def harness(password_hash: str) -> AsyncIterator[Harness]:
     users = {
         "alice": User("alice", password_hash),
         "carol": User("carol", password_hash, disabled=True),
+        # Changed her password once: tokens of version 0 are revoked.
+        "erin": User("erin", password_hash, token_version=1),
     }
 
     async def lookup(name: str) -> User | None:
@@ -133,6 +146,19 @@ async def test_every_protected_endpoint_needs_a_token(harness: Harness) -> None:
         "trader",
         datetime.now(UTC),
     ).access_token
+    now = int(datetime.now(UTC).timestamp())
+    claims = {"sub": "alice", "role": "admin", "ver": 0, "iat": now, "exp": now + 600}
+    placeholder_signed = jwt.encode(claims, PLACEHOLDER_JWT_SECRET, algorithm="HS256")
+    year_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
+    long_lived = jwt.encode({**claims, "exp": year_2100}, SECRET, algorithm="HS256")
+    oversized = jwt.encode({**claims, "pad": "x" * 3000}, SECRET, algorithm="HS256")
+    header, _, signature = harness.token().split(".")
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    forged = f"{header}.{payload}.{signature}"
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
     cases = {
         "missing": ({}, "unauthorized"),
         "malformed": ({"Authorization": "Bearer not-a-jwt"}, "invalid_token"),
@@ -140,6 +166,11 @@ async def test_every_protected_endpoint_needs_a_token(harness: Harness) -> None:
         "expired": ({"Authorization": f"Bearer {expired}"}, "token_expired"),
         "disabled": (harness.auth("carol"), "invalid_token"),
         "deleted": (harness.auth("dave"), "invalid_token"),
+        "revoked": (harness.auth("erin"), "invalid_token"),
+        "placeholder-signed": (bearer(placeholder_signed), "invalid_token"),
+        "over-long-lived": (bearer(long_lived), "invalid_token"),
+        "oversized": (bearer(oversized), "invalid_token"),
+        "forged": (bearer(forged), "invalid_token"),
     }
     for path in paths:
         for name, (headers, code) in cases.items():

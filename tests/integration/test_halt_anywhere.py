@@ -1,0 +1,125 @@
+"""`alpha-panda halt --all` run from another working directory stops approvals in the
+running pipeline within the refresh interval, and says which database it wrote.
+
+A real risk manager on the embedded broker uses the default database: the SQLite file
+inside its data directory (ALPHA_PANDA_DATABASE_URL left empty). The CLI runs as its own
+process from an unrelated directory with only ALPHA_PANDA_DATA_DIR set, as an operator's
+shell would. `--wait` makes the CLI itself fail unless the risk manager acknowledges the
+halt within the bound given (ten refresh intervals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from alpha_panda import db
+from alpha_panda.admin import ensure_topics
+from alpha_panda.broker import EmbeddedBroker
+from alpha_panda.settings import Stage, load_settings
+from alpha_panda.topics import SIGNALS_GENERATED, SIGNALS_REJECTED, SIGNALS_VALIDATED
+from models.codec import decode
+from models.envelope import EventType, new_event_id
+from models.events import RejectionReason, Side, TradingSignal
+from tests.integration.harness import Deployment, StageProcess, produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
+REFRESH_S = 0.3  # the harness's ALPHA_PANDA_DATABASE_CONFIG_REFRESH_S
+
+
+def signal_record(second: int) -> object:
+    signal = TradingSignal(
+        strategy_id="mom",
+        instrument_token=101,
+        symbol="S101",
+        side=Side.BUY,
+        quantity=1,
+        reference_price=Decimal("100"),
+        signal_ts=T0 + timedelta(seconds=second),
+    )
+    return SIGNALS_GENERATED.record(
+        signal, event_id=new_event_id(), ts=signal.signal_ts, source="test"
+    )
+
+
+def cli(cwd: Path, data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHA_PANDA_")}
+    env["ALPHA_PANDA_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "alpha_panda.cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_halt_from_another_directory_stops_approvals_in_the_running_pipeline(
+    fresh_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "deployment"
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    settings = load_settings(data_dir=data_dir)
+    database = data_dir / "alpha_panda.db"
+    assert settings.database.url == f"sqlite+aiosqlite:///{database}"
+    asyncio.run(ensure_topics(load_settings(broker={"url": fresh_broker.bootstrap})))
+
+    async def configure() -> None:
+        engine = db.create_engine(settings.database.url)
+        try:
+            await db.upgrade(engine)
+            await db.add_strategy(db.session_factory(engine), "mom", "momentum", [(101, "S101")])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(configure())
+    deployment = Deployment(
+        bootstrap=fresh_broker.bootstrap,
+        data_dir=data_dir,
+        database_url="",  # the default: the SQLite file in the data directory
+        extra_env={"ALPHA_PANDA_REDIS_ENABLED": "false"},
+    )
+    risk = StageProcess(deployment, Stage.RISK_MANAGER).start()
+    try:
+        risk.wait_ready()
+        asyncio.run(produce(fresh_broker.bootstrap, [signal_record(1)]))
+        asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_VALIDATED.name, until=1))
+
+        halted = cli(elsewhere, data_dir, "halt", "--all", "--wait", str(10 * REFRESH_S))
+        assert halted.returncode == 0, halted.stderr
+        lines = halted.stdout.splitlines()
+        assert lines[0] == f"database: sqlite+aiosqlite:///{database}"
+        assert lines[1] == "halted all trading: halted by operator"
+        assert lines[2].startswith("applied by the risk manager ")
+        assert not (elsewhere / "var").exists() and list(elsewhere.iterdir()) == []
+
+        asyncio.run(produce(fresh_broker.bootstrap, [signal_record(2)]))
+        [rejected] = asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_REJECTED.name, until=1))
+        envelope = decode(rejected.value, topic=rejected.topic, expect=EventType.SIGNAL_REJECTED)
+        assert envelope.data.reason is RejectionReason.KILL_SWITCH
+        validated = asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_VALIDATED.name))
+        assert len(validated) == 1  # only the signal before the halt
+
+        status = cli(elsewhere, data_dir, "status")
+        assert status.returncode == 0, status.stderr
+        out = status.stdout.splitlines()
+        assert out[0] == f"database: sqlite+aiosqlite:///{database}"
+        assert out[1].startswith(
+            f"pipeline: sqlite+aiosqlite:///{database} (recorded by risk-manager"
+        )
+        assert "ANOTHER DATABASE" not in status.stdout
+        assert out[2] == "HALTED"
+        assert "applied by the risk manager" in out[3]
+    finally:
+        risk.stop()
