@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create or update .venv
 
+# `make run` is a demo that should trade at any hour: unless the environment says
+# otherwise, the mock feed ticks outside NSE sessions and risk does not enforce them.
+run: export ALPHA_PANDA_FEED_SESSIONS_ONLY ?= false
+run: export ALPHA_PANDA_MARKET_ENFORCE_SESSIONS ?= false
 run: $(STAMP) ## run the whole pipeline on the embedded broker (Ctrl-C stops it)
 	$(BIN)/alpha-panda run
 

@@ -15,6 +15,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from agents.risk_rules import RiskDecision, evaluate
+from agents.session_rules import session_rules_from
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.runtime import Route, StageContext
@@ -70,6 +71,7 @@ class RiskPolicy:
 
 def register(ctx: StageContext) -> None:
     policy = RiskPolicy(RiskLimits.from_settings(ctx.settings.risk))
+    sessions = session_rules_from(ctx.settings)
     watcher = ConfigWatcher(ctx, policy.configure)
     watcher.install()
     # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
@@ -103,7 +105,7 @@ def register(ctx: StageContext) -> None:
             await emit_rejection(envelope, signal, pre[0], pre[1])
             return
         decision: RiskDecision = evaluate(
-            signal, envelope.id, policy.limits[sid], state, policy.kill_switch
+            signal, envelope.id, policy.limits[sid], state, policy.kill_switch, sessions
         )
         if not decision.duplicate:
             states[sid] = decision.new_state

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
+from agents.session_rules import session_rules_from
 from agents.strategy_host import StrategyHost
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
@@ -24,7 +25,11 @@ log = structlog.get_logger(__name__)
 
 
 def register(ctx: StageContext) -> None:
-    host = StrategyHost()
+    host = StrategyHost(
+        sessions=session_rules_from(ctx.settings),
+        default_product=ctx.settings.risk.product,
+        default_allow_pre_open=ctx.settings.risk.allow_pre_open,
+    )
     states = ctx.write_behind_table(
         "strategy-state",
         partitions=MARKET_TICKS.partitions,

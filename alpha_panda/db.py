@@ -350,7 +350,10 @@ RISK_OVERRIDE_KEYS: tuple[str, ...] = (
     "max_orders_per_minute",
     "allowed_instruments",
     "allow_short",
+    "product",
+    "allow_pre_open",
 )
+PRODUCTS = ("MIS", "CNC", "NRML")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -510,8 +513,15 @@ def validate_risk_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
             clean[key] = _positive_decimal(key, value)
         elif key == "allowed_instruments":
             clean[key] = _instrument_list(value)
-        elif key == "allow_short":
+        elif key in ("allow_short", "allow_pre_open"):
             clean[key] = _boolean(key, value)
+        elif key == "product":
+            product = str(value).strip().upper()
+            if product not in PRODUCTS:
+                raise ConfigValidationError(
+                    "risk_limits.product", f"must be one of {', '.join(PRODUCTS)}, got {value!r}"
+                )
+            clean[key] = product
         else:
             raise ConfigValidationError(
                 f"risk_limits.{key}",

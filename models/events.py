@@ -57,6 +57,8 @@ class RejectionReason(StrEnum):
     NO_MARKET_PRICE = "no_market_price"
     LIVE_TRADING_NOT_CONFIGURED = "live_trading_not_configured"
     STRATEGY_UNKNOWN = "strategy_unknown"
+    MARKET_CLOSED = "market_closed"
+    MIS_CUTOFF = "mis_cutoff"
 
 
 class _Payload(BaseModel):
