@@ -147,6 +147,10 @@ class OrderFill(_Payload):
     fee_breakdown: FeeBreakdown = FeeBreakdown()
     execution_mode: ExecutionMode
     filled_ts: UtcDatetime
+    # The reason of the signal that placed the order (e.g. "mis_square_off: ..."), so a
+    # forced exit is visible wherever fills are. Left out of the JSON when absent, so
+    # fills without one encode exactly as before.
+    reason: str | None = Field(default=None, max_length=500, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _fees_add_up(self) -> OrderFill:

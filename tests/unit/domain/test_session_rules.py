@@ -3,19 +3,29 @@ and the daily counters rolling at the IST day. All in event time."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from agents.fees import FeeSchedule
+from agents.paper_trader import PaperTrader
 from agents.risk_rules import evaluate
 from agents.session_rules import SQUARE_OFF_REASON, SessionRules, feed_pause, square_off_due
 from agents.strategy_host import StrategyHost
 from alpha_panda.db import InstrumentRef, RuntimeConfig, StrategyConfigRecord
 from alpha_panda.market_calendar import IST, NseCalendar
 from alpha_panda.settings import RiskSettings
-from models.events import ExecutionMode, MarketTick, RejectionReason, Side, TradingSignal
+from models.events import (
+    ExecutionMode,
+    MarketTick,
+    OrderFill,
+    RejectionReason,
+    Side,
+    TradingSignal,
+)
 from tables.risk_state import KillSwitch, RiskLimits, StrategyRiskState
 
 D = Decimal
@@ -277,3 +287,18 @@ def test_host_state_survives_export_with_the_opening_time() -> None:
     )
     outcome = fresh.on_tick(fresh.assignments_for(TOKEN)[0], tick, "t9", 9, entry)
     assert [s.side for _, s in outcome.signals] == [Side.SELL]
+
+
+def test_a_square_off_fill_carries_its_reason_and_plain_fills_encode_as_before() -> None:
+    trader = PaperTrader(slippage_bps=D("0"), fees=FeeSchedule.intraday())
+    exit_signal = signal(Side.SELL, ist(MONDAY, 15, 20)).model_copy(
+        update={"reason": f"{SQUARE_OFF_REASON}: intraday (MIS) position closed at 15:20 IST"}
+    )
+    fill = trader.fill_market(exit_signal, "sig-1", D("1000"), exit_signal.signal_ts)
+    encoded = json.loads(fill.model_dump_json())
+    assert encoded["reason"].startswith(SQUARE_OFF_REASON)
+    assert OrderFill.model_validate_json(fill.model_dump_json()) == fill
+    plain = trader.fill_market(
+        signal(Side.BUY, ist(MONDAY, 10, 0)), "sig-2", D("1000"), ist(MONDAY, 10, 0)
+    )
+    assert "reason" not in json.loads(plain.model_dump_json())
