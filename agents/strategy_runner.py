@@ -20,6 +20,7 @@ from alpha_panda.db import RuntimeConfig
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
 from models.envelope import EventEnvelope
+from strategies.factory import StrategyFactory
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +31,9 @@ def register(ctx: StageContext) -> None:
         default_product=ctx.settings.risk.product,
         default_allow_pre_open=ctx.settings.risk.allow_pre_open,
     )
+    # Entry-point plug-ins are imported here, once; a broken one is skipped, not fatal.
+    for problem in StrategyFactory.plugin_problems():
+        log.warning("strategy_plugin_skipped", stage=ctx.source, reason=problem)
     states = ctx.write_behind_table(
         "strategy-state",
         partitions=MARKET_TICKS.partitions,

@@ -371,11 +371,12 @@ def _check_strategy_id(strategy_id: str) -> None:
 
 
 def _check_kind(kind: str) -> None:
-    known = StrategyFactory.known_kinds()
-    if kind not in known:
-        raise ConfigValidationError(
-            "kind", f"unknown strategy kind {kind!r} (known: {', '.join(sorted(known))})"
-        )
+    # Built-in, entry-point plug-in, or a module:Class import path (imported here, so a
+    # plug-in that cannot be imported is refused when it is configured).
+    try:
+        StrategyFactory.strategy_class(kind)
+    except StrategyConfigError as exc:
+        raise ConfigValidationError("kind", exc.message) from None
 
 
 def _validated_params(kind: str, params: Mapping[str, Any], strategy_id: str) -> dict[str, Any]:
