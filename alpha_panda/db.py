@@ -370,9 +370,18 @@ def _check_strategy_id(strategy_id: str) -> None:
         )
 
 
+_KIND_MAX_LENGTH = 32  # strategy_configurations.kind is VARCHAR(32)
+
+
 def _check_kind(kind: str) -> None:
     # Built-in, entry-point plug-in, or a module:Class import path (imported here, so a
     # plug-in that cannot be imported is refused when it is configured).
+    if len(kind) > _KIND_MAX_LENGTH:
+        raise ConfigValidationError(
+            "kind",
+            f"at most {_KIND_MAX_LENGTH} characters, got {len(kind)}; publish a plug-in with a "
+            "long import path through the alpha_panda.strategies entry point instead",
+        )
     try:
         StrategyFactory.strategy_class(kind)
     except StrategyConfigError as exc:
