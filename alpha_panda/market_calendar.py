@@ -99,6 +99,9 @@ class DayOverride:
     reason: str
 
 
+_DAY_CACHE_SIZE = 366
+
+
 def _at(day: date, clock: time) -> datetime:
     return datetime.combine(day, clock, tzinfo=IST)
 
@@ -111,6 +114,9 @@ class NseCalendar:
     ) -> None:
         self._holidays = dict(holidays)
         self._overrides = dict(overrides or {})
+        # Built days, memoised: risk asks once per signal and the host once per tick of
+        # an open MIS position, nearly always about the same day (14 us -> ~1 us a call).
+        self._days: dict[date, TradingDay] = {}
 
     @classmethod
     def default(cls) -> NseCalendar:
@@ -118,6 +124,14 @@ class NseCalendar:
         return _default_calendar()
 
     def day(self, day: date) -> TradingDay:
+        built = self._days.get(day)
+        if built is None:
+            if len(self._days) >= _DAY_CACHE_SIZE:
+                self._days.clear()
+            built = self._days[day] = self._build_day(day)
+        return built
+
+    def _build_day(self, day: date) -> TradingDay:
         override = self._overrides.get(day)
         if override is not None:
             return self._build(day, override.sessions, f"override: {override.reason}")

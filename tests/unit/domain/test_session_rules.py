@@ -302,3 +302,25 @@ def test_a_square_off_fill_carries_its_reason_and_plain_fills_encode_as_before()
         signal(Side.BUY, ist(MONDAY, 10, 0)), "sig-2", D("1000"), ist(MONDAY, 10, 0)
     )
     assert "reason" not in json.loads(plain.model_dump_json())
+
+
+def test_close_position_and_set_position_on_the_strategy_itself() -> None:
+    host = host_with("MIS")
+    [assignment] = host.assignments_for(TOKEN)
+    strategy = host._strategy_for(assignment, None)  # a fresh instance: flat
+    tick = MarketTick(
+        instrument_token=TOKEN,
+        symbol="RELIANCE",
+        last_price=D("100"),
+        volume=1,
+        exchange_ts=ist(MONDAY, 15, 25),
+    )
+    assert strategy.close_position(tick, "x") is None  # nothing to close
+    strategy.set_position(5, ist(MONDAY, 10, 0))
+    assert (strategy.position, strategy.opened_ts) == (5, ist(MONDAY, 10, 0))
+    exit_signal = strategy.close_position(tick, "forced")
+    assert exit_signal is not None
+    assert (exit_signal.side, exit_signal.quantity, exit_signal.reason) == (Side.SELL, 5, "forced")
+    assert (strategy.position, strategy.opened_ts) == (0, None)
+    with pytest.raises(ValueError, match="long-only"):
+        strategy.set_position(-1, None)
