@@ -94,6 +94,8 @@ def scan_entry_points(reserved: frozenset[str]) -> PluginScan:
         except Exception as exc:  # a plug-in may raise anything at import; report it
             problems.append(f"{where} skipped: {type(exc).__name__}: {exc}")
             continue
+        if classes.get(ep.name) is cls:
+            continue  # the same distribution seen twice on sys.path
         if ep.name in reserved or ep.name in classes:
             problems.append(f"{where} skipped: kind {ep.name!r} is already taken")
             continue

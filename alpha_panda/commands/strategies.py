@@ -70,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME=VALUE",
         help="per-strategy risk limit override (repeatable)",
     )
+    p.add_argument(
+        "--product",
+        choices=["MIS", "CNC", "NRML"],
+        help="product traded (default ALPHA_PANDA_RISK_PRODUCT); MIS is squared off before "
+        "the close; stored as the risk override `product`",
+    )
     p.add_argument("--disabled", action="store_true", help="create it disabled")
     p.set_defaults(handler=add_command)
 
@@ -229,6 +235,10 @@ def add_command(args: argparse.Namespace) -> int:
         instruments = parse_instruments(args.instrument)
         params = parse_assignments(args.param, "--param")
         risk = parse_assignments(args.risk, "--risk")
+        if args.product is not None:
+            if "product" in risk:
+                raise ConfigValidationError("--product", "given twice (also as --risk product=)")
+            risk["product"] = args.product
     except ConfigValidationError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 

@@ -104,8 +104,16 @@ def test_example_plugin_trades_in_the_pipeline_and_a_broken_one_is_skipped(
         "window=3",
         "--param",
         "quantity=7",
+        "--product",
+        "CNC",
     )
     assert added.returncode == 0, added.stderr
+    assert "risk: product=CNC" in added.stdout
+    kinds = cli(url, "strategies", "kinds")
+    assert kinds.returncode == 0
+    assert "breakout  (plug-in alpha_panda_example_strategy.breakout)  parameters: quantity, " in (
+        kinds.stdout
+    )
     asyncio.run(add_broken_row(url))
 
     runner = StageProcess(deployment, Stage.STRATEGY_RUNNER).start()

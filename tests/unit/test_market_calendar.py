@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -190,3 +191,22 @@ def test_calendar_cli_refuses_a_bad_date(capsys: pytest.CaptureFixture[str]) -> 
 
     assert calendar_command(Args()) == 2  # type: ignore[arg-type]
     assert "expected YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_calendar_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    class Args:
+        date = "2025-10-21"
+        json = True
+
+    assert calendar_command(Args()) == 0  # type: ignore[arg-type]
+    assert json.loads(capsys.readouterr().out) == {
+        "date": "2025-10-21",
+        "trading_day": True,
+        "note": "override: Diwali Muhurat trading",
+        "sessions": [
+            {"kind": "pre_open", "start": "13:30", "end": "13:38"},
+            {"kind": "regular", "start": "13:45", "end": "14:45"},
+        ],
+        "mis_square_off": "14:35",
+        "timezone": "Asia/Kolkata",
+    }
