@@ -127,7 +127,8 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         self._prices: deque[Decimal] = deque(maxlen=self._history_size())
         self._last_exchange_ts: datetime | None = None
         # Shares held according to this strategy's own signals (0 = flat). It is what
-        # the strategy *asked for*; whether risk let it through is not visible here.
+        # the strategy *asked for*; whether risk let it through is not visible here,
+        # except that the host corrects it for the trading day's refusals (set_position).
         self._position = 0
         self._opened_ts: datetime | None = None
 
