@@ -82,6 +82,14 @@ class StrategyHost:
             except StrategyConfigError as exc:
                 problems.append(str(exc))
                 continue
+            except Exception as exc:
+                # A plug-in's own validator may raise anything; that strategy is skipped,
+                # the others (and the runner) carry on.
+                problems.append(
+                    f"strategy {record.strategy_id!r}: parameters of kind {record.kind!r} "
+                    f"could not be validated: {type(exc).__name__}: {exc}"
+                )
+                continue
             fingerprint = _fingerprint(record.kind, record.parameters, record.execution_mode.value)
             product = str(record.risk_limits.get("product", self.default_product))
             pre_open = bool(record.risk_limits.get("allow_pre_open", self.default_allow_pre_open))

@@ -394,6 +394,11 @@ def _validated_params(kind: str, params: Mapping[str, Any], strategy_id: str) ->
     except StrategyConfigError as exc:
         field = f"parameters.{exc.field}" if exc.field else "parameters"
         raise ConfigValidationError(field, exc.message) from None
+    except Exception as exc:
+        # A plug-in's own validator may raise anything: refuse, naming it, not a traceback.
+        raise ConfigValidationError(
+            "parameters", f"kind {kind!r} failed to validate them: {type(exc).__name__}: {exc}"
+        ) from None
     # mode="json" turns Decimals into strings, which is how they are stored.
     dumped: dict[str, Any] = model.model_dump(mode="json")
     return dumped

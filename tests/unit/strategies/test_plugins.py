@@ -20,6 +20,7 @@ from strategies import StrategyConfigError, StrategyFactory
 
 GOOD = """
 from typing import ClassVar
+from pydantic import field_validator
 from models.events import MarketTick
 from strategies.base import BaseStrategy, StrategyParams
 
@@ -38,6 +39,16 @@ class AlwaysIn(BaseStrategy[StrategyParams]):
 
 class Misnamed(AlwaysIn):
     kind: ClassVar[str] = "not_its_entry_point_name"
+
+class BuggyParams(StrategyParams):
+    @field_validator("quantity")
+    @classmethod
+    def _boom(cls, value: int) -> int:
+        raise TypeError("bug in the plug-in's validator")
+
+class Buggy(AlwaysIn):
+    kind: ClassVar[str] = "buggy"
+    params_model: ClassVar[type[StrategyParams]] = BuggyParams
 """
 
 ENTRY_POINTS = """
@@ -130,6 +141,7 @@ def test_the_host_skips_broken_plugins_and_runs_the_rest(installed: None) -> Non
                 record("raises", "plugin_raises:Anything", {"quantity": 1}),
                 record("bad-params", "always_in", {"quantity": 0}),
                 record("unknown", "raises_on_import", {"quantity": 1}),
+                record("buggy", "plugin_good:Buggy", {"quantity": 1}),
             ),
             halt_all=False,
             halted_strategies=frozenset(),
@@ -137,8 +149,12 @@ def test_the_host_skips_broken_plugins_and_runs_the_rest(installed: None) -> Non
         )
     )
     assert sorted(a.strategy_id for a in host.assignments_for(738561)) == ["by-path", "good"]
-    assert len(problems) == 3
+    assert len(problems) == 4
     text = "\n".join(problems)
+    assert "strategy 'buggy': parameters of kind 'plugin_good:Buggy' could not be validated: " in (
+        text
+    )
+    assert "TypeError: bug in the plug-in's validator" in text
     assert "strategy 'raises': parameter 'kind': cannot import" in text
     assert "strategy 'bad-params': parameter 'quantity':" in text
     assert "strategy 'unknown': parameter 'kind': unknown strategy kind" in text
