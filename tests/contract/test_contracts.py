@@ -32,6 +32,13 @@ CASES = {
         "momentum-nifty:738561",
     ),
     "order_filled": (topics.ORDERS_FILLED_PAPER, EventType.ORDER_FILLED, "momentum-nifty"),
+    # A fill that carries its signal's reason (here an MIS square-off); fills without one
+    # leave the field out, so order_filled above is unchanged.
+    "order_filled_square_off": (
+        topics.ORDERS_FILLED_PAPER,
+        EventType.ORDER_FILLED,
+        "intraday-reliance",
+    ),
 }
 
 
