@@ -112,7 +112,9 @@ class NseCalendar:
     def __init__(
         self, holidays: Mapping[date, str], overrides: Mapping[date, DayOverride] | None = None
     ) -> None:
-        self._holidays = dict(holidays)
+        # Not copied: the library's table fills in a year when a date of it is first asked
+        # about, so any year works, not only the ones loaded up front.
+        self._holidays = holidays
         self._overrides = dict(overrides or {})
         # Built days, memoised: risk asks once per signal and the host once per tick of
         # an open MIS position, nearly always about the same day (14 us -> ~1 us a call).
@@ -242,11 +244,14 @@ def load_packaged_overrides() -> dict[date, DayOverride]:
     return parse_overrides(document, OVERRIDE_RESOURCE)
 
 
-def library_holidays(first_year: int = 2020, last_year: int = 2030) -> dict[date, str]:
+def library_holidays(first_year: int = 2020, last_year: int = 2030) -> Mapping[date, str]:
+    """The library's XNSE table, with the given years loaded; other years load on demand."""
     import holidays  # imported here: only the default calendar needs it
 
-    table = holidays.financial_holidays("XNSE", years=range(first_year, last_year + 1))
-    return {day: str(name) for day, name in table.items()}
+    table: Mapping[date, str] = holidays.financial_holidays(
+        "XNSE", years=range(first_year, last_year + 1)
+    )
+    return table
 
 
 @lru_cache(maxsize=1)

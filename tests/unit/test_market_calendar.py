@@ -210,3 +210,9 @@ def test_calendar_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
         "mis_square_off": "14:35",
         "timezone": "Asia/Kolkata",
     }
+
+
+def test_years_beyond_the_preloaded_range_come_from_the_library_on_demand() -> None:
+    # 2035 is outside the years loaded at start (2020-2030); Christmas is still closed.
+    assert CAL.day(date(2035, 12, 25)).note == "holiday: Christmas Day"
+    assert CAL.day(date(2035, 12, 24)).is_trading_day  # a Monday
