@@ -31,8 +31,8 @@ run: $(STAMP) ## run the whole pipeline on the embedded broker (Ctrl-C stops it)
 test: $(STAMP) ## the whole suite: unit, contract, integration (embedded broker, PostgreSQL, Redis)
 	$(BIN)/python -m pytest -q -ra
 
-test-unit: $(STAMP) ## unit and contract tests only
-	$(BIN)/python -m pytest -q tests/unit tests/contract
+test-unit: $(STAMP) ## unit and contract tests only (with the example plug-in's)
+	$(BIN)/python -m pytest -q tests/unit tests/contract examples
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
