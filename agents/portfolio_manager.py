@@ -17,6 +17,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker
+from alpha_panda.log_identity import wait_for_identity
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.topics import (
@@ -101,6 +102,10 @@ def register(ctx: StageContext) -> None:
 
         @ctx.app.task
         async def flush_mirror() -> None:
+            identity = await wait_for_identity(
+                ctx.settings.broker.bootstrap_servers, should_stop=lambda: ctx.app.should_stop
+            )
+            running_mirror.log_id = identity.log_id if identity is not None else None
             try:
                 await running_mirror.run(lambda: ctx.app.should_stop)
             finally:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from alpha_panda.settings import Settings
 from alpha_panda.topics import all_topic_layout
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -75,3 +81,40 @@ async def ensure_topics(settings: Settings) -> TopicsReport:
     finally:
         await admin.close()
     return report
+
+
+async def wait_for_topics(
+    settings: Settings,
+    names: list[str],
+    *,
+    should_stop: Callable[[], bool],
+    poll_s: float = 0.5,
+) -> bool:
+    """Wait until every topic in ``names`` exists; False if ``should_stop`` said stop first.
+
+    A producer must not write before its topics exist: the embedded broker (Tansu 0.6.0,
+    which has no setting to turn it off) creates an unknown topic on first produce with
+    its own partition count, and the ticks then land on a layout the consumers do not
+    expect. Topic listing asks for *all* topics, which creates nothing.
+    """
+    logged = False
+    while not should_stop():
+        admin = admin_client(settings)
+        try:
+            await admin.start()
+            present = set(await admin.list_topics())
+        except KafkaError as exc:
+            present = set()
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = ""
+        finally:
+            await admin.close()
+        missing = [n for n in names if n not in present]
+        if not missing:
+            return True
+        if not logged:
+            log.warning("waiting_for_topics", missing=missing, error=error or None)
+            logged = True
+        await asyncio.sleep(poll_s)
+    return False

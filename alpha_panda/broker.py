@@ -10,6 +10,7 @@ import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -45,10 +46,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        log_path: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+        storage_engine: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
+    ):
         self.host = host
         self.port = port
         self.log_path = log_path
+        self.storage_engine = storage_engine
+        self.env = env
+        # Run in the child before exec: `alpha-panda run` makes the broker die with it.
+        self.preexec_fn = preexec_fn
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -70,20 +83,25 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_engine,
         ]
 
     def start(self, ready_timeout: float = 15.0) -> None:
         if is_reachable(self.bootstrap):
             raise BrokerError(f"something already listens on {self.bootstrap}")
-        if self.log_path is not None:
+        if self.log_path is not None and self._log_file is None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = self.log_path.open("ab")
         sink = self._log_file if self._log_file is not None else subprocess.DEVNULL
         # Own session: a terminal's Ctrl-C must not kill the broker before the stages
         # that depend on it have committed and left their groups.
         self._process = subprocess.Popen(
-            self.command(), stdout=sink, stderr=sink, start_new_session=True
+            self.command(),
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
+            preexec_fn=self.preexec_fn,
+            env=self.env,
         )
         deadline = time.monotonic() + ready_timeout
         # Readiness is "the port accepts connections"; Tansu has no readiness signal.
@@ -95,6 +113,12 @@ class EmbeddedBroker:
                 raise BrokerError(f"embedded broker not ready on {self.bootstrap}")
             time.sleep(0.02)
         log.info("embedded_broker_started", bootstrap=self.bootstrap, pid=self._process.pid)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise BrokerError("broker not started")
+        return self._process
 
     def wait(self) -> int:
         if self._process is None:

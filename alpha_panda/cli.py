@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "alpha_panda.commands.risk",
     "alpha_panda.commands.run",
     "alpha_panda.commands.ops",
+    "alpha_panda.commands.zerodha",
 )
 
 
@@ -27,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpha-panda", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command module not written yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

@@ -11,9 +11,12 @@ from typing import Any
 
 import faust
 
+from alpha_panda.broker_probe import install_broker_probe
 from alpha_panda.lean_monitor import LeanMonitor
+from alpha_panda.log_identity import install_identity_check
 from alpha_panda.logging import faust_logging_config
 from alpha_panda.metrics import StageMetrics
+from alpha_panda.parent_watch import install_parent_watch
 from alpha_panda.recovery import HardenedTableManager
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
@@ -77,6 +80,13 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     register_health_views(context)
     context.install_lag_monitor()
     context.install_fetch_wait()
+    install_parent_watch(app)
+    context.broker_probe = install_broker_probe(
+        app,
+        settings.broker.bootstrap_servers,
+        restart_after_outage_s=settings.broker.session_timeout_s,
+    )
+    install_identity_check(context)
     module = importlib.import_module(STAGE_MODULES[stage])
     module.register(context)
     return app

@@ -17,6 +17,7 @@ Key schema (prefix ``ALPHA_PANDA_REDIS_KEY_PREFIX``, default ``alpha-panda``):
 | ``{p}:rejections:{key}`` | string | JSON list of recent rejections, newest first |
 | ``{p}:equity:{strategy_id}`` | list | JSON ``[ts, equity]`` samples, newest first, capped |
 | ``{p}:mirror:updated`` | string | ISO time of the last successful flush |
+| ``{p}:mirror:log-id`` | string | id of the log the mirror was built from (log_identity.py) |
 | ``{p}:updates`` | pub/sub | ``{"strategy_ids": [...]}`` after each flush that changed portfolios |
 """
 
@@ -72,6 +73,10 @@ class MirrorKeys:
         return f"{self.prefix}:mirror:updated"
 
     @property
+    def log_id(self) -> str:
+        return f"{self.prefix}:mirror:log-id"
+
+    @property
     def updates_channel(self) -> str:
         return f"{self.prefix}:updates"
 
@@ -103,6 +108,10 @@ class RedisMirror:
     _client: Any = None
     _last_equity: dict[str, str] = field(default_factory=dict)
     _resync: bool = True  # the first flush, and after any failure, copies everything
+    # The log the tables are rebuilt from (alpha_panda/log_identity.py). Until the mirror
+    # is bound to it nothing is written: a mirror built from another log is cleared first.
+    log_id: str | None = None
+    _bound: bool = False
 
     def mark_portfolio(self, strategy_id: str) -> None:
         self.dirty_portfolios.add(strategy_id)
@@ -139,6 +148,16 @@ class RedisMirror:
 
     async def flush(self) -> bool:
         """Copy everything marked to Redis; on failure keep the marks for the next round."""
+        if self.log_id is not None and not self._bound:
+            try:
+                await self.breaker.call(self._bind)
+            except CircuitOpenError:
+                return False
+            except Exception as exc:  # Redis errors must never reach the agents
+                log.warning("redis_mirror_bind_failed", error=f"{type(exc).__name__}: {exc}")
+                return False
+            self._bound = True
+            self._resync = True
         if self._resync and self.sources.all_keys is not None:
             portfolio_ids, tokens, rejection_keys = self.sources.all_keys()
             self.dirty_portfolios.update(portfolio_ids)
@@ -204,6 +223,23 @@ class RedisMirror:
             )
         await pipe.execute()
 
+    async def _bind(self) -> None:
+        """Clear the mirror if it was built from another log, then record this log's id."""
+        client = self._redis()
+        current = await client.get(self.keys.log_id)
+        if current is not None and current.decode() == self.log_id:
+            return
+        cleared = await clear_mirror(client, self.keys)
+        await client.set(self.keys.log_id, str(self.log_id))
+        self._last_equity.clear()
+        log.warning(
+            "redis_mirror_cleared",
+            reason="built from another log",
+            previous_log_id=current.decode() if current is not None else None,
+            log_id=self.log_id,
+            keys_deleted=cleared,
+        )
+
     def _known_portfolios(self, extra: set[str]) -> set[str]:
         return set(self._last_equity) | extra
 
@@ -232,3 +268,14 @@ async def rewrite_portfolios(
         await pipe.execute()
     finally:
         await client.aclose()
+
+
+async def clear_mirror(client: Any, keys: MirrorKeys) -> int:
+    """Delete every key of the mirror's schema (and nothing else under the prefix)."""
+    portfolios = [m.decode() for m in await client.smembers(keys.portfolios)]
+    rejections = [m.decode() for m in await client.smembers(keys.rejection_index)]
+    doomed = [keys.portfolios, keys.prices, keys.rejection_index, keys.updated, keys.log_id]
+    for strategy_id in portfolios:
+        doomed += [keys.portfolio(strategy_id), keys.fills(strategy_id), keys.equity(strategy_id)]
+    doomed += [keys.rejections(key) for key in rejections]
+    return int(await client.delete(*doomed))

@@ -22,6 +22,7 @@ import structlog
 from faust.types import EventT, StreamT, TopicT
 from faust.types.tuples import Message
 
+from alpha_panda.broker_probe import BrokerProbe
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.settings import Settings, Stage
 from alpha_panda.topics import OutgoingRecord, TopicSpec, dlq_name, partitions_of
@@ -64,6 +65,7 @@ class StageContext:
     metrics: StageMetrics
     topics: dict[str, TopicT] = field(default_factory=dict)
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    broker_probe: BrokerProbe | None = None  # read by /health (see broker_probe.py)
     # Per source partition: the offset the next record should have.
     _expected_offset: dict[Any, int | None] = field(default_factory=dict)
     _generation: int | None = None

@@ -164,6 +164,7 @@ class Tables:
     PORTFOLIOS = "portfolios"
     RECENT_FILLS = "recent-fills"
     RECENT_REJECTIONS = "recent-rejections"
+    LIVE_ORDERS = "live-orders"
 
 
 # Raw broker passthrough measured by the benchmark next to the pipeline (scripts/bench.py).
@@ -174,3 +175,9 @@ BENCH_PASSTHROUGH = TopicSpec(
 
 def changelog_topic(consumer_group: str, table: str) -> str:
     return f"{consumer_group}-{table}-changelog"
+
+
+# One record per log the pipeline has run on: its id and what a crash of its broker loses
+# (alpha_panda/log_identity.py). The Redis mirror is tied to the latest id.
+LOG_IDENTITY = "alpha-panda.log-identity"
+LOG_IDENTITY_PARTITIONS = 1

@@ -35,6 +35,7 @@ from aiokafka.admin import NewTopic  # noqa: E402
 from alpha_panda import db  # noqa: E402
 from alpha_panda.admin import admin_client, ensure_topics  # noqa: E402
 from alpha_panda.broker import EmbeddedBroker  # noqa: E402
+from alpha_panda.log_snapshot import restore_log, save_log  # noqa: E402
 from alpha_panda.settings import Stage, load_settings  # noqa: E402
 from alpha_panda.topics import BENCH_PASSTHROUGH, MARKET_TICKS, SIGNALS_GENERATED  # noqa: E402
 from models.envelope import new_event_id  # noqa: E402
@@ -345,6 +346,9 @@ def main() -> int:
         # 3. The floor: bare agents over every tick the run produced, with nothing else
         # running, in the same broker.
         floor = faust_floor(bootstrap, args.ticks + paced_n, work)
+        # 4. The embedded broker's log across a clean stop: save the whole run's log (ticks,
+        # derived topics, changelogs, group offsets) and restore it into a fresh broker.
+        snapshot = log_snapshot_round_trip(bootstrap, work)
     finally:
         for w in workers:
             w.stop()
@@ -367,6 +371,7 @@ def main() -> int:
         "latency_rate_ticks_per_s": args.rate,
         "latency_ms": {f"p{int(q * 100)}": round(v * 1000, 2) for q, v in quantiles.items()},
         "rss_mb": {k: round(v, 1) for k, v in memory.items()},
+        **snapshot,
     }
     print(f"machine                      {result['machine']}")
     print(f"producer batches             max {batch} bytes")
@@ -391,9 +396,36 @@ def main() -> int:
     print(
         "resident memory (MB):        " + "  ".join(f"{k} {v}" for k, v in result["rss_mb"].items())
     )
+    print(
+        f"log snapshot (clean stop)    {result['log_snapshot_records']:>8} records, "
+        f"{result['log_snapshot_bytes'] / 1e6:.1f} MB: save {result['log_snapshot_save_s']} s, "
+        f"restore {result['log_snapshot_restore_s']} s"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def log_snapshot_round_trip(bootstrap: str, work: Path) -> dict[str, float | int]:
+    """Time saving the broker's whole log and restoring it into a fresh broker."""
+    path = work / "broker" / "log.snapshot"
+    started = time.perf_counter()
+    saved = asyncio.run(save_log(bootstrap, path, "bench"))
+    save_s = time.perf_counter() - started
+    fresh = EmbeddedBroker.on_free_port()
+    fresh.start()
+    try:
+        started = time.perf_counter()
+        asyncio.run(restore_log(fresh.bootstrap, path))
+        restore_s = time.perf_counter() - started
+    finally:
+        fresh.stop()
+    return {
+        "log_snapshot_records": saved.records,
+        "log_snapshot_bytes": path.stat().st_size,
+        "log_snapshot_save_s": round(save_s, 2),
+        "log_snapshot_restore_s": round(restore_s, 2),
+    }
 
 
 def drained(workers: list[StageProcess]) -> bool:

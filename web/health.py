@@ -21,10 +21,12 @@ async def evaluate_health(context: StageContext) -> tuple[bool, dict[str, Any]]:
         assignment = consumer.assignment() if consumer is not None else set()
     except Exception:  # the consumer may not exist yet during startup
         assignment = set()
-    checks["broker"] = {
-        "ok": bool(app.started) and not app.should_stop,
-        "detail": "worker running" if app.started else "worker not started",
-    }
+    broker_ok = bool(app.started) and not app.should_stop
+    broker_detail = "worker running" if app.started else "worker not started"
+    if broker_ok and context.broker_probe is not None:
+        # Faust keeps "started" while the broker is gone; the cached probe does not.
+        broker_ok, broker_detail = context.broker_probe.status()
+    checks["broker"] = {"ok": broker_ok, "detail": broker_detail}
     if not app.producer_only:
         checks["assignment"] = {
             "ok": len(assignment) > 0,

@@ -2,8 +2,13 @@
 
 Starts the embedded broker when nothing answers at the configured address, creates the
 topics, prepares the configuration database, starts one `faust -A alpha_panda worker`
-per stage, prints a live summary, and on Ctrl-C or SIGTERM stops the workers (each
-flushes its producer), then the broker.
+per stage, prints a live summary, and on Ctrl-C, SIGTERM or SIGHUP stops the workers
+(each flushes its producer), then the broker.
+
+It supervises what it started (:mod:`alpha_panda.supervisor`): a stage that exits
+unexpectedly is restarted with backoff, one that crash-loops is marked down while the
+others keep running; a dead embedded broker is restarted, its topics created again, and
+every stage restarted against it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker, is_reachable
+from alpha_panda.embedded_log import close_log, durability, open_log, snapshot_path
+from alpha_panda.log_identity import ensure_identity
+from alpha_panda.log_snapshot import SnapshotError
 from alpha_panda.settings import Settings, Stage, get_settings
+from alpha_panda.supervisor import ChildStatus, Process, Supervisor, die_with_parent
 
 STOP_TIMEOUT_S = 30.0
 
@@ -127,6 +137,21 @@ def _equity_line(settings: Settings) -> str:
     return equity_summary(settings)
 
 
+BROKER = "broker"
+POLL_INTERVAL_S = 0.5
+SUMMARY_INTERVAL_S = 2.0
+# Stages stopped because the broker died cannot commit or leave their groups: no point
+# waiting the full STOP_TIMEOUT_S for them.
+BROKER_LOST_STOP_TIMEOUT_S = 10.0
+
+
+def _processes_line(supervisor: Supervisor) -> str:
+    """Each supervised process's state: running, restart count, or DOWN with exit and log."""
+    return "processes: " + "  ".join(
+        f"{name} {child.describe()}" for name, child in supervisor.children.items()
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     stages = [Stage(s.strip()) for s in args.stages.split(",") if s.strip()]
@@ -134,44 +159,72 @@ def run(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     broker: EmbeddedBroker | None = None
-    workers: dict[Stage, subprocess.Popen[bytes]] = {}
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    supervisor = Supervisor()
+    stage_names = [stage.value for stage in stages]
+    # Saved at stop only when the embedded broker holds the log we opened: never a
+    # half-restored or empty log over the last good snapshot.
+    log_opened = False
+    # SIGHUP (the terminal closed) stops everything like SIGTERM: the stages run in their
+    # own sessions, so without this they would keep trading with nobody watching.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         bootstrap = settings.broker.bootstrap_servers[0]
         if is_reachable(bootstrap):
             print(f"broker: using the one at {bootstrap}")
         elif settings.broker.embedded:
             host, _, port = bootstrap.rpartition(":")
-            broker = EmbeddedBroker(host or "127.0.0.1", int(port), log_dir / "broker.log")
-            broker.start()
+            embedded = broker = EmbeddedBroker(
+                host or "127.0.0.1",
+                int(port),
+                log_dir / "broker.log",
+                preexec_fn=die_with_parent(),
+            )
+
+            def launch_broker() -> Process:
+                embedded.start()
+                return embedded.process
+
+            supervisor.add(BROKER, launch_broker, log_dir / "broker.log")
+            supervisor.start(BROKER)
             # The embedded broker refuses InitProducerId; say so in settings, not in errors.
             env["ALPHA_PANDA_BROKER_ENABLE_IDEMPOTENCE"] = "false"
             env["ALPHA_PANDA_BROKER_EXACTLY_ONCE"] = "false"
-            print(f"broker: started the embedded broker on {broker.bootstrap} (in-memory log)")
+            print(
+                f"broker: started the embedded broker on {broker.bootstrap} "
+                f"(pid {embedded.process.pid}, {durability(settings)})"
+            )
+            try:
+                identity, note = asyncio.run(open_log(settings))
+            except SnapshotError as exc:
+                print(
+                    f"alpha-panda: cannot restore the saved log: {exc}\n"
+                    "  `alpha-panda broker --reset` deletes it (its history is then lost)",
+                    file=sys.stderr,
+                )
+                return 1
+            log_opened = True
+            print(f"log: {note}; log id {identity.log_id}")
         else:
             print(f"alpha-panda: no broker answers at {bootstrap}", file=sys.stderr)
             return 1
         report = asyncio.run(ensure_topics(settings))
         print(f"topics: {len(report.created)} created, {len(report.existing)} already there")
+        if broker is None:
+            asyncio.run(ensure_identity(settings.broker.bootstrap_servers))
         seeded = _prepare_database(settings)
         if seeded:
             print(f"database: seeded demo strategies {', '.join(seeded)}")
         for stage in stages:
             log_path = log_dir / f"{stage.value}.log"
-            stage_env = {**env, "ALPHA_PANDA_STAGE": stage.value}
-            with log_path.open("ab") as sink:
-                workers[stage] = subprocess.Popen(
-                    [_faust_bin(), "-A", "alpha_panda", "worker", "-l", "info"],
-                    env=stage_env,
-                    stdout=sink,
-                    stderr=sink,
-                    stdin=subprocess.DEVNULL,
-                    # Own session: a terminal's Ctrl-C reaches only this orchestrator, which
-                    # stops the stages in order and the broker last.
-                    start_new_session=True,
-                )
+            supervisor.add(
+                stage.value,
+                _stage_launcher(stage, env, log_path, lambda: _topics_if_reachable(settings)),
+                log_path,
+                gate=lambda: is_reachable(bootstrap),
+            )
+            child = supervisor.start(stage.value)
             print(
-                f"stage {stage.value}: pid {workers[stage].pid}, "
+                f"stage {stage.value}: pid {child.proc.pid if child.proc else '?'}, "
                 f"http://{settings.web.host}:{settings.stage_web_port(stage)}/health, "
                 f"log {log_path}"
             )
@@ -181,47 +234,109 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         deadline = time.monotonic() + args.duration if args.duration else None
+        next_summary = time.monotonic() + SUMMARY_INTERVAL_S
         while deadline is None or time.monotonic() < deadline:
-            for stage, proc in workers.items():
-                if proc.poll() is not None:
-                    print(
-                        f"alpha-panda: stage {stage.value} exited with {proc.returncode}; "
-                        f"see {log_dir / (stage.value + '.log')}",
-                        file=sys.stderr,
-                    )
+            for event in supervisor.poll():
+                print(f"alpha-panda: {event.child} {event.detail}", file=sys.stderr, flush=True)
+                if event.child != BROKER:
+                    continue
+                if event.what == "down":
+                    print("alpha-panda: the broker is down; stopping", file=sys.stderr)
                     return 1
-            time.sleep(2.0)
-            if not args.no_summary:
+                if event.what == "exited":
+                    # The stages' positions, tables and groups refer to a log that is
+                    # gone; they start again, from what the new broker holds, once it is up.
+                    supervisor.stop(stage_names, BROKER_LOST_STOP_TIMEOUT_S)
+                elif event.what == "restarted":
+                    log_opened = False
+                    try:
+                        identity, note = asyncio.run(open_log(settings, after_crash=True))
+                    except Exception as exc:
+                        print(
+                            f"alpha-panda: the restarted broker's log could not be opened "
+                            f"({type(exc).__name__}: {exc}); stopping",
+                            file=sys.stderr,
+                        )
+                        return 1
+                    log_opened = True
+                    print(f"alpha-panda: log {note}; log id {identity.log_id}", file=sys.stderr)
+                    for name in stage_names:
+                        if supervisor.children[name].status is not ChildStatus.DOWN:
+                            supervisor.restart_now(name, STOP_TIMEOUT_S)
+                    print("alpha-panda: broker back; stages restarted", file=sys.stderr)
+            time.sleep(POLL_INTERVAL_S)
+            if not args.no_summary and time.monotonic() >= next_summary:
+                next_summary = time.monotonic() + SUMMARY_INTERVAL_S
                 print(time.strftime("%H:%M:%S"), _summary(settings, stages), flush=True)
+                print(f"  {_processes_line(supervisor)}", flush=True)
         return 0
     except (KeyboardInterrupt, _Stop):
         print("\nstopping ...", flush=True)
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop_workers(workers)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        # The feed first, so nothing new enters while the others drain and flush.
+        order = [s.value for s in reversed(START_ORDER) if s.value in supervisor.children]
+        codes = supervisor.stop(order, STOP_TIMEOUT_S)
         if broker is not None:
+            if log_opened and supervisor.running(BROKER):
+                _save_log(settings)
             broker.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print(
             "stopped cleanly"
-            if all(p.returncode == 0 for p in workers.values())
+            if all(code == 0 for code in codes.values())
             else "stopped (a stage did not exit cleanly; see its log)"
         )
 
 
-def _stop_workers(workers: dict[Stage, subprocess.Popen[bytes]]) -> None:
-    # The feed first, so nothing new enters while the others drain and flush.
-    for stage in reversed(START_ORDER):
-        proc = workers.get(stage)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for stage, proc in workers.items():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"stage {stage.value} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it")
-            proc.kill()
-            proc.wait()
+def _save_log(settings: Settings) -> None:
+    try:
+        print(f"log: {asyncio.run(close_log(settings))}", flush=True)
+    except Exception as exc:  # the broker still stops; the previous snapshot stays
+        print(
+            f"alpha-panda: the log was NOT saved ({type(exc).__name__}: {exc}); "
+            f"{snapshot_path(settings)} still holds the previous clean stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _topics_if_reachable(settings: Settings) -> None:
+    """Create missing topics before a stage (re)starts, so its subscription does not.
+
+    A broker restarted with an empty log (the embedded broker's memory engine, or one
+    reset by hand) would otherwise get the topics from the first client that names
+    them, with the broker's default partition count instead of the registry's.
+    """
+    if is_reachable(settings.broker.bootstrap_servers[0]):
+        asyncio.run(ensure_topics(settings))
+
+
+def _stage_launcher(
+    stage: Stage, env: dict[str, str], log_path: Path, before: Callable[[], None]
+) -> Callable[[], Process]:
+    stage_env = {**env, "ALPHA_PANDA_STAGE": stage.value}
+    die_with_us = die_with_parent()
+
+    def launch() -> Process:
+        before()
+        with log_path.open("ab") as sink:
+            return subprocess.Popen(
+                [_faust_bin(), "-A", "alpha_panda", "worker", "-l", "info"],
+                env=stage_env,
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+                # Own session: a terminal's Ctrl-C reaches only this supervisor, which
+                # stops the stages in order and the broker last.
+                start_new_session=True,
+                # ... and if the supervisor dies, the kernel stops the stage.
+                preexec_fn=die_with_us,
+            )
+
+    return launch

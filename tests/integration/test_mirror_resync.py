@@ -60,3 +60,33 @@ async def test_rewrite_drops_portfolios_that_no_longer_exist(redis_url: str) -> 
     assert client.get(keys.portfolio("gone")) is None
     assert {m.decode() for m in client.smembers(keys.portfolios)} == {"a"}
     assert json.loads(client.get(keys.portfolio("a"))) == {"cash": "3"}
+
+
+async def test_a_mirror_built_from_another_log_is_cleared_before_anything_is_served(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    keys = MirrorKeys("resync-test")
+    old = mirror_over(redis_url, {"stale": {"cash": "1"}, "kept": {"cash": "2"}})
+    old.log_id = "log-1"
+    assert await old.flush() is True
+    await old.close()
+    assert client.get(keys.log_id) == b"log-1"
+    client.set("resync-test:not-the-mirrors", "x")  # other keys under the prefix stay
+
+    same = mirror_over(redis_url, {"kept": {"cash": "2"}})
+    same.log_id = "log-1"  # same log: nothing cleared (a restart of the portfolio manager)
+    assert await same.flush() is True
+    await same.close()
+    assert client.get(keys.portfolio("stale")) is not None
+
+    new = mirror_over(redis_url, {"kept": {"cash": "3"}})
+    new.log_id = "log-2"  # a new log: what came from log-1 is gone
+    assert await new.flush() is True
+    await new.close()
+    assert client.get(keys.log_id) == b"log-2"
+    assert client.get(keys.portfolio("stale")) is None
+    assert {m.decode() for m in client.smembers(keys.portfolios)} == {"kept"}
+    assert json.loads(client.get(keys.portfolio("kept"))) == {"cash": "3"}
+    assert client.lrange(keys.equity("stale"), 0, -1) == []
+    assert client.get("resync-test:not-the-mirrors") == b"x"
