@@ -224,8 +224,8 @@ class FeedSettings(_Section):
     )
     sessions_only: bool = Field(
         default=True,
-        description="Publish only while an NSE session is open (wall clock, IST); "
-        "`make run` and the test harness set false to tick at any hour.",
+        description="The mock feed publishes only while an NSE session is open (wall "
+        "clock, IST); `make run` and the test harness set false to tick at any hour.",
     )
 
 
