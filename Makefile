@@ -10,22 +10,29 @@ STAMP  := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+EXAMPLE_PLUGIN := examples/alpha_panda_example_strategy
+
+# The example strategy plug-in is installed too: the tests run it through its entry point.
+$(STAMP): pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e $(EXAMPLE_PLUGIN)
 	touch $(STAMP)
 
 venv: $(STAMP) ## create or update .venv
 
+# `make run` is a demo that should trade at any hour: unless the environment says
+# otherwise, the mock feed ticks outside NSE sessions and risk does not enforce them.
+run: export ALPHA_PANDA_FEED_SESSIONS_ONLY ?= false
+run: export ALPHA_PANDA_MARKET_ENFORCE_SESSIONS ?= false
 run: $(STAMP) ## run the whole pipeline on the embedded broker (Ctrl-C stops it)
 	$(BIN)/alpha-panda run
 
 test: $(STAMP) ## the whole suite: unit, contract, integration (embedded broker, PostgreSQL, Redis)
 	$(BIN)/python -m pytest -q -ra
 
-test-unit: $(STAMP) ## unit and contract tests only
-	$(BIN)/python -m pytest -q tests/unit tests/contract
+test-unit: $(STAMP) ## unit and contract tests only (with the example plug-in's)
+	$(BIN)/python -m pytest -q tests/unit tests/contract examples
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

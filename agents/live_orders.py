@@ -146,6 +146,7 @@ def fills_for_trades(order: LiveOrder, trades: Iterable[KiteTrade]) -> list[Orde
                 fee_breakdown=breakdown,
                 execution_mode=ExecutionMode.LIVE,
                 filled_ts=_trade_time(trade, order.placed_ts),
+                reason=signal.reason or None,  # as paper fills: a square-off shows as one
             )
         )
     return fills

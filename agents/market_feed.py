@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 import structlog
 
 from agents.random_walk import RandomWalkFeed, parse_instruments
+from agents.session_rules import feed_pause
 from alpha_panda.admin import wait_for_topics
 from alpha_panda.feed_resume import last_published
+from alpha_panda.market_calendar import NseCalendar
 from alpha_panda.producer import send_record, start_producer
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import MARKET_TICKS
@@ -31,6 +33,8 @@ def register(ctx: StageContext) -> None:
     instruments = parse_instruments(settings.instruments)
     feed = RandomWalkFeed(instruments, settings.seed, settings.volatility_bps)
     interval = 1.0 / settings.ticks_per_second
+    # Outside NSE sessions the feed idles (ALPHA_PANDA_FEED_SESSIONS_ONLY=false: any hour).
+    calendar = NseCalendar.default() if settings.sessions_only else None
     ctx.topic(MARKET_TICKS)
     # The feed consumes nothing: Faust's producer-only boot runs the web server (health,
     # metrics) and tasks without a consumer group subscription.
@@ -59,6 +63,7 @@ def register(ctx: StageContext) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         sent = 0
+        waiting = False
         log.info(
             "market_feed_started",
             topic=MARKET_TICKS.name,
@@ -69,6 +74,15 @@ def register(ctx: StageContext) -> None:
                 settings.max_ticks and sent >= settings.max_ticks
             ):
                 now = datetime.now(UTC)
+                pause = feed_pause(calendar, now) if calendar is not None else 0.0
+                if pause > 0:
+                    if not waiting:
+                        log.info("market_feed_waiting_for_session", now=now.isoformat())
+                    waiting = True
+                    await asyncio.sleep(pause)
+                    next_at = loop.time()
+                    continue
+                waiting = False
                 tick = feed.step(now)
                 record = MARKET_TICKS.record(
                     tick, event_id=new_event_id(), ts=now, source=ctx.source

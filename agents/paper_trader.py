@@ -281,4 +281,5 @@ class PaperTrader:
             fee_breakdown=breakdown,
             execution_mode=ExecutionMode.PAPER,
             filled_ts=filled_ts,
+            reason=signal.reason or None,
         )

@@ -16,6 +16,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from agents.risk_rules import RiskDecision, evaluate
+from agents.session_rules import session_rules_from
 from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
@@ -91,6 +92,7 @@ def register(ctx: StageContext) -> None:
         if applied:
             log.info("halts_applied", stage=ctx.source, scopes=applied)
 
+    session_rules = session_rules_from(ctx.settings)
     watcher = ConfigWatcher(ctx, policy.configure, after_apply=acknowledge_halts)
     watcher.install()
     # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
@@ -124,7 +126,7 @@ def register(ctx: StageContext) -> None:
             await emit_rejection(envelope, signal, pre[0], pre[1])
             return
         decision: RiskDecision = evaluate(
-            signal, envelope.id, policy.limits[sid], state, policy.kill_switch
+            signal, envelope.id, policy.limits[sid], state, policy.kill_switch, session_rules
         )
         if not decision.duplicate:
             states[sid] = decision.new_state

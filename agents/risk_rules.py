@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.session_rules import SessionRules, session_rejection
 from models.events import OrderType, RejectionReason, Side, TradingSignal
 from tables.portfolio import average_cost_step
 from tables.risk_state import (
@@ -219,13 +220,37 @@ RULE_ORDER: tuple[Rule, ...] = (
 )
 
 
-def first_rejection(
-    signal: TradingSignal, limits: RiskLimits, state: StrategyRiskState, kill_switch: KillSwitch
+def check_session(
+    signal: TradingSignal, limits: RiskLimits, state: StrategyRiskState, sessions: SessionRules
 ) -> Rejection | None:
-    """The kill switch, then :data:`RULE_ORDER`; the first rejection wins."""
+    """Market hours and the MIS cut-off (agents/session_rules.py), in event time."""
+    found = session_rejection(
+        signal,
+        sessions,
+        product=limits.product,
+        allow_pre_open=limits.allow_pre_open,
+        held=state.position(signal.instrument_token),
+    )
+    return None if found is None else Rejection(reason=found[0], detail=found[1])
+
+
+def first_rejection(
+    signal: TradingSignal,
+    limits: RiskLimits,
+    state: StrategyRiskState,
+    kill_switch: KillSwitch,
+    sessions: SessionRules | None = None,
+) -> Rejection | None:
+    """The kill switch, the trading day (when ``sessions`` is given), then
+    :data:`RULE_ORDER`; the first rejection wins."""
     rejection = check_kill_switch(signal, kill_switch)
     if rejection is not None:
         return rejection
+    # Right after the operator's switch: a closed market is the most lasting reason.
+    if sessions is not None:
+        rejection = check_session(signal, limits, state, sessions)
+        if rejection is not None:
+            return rejection
     for rule in RULE_ORDER:
         rejection = rule(signal, limits, state)
         if rejection is not None:
@@ -239,8 +264,12 @@ def evaluate(
     limits: RiskLimits,
     state: StrategyRiskState,
     kill_switch: KillSwitch,
+    sessions: SessionRules | None = None,
 ) -> RiskDecision:
     """Decide one signal of ``state``'s strategy and return the state after it.
+
+    ``sessions`` enables the trading-day checks; None (``market.enforce_sessions`` off)
+    judges the signal at any hour.
 
     Approval applies the order at ``reference_price`` (position, average cost, realized
     P&L, rate window). Rejection records only the mark, the seen id and a day halt.
@@ -261,7 +290,7 @@ def evaluate(
     marked = state.on_day(trading_day_of(signal.signal_ts)).with_mark(
         signal.instrument_token, signal.reference_price
     )
-    rejection = first_rejection(signal, limits, marked, kill_switch)
+    rejection = first_rejection(signal, limits, marked, kill_switch, sessions)
     if rejection is not None:
         if rejection.reason is RejectionReason.DAILY_LOSS_HALT:
             marked = marked.model_copy(update={"halted_for_day": True})

@@ -14,9 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from agents.session_rules import (
+    SQUARE_OFF_REASON,
+    SessionRules,
+    session_rejection,
+    square_off_due,
+)
 from alpha_panda.db import RuntimeConfig
 from models.envelope import derived_event_id
 from models.events import MarketTick, TradingSignal
@@ -35,6 +42,9 @@ class Assignment:
     config: StrategyConfig
     params: dict[str, Any]
     fingerprint: str
+    # From the strategy's risk_limits overrides, else the ALPHA_PANDA_RISK_* defaults.
+    product: str = "MIS"
+    allow_pre_open: bool = False
 
     @property
     def key(self) -> str:
@@ -56,6 +66,10 @@ class _Cached:
 
 @dataclass
 class StrategyHost:
+    # None: the trading day is not enforced (market.enforce_sessions off): no square-off.
+    sessions: SessionRules | None = None
+    default_product: str = "MIS"
+    default_allow_pre_open: bool = False
     _routes: dict[int, list[Assignment]] = field(default_factory=dict)
     _cache: dict[str, _Cached] = field(default_factory=dict)
 
@@ -69,7 +83,17 @@ class StrategyHost:
             except StrategyConfigError as exc:
                 problems.append(str(exc))
                 continue
+            except Exception as exc:
+                # A plug-in's own validator may raise anything; that strategy is skipped,
+                # the others (and the runner) carry on.
+                problems.append(
+                    f"strategy {record.strategy_id!r}: parameters of kind {record.kind!r} "
+                    f"could not be validated: {type(exc).__name__}: {exc}"
+                )
+                continue
             fingerprint = _fingerprint(record.kind, record.parameters, record.execution_mode.value)
+            product = str(record.risk_limits.get("product", self.default_product))
+            pre_open = bool(record.risk_limits.get("allow_pre_open", self.default_allow_pre_open))
             for instrument in record.instruments:
                 routes.setdefault(instrument.token, []).append(
                     Assignment(
@@ -83,6 +107,8 @@ class StrategyHost:
                         ),
                         params=dict(record.parameters),
                         fingerprint=fingerprint,
+                        product=product,
+                        allow_pre_open=pre_open,
                     )
                 )
         self._routes = routes
@@ -107,7 +133,12 @@ class StrategyHost:
             return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
+        held, opened = strategy.position, strategy.opened_ts
         signals = strategy.on_tick(tick)
+        if self.sessions is not None:
+            signals = _apply_trading_day(
+                self.sessions, assignment, strategy, tick, signals, held, opened
+            )
         emitted = [
             (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
             for index, signal in enumerate(signals)
@@ -166,6 +197,43 @@ def previous_price(entries: list[dict[str, Any] | None]) -> Decimal | None:
     if not priced:
         return None
     return Decimal(max(priced, key=lambda e: int(e["offset"]))["px"])
+
+
+def _apply_trading_day(
+    rules: SessionRules,
+    assignment: Assignment,
+    strategy: BaseStrategy[Any],
+    tick: MarketTick,
+    signals: list[TradingSignal],
+    held: int,
+    opened: datetime | None,
+) -> list[TradingSignal]:
+    """Keep the strategy's implied position in line with what risk will accept, and
+    add the MIS square-off (see agents/session_rules.py)."""
+    for signal in signals:
+        # Risk refuses it for the same rule: the signal still goes out (its rejection
+        # is visible), but the strategy must not believe it was filled.
+        if session_rejection(
+            signal,
+            rules,
+            product=assignment.product,
+            allow_pre_open=assignment.allow_pre_open,
+            held=held,
+        ):
+            strategy.set_position(held, opened)
+    if (
+        assignment.product == "MIS"
+        and strategy.position > 0
+        and square_off_due(rules, tick.exchange_ts, strategy.opened_ts)
+    ):
+        cutoff = rules.square_off_at(tick.exchange_ts)
+        when = f"{cutoff:%H:%M} IST" if cutoff is not None else "the close"
+        exit_signal = strategy.close_position(
+            tick, f"{SQUARE_OFF_REASON}: intraday (MIS) position closed at {when}"
+        )
+        if exit_signal is not None:
+            signals = [*signals, exit_signal]
+    return signals
 
 
 def _fingerprint(kind: str, parameters: dict[str, Any], mode: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
+from agents.session_rules import session_rules_from
 from agents.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
@@ -20,12 +21,20 @@ from alpha_panda.runtime import Route, StageContext
 from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
 from models.envelope import EventEnvelope
+from strategies.factory import StrategyFactory
 
 log = structlog.get_logger(__name__)
 
 
 def register(ctx: StageContext) -> None:
-    host = StrategyHost()
+    host = StrategyHost(
+        sessions=session_rules_from(ctx.settings),
+        default_product=ctx.settings.risk.product,
+        default_allow_pre_open=ctx.settings.risk.allow_pre_open,
+    )
+    # Entry-point plug-ins are imported here, once; a broken one is skipped, not fatal.
+    for problem in StrategyFactory.plugin_problems():
+        log.warning("strategy_plugin_skipped", stage=ctx.source, reason=problem)
     guard = TickGuard(ctx)
     states = ctx.write_behind_table(
         "strategy-state",

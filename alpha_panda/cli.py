@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "alpha_panda.commands.db",
     "alpha_panda.commands.strategies",
     "alpha_panda.commands.users",
+    "alpha_panda.commands.calendar",
     "alpha_panda.commands.risk",
     "alpha_panda.commands.run",
     "alpha_panda.commands.ops",

@@ -400,7 +400,10 @@ RISK_OVERRIDE_KEYS: tuple[str, ...] = (
     "max_orders_per_minute",
     "allowed_instruments",
     "allow_short",
+    "product",
+    "allow_pre_open",
 )
+PRODUCTS = ("MIS", "CNC", "NRML")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -417,12 +420,22 @@ def _check_strategy_id(strategy_id: str) -> None:
         )
 
 
+_KIND_MAX_LENGTH = 32  # strategy_configurations.kind is VARCHAR(32)
+
+
 def _check_kind(kind: str) -> None:
-    known = StrategyFactory.known_kinds()
-    if kind not in known:
+    # Built-in, entry-point plug-in, or a module:Class import path (imported here, so a
+    # plug-in that cannot be imported is refused when it is configured).
+    if len(kind) > _KIND_MAX_LENGTH:
         raise ConfigValidationError(
-            "kind", f"unknown strategy kind {kind!r} (known: {', '.join(sorted(known))})"
+            "kind",
+            f"at most {_KIND_MAX_LENGTH} characters, got {len(kind)}; publish a plug-in with a "
+            "long import path through the alpha_panda.strategies entry point instead",
         )
+    try:
+        StrategyFactory.strategy_class(kind)
+    except StrategyConfigError as exc:
+        raise ConfigValidationError("kind", exc.message) from None
 
 
 def _validated_params(kind: str, params: Mapping[str, Any], strategy_id: str) -> dict[str, Any]:
@@ -431,6 +444,11 @@ def _validated_params(kind: str, params: Mapping[str, Any], strategy_id: str) ->
     except StrategyConfigError as exc:
         field = f"parameters.{exc.field}" if exc.field else "parameters"
         raise ConfigValidationError(field, exc.message) from None
+    except Exception as exc:
+        # A plug-in's own validator may raise anything: refuse, naming it, not a traceback.
+        raise ConfigValidationError(
+            "parameters", f"kind {kind!r} failed to validate them: {type(exc).__name__}: {exc}"
+        ) from None
     # mode="json" turns Decimals into strings, which is how they are stored.
     dumped: dict[str, Any] = model.model_dump(mode="json")
     return dumped
@@ -560,8 +578,15 @@ def validate_risk_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
             clean[key] = _positive_decimal(key, value)
         elif key == "allowed_instruments":
             clean[key] = _instrument_list(value)
-        elif key == "allow_short":
+        elif key in ("allow_short", "allow_pre_open"):
             clean[key] = _boolean(key, value)
+        elif key == "product":
+            product = str(value).strip().upper()
+            if product not in PRODUCTS:
+                raise ConfigValidationError(
+                    "risk_limits.product", f"must be one of {', '.join(PRODUCTS)}, got {value!r}"
+                )
+            clean[key] = product
         else:
             raise ConfigValidationError(
                 f"risk_limits.{key}",

@@ -8,13 +8,22 @@ the environment.
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_JWT_SECRET = "change-me-in-production"
@@ -180,6 +189,14 @@ class RiskSettings(_Section):
         default="", description="Comma separated instrument tokens; empty allows all."
     )
     allow_short: bool = Field(default=False, description="Allow SELL below a flat position.")
+    product: Literal["MIS", "CNC", "NRML"] = Field(
+        default="MIS",
+        description="Product a strategy trades unless its configuration says otherwise; "
+        "MIS positions are squared off before the close.",
+    )
+    allow_pre_open: bool = Field(
+        default=False, description="Approve signals in the 09:00-09:08 pre-open order entry."
+    )
 
 
 class PortfolioSettings(_Section):
@@ -211,6 +228,40 @@ class FeedSettings(_Section):
         "still share a request while one is in flight); the 5 ms of broker.linger_ms was "
         "half of a tick's median trip to the portfolio at low rates.",
     )
+    sessions_only: bool = Field(
+        default=True,
+        description="The mock feed publishes only while an NSE session is open (wall "
+        "clock, IST); `make run` and the test harness set false to tick at any hour.",
+    )
+
+
+class MarketSettings(_Section):
+    """The NSE trading day (alpha_panda/market_calendar.py), judged in event time."""
+
+    enforce_sessions: bool = Field(
+        default=True,
+        description="Risk rejects signals outside the regular session (market_closed) and "
+        "new MIS entries after square-off; the runner squares MIS positions off. false for "
+        "demos and tests at any hour.",
+    )
+    square_off_time: time = Field(
+        default=time(15, 20),
+        description="IST time MIS positions are closed; special sessions keep the same "
+        "lead before their close.",
+    )
+
+    @field_validator("square_off_time")
+    @classmethod
+    def _inside_regular_session(cls, value: time) -> time:
+        if not time(9, 15) < value < time(15, 30):
+            raise ValueError("must be after 09:15 and before 15:30 (IST)")
+        return value
+
+    @property
+    def square_off_lead(self) -> timedelta:
+        """How long before the regular session's close MIS positions are squared off."""
+        close = datetime.combine(datetime.min, time(15, 30))
+        return close - datetime.combine(datetime.min, self.square_off_time)
 
 
 class ZerodhaSettings(_Section):
@@ -322,6 +373,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
+    market: MarketSettings = MarketSettings()
     zerodha: ZerodhaSettings = ZerodhaSettings()
     ticks: TicksSettings = TicksSettings()
 

@@ -24,7 +24,7 @@ from models.envelope import (
     EventEnvelope,
     EventType,
 )
-from models.events import REJECTION_REASONS_SINCE_V2
+from models.events import REJECTION_REASONS_SINCE_V2, REJECTION_REASONS_SINCE_V3
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -33,6 +33,10 @@ P = TypeVar("P", bound=BaseModel)
 DEPTH_SINCE_VERSION = 2
 # Likewise trading.signal.rejected: v2 only adds the broker's rejection reasons.
 BROKER_REASONS_SINCE_VERSION = 2
+# v3 adds the trading day's reasons (market_closed, mis_cutoff).
+SESSION_REASONS_SINCE_VERSION = 3
+# order.filled v2 adds the optional ``reason``.
+FILL_REASON_SINCE_VERSION = 2
 
 
 class DecodeFailure(StrEnum):
@@ -161,6 +165,28 @@ def decode(
             DecodeFailure.INVALID_FIELDS,
             f"data.reason: {envelope.data.reason.value!r} exists only from version "
             f"{BROKER_REASONS_SINCE_VERSION}",
+            position,
+        )
+    if (
+        event_type is EventType.SIGNAL_REJECTED
+        and envelope.version < SESSION_REASONS_SINCE_VERSION
+        and envelope.data.reason in REJECTION_REASONS_SINCE_V3
+    ):
+        raise DecodeError(
+            DecodeFailure.INVALID_FIELDS,
+            f"data.reason: {envelope.data.reason.value!r} exists only from version "
+            f"{SESSION_REASONS_SINCE_VERSION}",
+            position,
+        )
+    if (
+        event_type is EventType.ORDER_FILLED
+        and envelope.version < FILL_REASON_SINCE_VERSION
+        and envelope.data.reason is not None
+    ):
+        raise DecodeError(
+            DecodeFailure.INVALID_FIELDS,
+            f"data.reason: order.filled carries a reason only from version "
+            f"{FILL_REASON_SINCE_VERSION}",
             position,
         )
     if key is not None and key.decode("utf-8", "replace") != envelope.key:

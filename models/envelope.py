@@ -43,9 +43,12 @@ PAYLOAD_TYPES: dict[EventType, type[BaseModel]] = {
 # teaching the consumers is caught by the contract tests.
 # Issue 13: market.tick v2 adds the optional 5-level depth; trading.signal.rejected v2 adds
 # the broker's rejection reasons. v1 records of both stay readable.
+# Issue 16: trading.signal.rejected v3 adds market_closed and mis_cutoff; order.filled v2
+# adds the optional `reason`.
 CURRENT_VERSION: dict[EventType, int] = {t: 1 for t in EventType} | {
     EventType.MARKET_TICK: 2,
-    EventType.SIGNAL_REJECTED: 2,
+    EventType.SIGNAL_REJECTED: 3,
+    EventType.ORDER_FILLED: 2,
 }
 SUPPORTED_VERSIONS: dict[EventType, frozenset[int]] = {
     t: frozenset(range(1, CURRENT_VERSION[t] + 1)) for t in EventType

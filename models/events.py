@@ -65,6 +65,9 @@ class RejectionReason(StrEnum):
     NO_MARKET_PRICE = "no_market_price"
     LIVE_TRADING_NOT_CONFIGURED = "live_trading_not_configured"
     STRATEGY_UNKNOWN = "strategy_unknown"
+    # Since trading.signal.rejected v3 (issue 16): the NSE trading day refused it.
+    MARKET_CLOSED = "market_closed"
+    MIS_CUTOFF = "mis_cutoff"
     # Since trading.signal.rejected v2 (issue 13): the broker refused the order (detail
     # carries its message), or could not be asked (token expired, breaker open, 5xx).
     BROKER_REJECTED = "broker_rejected"
@@ -74,6 +77,7 @@ class RejectionReason(StrEnum):
 REJECTION_REASONS_SINCE_V2 = frozenset(
     {RejectionReason.BROKER_REJECTED, RejectionReason.BROKER_UNAVAILABLE}
 )
+REJECTION_REASONS_SINCE_V3 = frozenset({RejectionReason.MARKET_CLOSED, RejectionReason.MIS_CUTOFF})
 
 
 class _Payload(BaseModel):
@@ -204,6 +208,10 @@ class OrderFill(_Payload):
     fee_breakdown: FeeBreakdown = FeeBreakdown()
     execution_mode: ExecutionMode
     filled_ts: UtcDatetime
+    # Since order.filled v2 (issue 16). The reason of the signal that placed the order
+    # (e.g. "mis_square_off: ..."), so a forced exit is visible wherever fills are. Left
+    # out of the JSON when absent, so a fill without one encodes exactly as v1 did.
+    reason: str | None = Field(default=None, max_length=500, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _fees_add_up(self) -> OrderFill:

@@ -95,6 +95,9 @@ class _ExportedState(BaseModel):
     instrument_token: InstrumentToken
     last_exchange_ts: UtcDatetime | None
     position: int = Field(ge=0)
+    # When the current position was opened (absent in snapshots from before it existed):
+    # the MIS square-off closes a position carried into a later trading day.
+    opened_ts: UtcDatetime | None = None
     prices: list[Price]
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -124,8 +127,10 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         self._prices: deque[Decimal] = deque(maxlen=self._history_size())
         self._last_exchange_ts: datetime | None = None
         # Shares held according to this strategy's own signals (0 = flat). It is what
-        # the strategy *asked for*; whether risk let it through is not visible here.
+        # the strategy *asked for*; whether risk let it through is not visible here,
+        # except that the host corrects it for the trading day's refusals (set_position).
         self._position = 0
+        self._opened_ts: datetime | None = None
 
     # -- what subclasses provide -------------------------------------------------------
 
@@ -171,6 +176,34 @@ class BaseStrategy(ABC, Generic[ParamsT]):
     def last_exchange_ts(self) -> datetime | None:
         return self._last_exchange_ts
 
+    @property
+    def opened_ts(self) -> datetime | None:
+        """Exchange time of the signal that opened the current position (None if flat)."""
+        return self._opened_ts
+
+    def set_position(self, quantity: int, opened_ts: datetime | None) -> None:
+        """Correct the implied position from outside the strategy's own rules.
+
+        Used by the host when it knows a signal will not be honoured (a closed market, the
+        MIS cut-off) so the strategy does not go on believing in an order that never was.
+        """
+        if quantity < 0:
+            raise ValueError("position cannot be negative (strategies are long-only)")
+        self._position = quantity
+        self._opened_ts = opened_ts if quantity > 0 else None
+
+    def close_position(self, tick: MarketTick, reason: str) -> TradingSignal | None:
+        """A MARKET SELL of the whole position, and flat; None when already flat.
+
+        For exits the strategy's own rules did not decide (the MIS square-off). The tick
+        must be one this instance has already processed (time still comes from it).
+        """
+        if self._position <= 0:
+            return None
+        signal = self._signal(tick, Side.SELL, self._position, reason)
+        self.set_position(0, None)
+        return signal
+
     def on_tick(self, tick: MarketTick) -> list[TradingSignal]:
         if tick.instrument_token != self.config.instrument_token:
             raise ValueError(
@@ -191,14 +224,14 @@ class BaseStrategy(ABC, Generic[ParamsT]):
             # Exit what is actually held, so a quantity change while long cannot leave
             # a remainder or oversell into a short.
             signal = self._signal(tick, Side.SELL, self._position, reason)
-            self._position = 0
+            self.set_position(0, None)
         else:
             reason = self._entry_reason(tick)
             if reason is None:
                 return []
             quantity = self.params.quantity
             signal = self._signal(tick, Side.BUY, quantity, reason)
-            self._position = quantity
+            self.set_position(quantity, tick.exchange_ts)
         return [signal]
 
     def _signal(self, tick: MarketTick, side: Side, quantity: int, reason: str) -> TradingSignal:
@@ -224,6 +257,7 @@ class BaseStrategy(ABC, Generic[ParamsT]):
             instrument_token=self.config.instrument_token,
             last_exchange_ts=self._last_exchange_ts,
             position=self._position,
+            opened_ts=self._opened_ts,
             prices=list(self._prices),
             extra=self._export_extra(),
         )
@@ -253,3 +287,4 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         self._prices = deque(parsed.prices, maxlen=self._history_size())
         self._last_exchange_ts = parsed.last_exchange_ts
         self._position = parsed.position
+        self._opened_ts = parsed.opened_ts if parsed.position > 0 else None

@@ -11,9 +11,10 @@ from pydantic_core import ErrorDetails
 from strategies.base import BaseStrategy, StrategyConfig, StrategyParams
 from strategies.mean_reversion import MeanReversionStrategy
 from strategies.momentum import SimpleMomentumStrategy
+from strategies.plugins import PluginScan, import_strategy, is_import_path, scan_entry_points
 
-# kind -> class. A new strategy becomes available everywhere (runner, config CLI) by
-# being added here.
+# kind -> class, the built-in kinds. Strategies of the user's own package join them through
+# entry points or import paths (strategies/plugins.py) without an edit here.
 STRATEGY_REGISTRY: dict[str, type[BaseStrategy[Any]]] = {
     cls.kind: cls for cls in (SimpleMomentumStrategy, MeanReversionStrategy)
 }
@@ -58,22 +59,52 @@ def _describe(error: ErrorDetails, model: type[StrategyParams]) -> tuple[str | N
     return field, error["msg"]
 
 
+_plugin_scan: PluginScan | None = None
+
+
+def _plugins() -> PluginScan:
+    # Scanned on first use, not at import: loading a plug-in runs the user's code.
+    global _plugin_scan
+    if _plugin_scan is None:
+        _plugin_scan = scan_entry_points(frozenset(STRATEGY_REGISTRY))
+    return _plugin_scan
+
+
 class StrategyFactory:
-    """Validation and construction for every registered strategy kind."""
+    """Validation and construction for every strategy kind: built-in, entry-point plug-in,
+    or a ``module:Class`` import path."""
 
     @classmethod
     def known_kinds(cls) -> list[str]:
-        return sorted(STRATEGY_REGISTRY)
+        return sorted({*STRATEGY_REGISTRY, *_plugins().classes})
+
+    @classmethod
+    def plugin_problems(cls) -> tuple[str, ...]:
+        """Why entry-point plug-ins were skipped (for the caller to log)."""
+        return _plugins().problems
+
+    @classmethod
+    def reload_plugins(cls) -> None:
+        """Scan the entry points again on next use (after installing a package)."""
+        global _plugin_scan
+        _plugin_scan = None
 
     @classmethod
     def strategy_class(cls, kind: str, strategy_id: str = "?") -> type[BaseStrategy[Any]]:
-        try:
-            return STRATEGY_REGISTRY[kind]
-        except KeyError:
-            known = ", ".join(cls.known_kinds())
-            raise StrategyConfigError(
-                strategy_id, "kind", f"unknown strategy kind {kind!r} (known: {known})"
-            ) from None
+        found = STRATEGY_REGISTRY.get(kind) or _plugins().classes.get(kind)
+        if found is not None:
+            return found
+        if is_import_path(kind):
+            try:
+                return import_strategy(kind)
+            except ValueError as exc:
+                raise StrategyConfigError(strategy_id, "kind", str(exc)) from None
+        known = ", ".join(cls.known_kinds())
+        raise StrategyConfigError(
+            strategy_id,
+            "kind",
+            f"unknown strategy kind {kind!r} (known: {known}; or module:Class)",
+        ) from None
 
     @classmethod
     def validate_params(
@@ -105,5 +136,8 @@ class StrategyFactory:
 
     @classmethod
     def default_params(cls, kind: str) -> dict[str, Any]:
-        cls.strategy_class(kind)
-        return dict(_DEFAULT_PARAMS[kind])
+        strategy_cls = cls.strategy_class(kind)
+        if kind in _DEFAULT_PARAMS:
+            return dict(_DEFAULT_PARAMS[kind])
+        # A plug-in may offer defaults; without them every parameter must be given.
+        return dict(getattr(strategy_cls, "default_params", {}))

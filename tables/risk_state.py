@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,6 +57,10 @@ class RiskLimits(_Frozen):
         default=None, description="None allows every instrument."
     )
     allow_short: bool = False
+    # Trading rules beside the limits, overridable per strategy the same way: the product
+    # decides the MIS square-off; allow_pre_open admits 09:00-09:08 order entry.
+    product: Literal["MIS", "CNC", "NRML"] = "MIS"
+    allow_pre_open: bool = False
 
     @field_validator(
         "max_order_quantity", "max_position_quantity", "max_orders_per_minute", mode="before"
@@ -90,6 +94,8 @@ class RiskLimits(_Frozen):
                 "max_orders_per_minute": settings.max_orders_per_minute,
                 "allowed_instruments": settings.allowed_instruments,
                 "allow_short": settings.allow_short,
+                "product": settings.product,
+                "allow_pre_open": settings.allow_pre_open,
             }
         )
 

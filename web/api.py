@@ -176,6 +176,7 @@ def fill_row(raw: Mapping[str, Any]) -> dict[str, Any]:
         "fees": money(Decimal(str(raw["fees"]))),
         "execution_mode": str(raw["execution_mode"]),
         "filled_ts": str(raw["filled_ts"]),
+        "reason": str(raw.get("reason") or ""),
     }
 
 

@@ -189,6 +189,11 @@ def _schemas() -> Json:
                 "fees": _money("All fees of this fill."),
                 "execution_mode": {"type": "string", "enum": ["paper", "live"]},
                 "filled_ts": {"type": "string", "format": "date-time"},
+                "reason": {
+                    "type": "string",
+                    "description": "Why the order was placed (the signal's reason); an MIS "
+                    "square-off starts with mis_square_off. Empty when unknown.",
+                },
             },
         },
         "FillList": {

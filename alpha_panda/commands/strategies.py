@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from alpha_panda.db import (
     set_param,
 )
 from models.events import ExecutionMode
+from strategies.factory import STRATEGY_REGISTRY, StrategyFactory
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser("add", help="add a strategy (parameters default per kind)")
     p.add_argument("strategy_id", metavar="ID")
-    p.add_argument("--kind", required=True, help="strategy kind, e.g. momentum, mean_reversion")
+    p.add_argument(
+        "--kind",
+        required=True,
+        help="strategy kind (see `strategies kinds`), or a plug-in class as module:Class",
+    )
     p.add_argument(
         "--instrument",
         action="append",
@@ -64,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME=VALUE",
         help="per-strategy risk limit override (repeatable)",
     )
+    p.add_argument(
+        "--product",
+        choices=["MIS", "CNC", "NRML"],
+        help="product traded (default ALPHA_PANDA_RISK_PRODUCT); MIS is squared off before "
+        "the close; stored as the risk override `product`",
+    )
     p.add_argument("--disabled", action="store_true", help="create it disabled")
     p.set_defaults(handler=add_command)
 
@@ -79,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser("seed-demo", help="create the demo strategies if none exist")
     p.set_defaults(handler=seed_command)
+
+    p = sub.add_parser("kinds", help="strategy kinds: built-in and installed plug-ins")
+    p.set_defaults(handler=kinds_command)
 
 
 # -- argument parsing ------------------------------------------------------------------
@@ -220,6 +235,10 @@ def add_command(args: argparse.Namespace) -> int:
         instruments = parse_instruments(args.instrument)
         params = parse_assignments(args.param, "--param")
         risk = parse_assignments(args.risk, "--risk")
+        if args.product is not None:
+            if "product" in risk:
+                raise ConfigValidationError("--product", "given twice (also as --risk product=)")
+            risk["product"] = args.product
     except ConfigValidationError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 
@@ -273,3 +292,16 @@ def seed_command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_store(action)
+
+
+def kinds_command(args: argparse.Namespace) -> int:
+    """Every kind with its parameters; plug-ins that could not be loaded, with why."""
+    for kind in StrategyFactory.known_kinds():
+        cls = StrategyFactory.strategy_class(kind)
+        params = ", ".join(cls.params_model.model_fields)
+        origin = "built-in" if kind in STRATEGY_REGISTRY else f"plug-in {cls.__module__}"
+        print(f"{kind}  ({origin})  parameters: {params}")
+    problems = StrategyFactory.plugin_problems()
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    return EXIT_OK

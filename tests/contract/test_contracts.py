@@ -45,7 +45,20 @@ CASES = {
         EventType.SIGNAL_REJECTED,
         "momentum-nifty:738561",
     ),
+    # v3 (issue 16): a reason of the NSE trading day.
+    "signal_rejected_v3": (
+        topics.SIGNALS_REJECTED,
+        EventType.SIGNAL_REJECTED,
+        "momentum-nifty:738561",
+    ),
     "order_filled": (topics.ORDERS_FILLED_PAPER, EventType.ORDER_FILLED, "momentum-nifty"),
+    # v2 (issue 16): a fill carrying its signal's reason, here an MIS square-off. A fill
+    # without one leaves the field out and reads as v1.
+    "order_filled_v2": (
+        topics.ORDERS_FILLED_PAPER,
+        EventType.ORDER_FILLED,
+        "intraday-reliance",
+    ),
 }
 
 
@@ -59,7 +72,7 @@ def _version(name: str) -> int:
 
 # Samples of an older, still supported version: they must decode, but producers now
 # stamp the current version.
-LEGACY = {"market_tick", "signal_rejected"}
+LEGACY = {"market_tick", "signal_rejected", "signal_rejected_v2", "order_filled"}
 CURRENT_CASES = sorted(set(CASES) - LEGACY)
 
 
@@ -99,10 +112,11 @@ def test_a_v1_rejection_with_a_broker_reason_is_refused() -> None:
         decode(json.dumps(sample).encode(), topic=topics.SIGNALS_REJECTED.name)
     assert info.value.failure is DecodeFailure.INVALID_FIELDS
     assert "broker_rejected" in info.value.reason
-    # The v1 golden (a risk reason) republishes as v2 with the same data.
+    # The v1 golden (a risk reason) republishes at the current version (v3 since issue 16)
+    # with the same data.
     v1 = decode(_golden("signal_rejected"), topic="t", expect=EventType.SIGNAL_REJECTED)
     record = topics.SIGNALS_REJECTED.record(v1.data, event_id=v1.id, ts=v1.ts, source=v1.source)
-    assert json.loads(record.value)["version"] == 2
+    assert json.loads(record.value)["version"] == 3
     assert json.loads(record.value)["data"] == json.loads(_golden("signal_rejected"))["data"]
 
 
@@ -210,3 +224,36 @@ def test_every_pipeline_topic_is_registered_once_with_its_dlq() -> None:
     assert layout["trading.signals.generated"] == 6
     assert layout["orders.filled.paper"] == 3
     assert not any("*" in name for name in layout)
+
+
+@pytest.mark.parametrize("reason", ["market_closed", "mis_cutoff"])
+def test_a_trading_day_reason_before_v3_is_refused(reason: str) -> None:
+    sample = json.loads(_golden("signal_rejected_v3"))
+    sample["data"]["reason"] = reason
+    for version in (1, 2):
+        sample["version"] = version
+        with pytest.raises(DecodeError) as info:
+            decode(json.dumps(sample).encode(), topic=topics.SIGNALS_REJECTED.name)
+        assert info.value.failure is DecodeFailure.INVALID_FIELDS
+        assert reason in info.value.reason
+    # The v2 golden (a broker reason) republishes as v3 with the same data.
+    v2 = decode(_golden("signal_rejected_v2"), topic="t", expect=EventType.SIGNAL_REJECTED)
+    record = topics.SIGNALS_REJECTED.record(v2.data, event_id=v2.id, ts=v2.ts, source=v2.source)
+    assert json.loads(record.value)["version"] == 3
+    assert json.loads(record.value)["data"] == json.loads(_golden("signal_rejected_v2"))["data"]
+
+
+def test_a_fill_reason_before_v2_is_refused_and_a_v1_fill_republishes_unchanged() -> None:
+    sample = json.loads(_golden("order_filled_v2"))
+    sample["version"] = 1
+    with pytest.raises(DecodeError) as info:
+        decode(json.dumps(sample).encode(), topic=topics.ORDERS_FILLED_PAPER.name)
+    assert info.value.failure is DecodeFailure.INVALID_FIELDS
+    assert "reason" in info.value.reason
+    v1 = decode(_golden("order_filled"), topic="t", expect=EventType.ORDER_FILLED)
+    assert v1.data.reason is None
+    record = topics.ORDERS_FILLED_PAPER.record(v1.data, event_id=v1.id, ts=v1.ts, source=v1.source)
+    republished = json.loads(record.value)
+    assert republished["version"] == 2
+    assert "reason" not in republished["data"]  # no null: a v2 fill without one reads as v1
+    assert republished["data"] == json.loads(_golden("order_filled"))["data"]

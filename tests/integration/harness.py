@@ -53,6 +53,10 @@ class Deployment:
                 "ALPHA_PANDA_WEB_PORT": str(self.api_port),
                 "ALPHA_PANDA_WEB_STAGE_BASE_PORT": str(self.base_port),
                 "ALPHA_PANDA_LOG_LEVEL": "INFO",
+                # Tests run at any hour with ticks at chosen times; the trading-day tests
+                # turn these back on through extra_env.
+                "ALPHA_PANDA_FEED_SESSIONS_ONLY": "false",
+                "ALPHA_PANDA_MARKET_ENFORCE_SESSIONS": "false",
             }
         )
         env.update(self.extra_env)

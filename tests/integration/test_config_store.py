@@ -266,7 +266,9 @@ async def test_invalid_strategy_is_refused_naming_the_field(
 
 
 async def test_unknown_kind_error_names_the_kind(sessions: SessionFactory) -> None:
-    with pytest.raises(ConfigValidationError, match=r"'nosuch'.*known: mean_reversion, momentum"):
+    with pytest.raises(
+        ConfigValidationError, match=r"'nosuch'.*known: (breakout, )?mean_reversion, momentum"
+    ):
         await add_strategy(sessions, "x", "nosuch", [NIFTY])
 
 

@@ -284,8 +284,9 @@
       cell(String(f.quantity), "num"),
       cell(money(f.fill_price), "num"),
       cell(money(f.fees), "num"),
+      cell(f.reason || "", "wrap"),
     ]);
-    fillRows($("fills").tBodies[0], rows, 6, "No fills yet");
+    fillRows($("fills").tBodies[0], rows, 7, "No fills yet");
   }
 
   function renderRejections(rejections) {

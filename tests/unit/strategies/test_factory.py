@@ -26,7 +26,8 @@ def config_error(kind: str, params: dict[str, Any]) -> StrategyConfigError:
 
 
 def test_known_kinds() -> None:
-    assert StrategyFactory.known_kinds() == ["mean_reversion", "momentum"]
+    # The built-ins, plus the example plug-in the test venv installs (Makefile).
+    assert StrategyFactory.known_kinds() == ["breakout", "mean_reversion", "momentum"]
     assert sorted(STRATEGY_REGISTRY) == ["mean_reversion", "momentum"]
     assert STRATEGY_REGISTRY["momentum"] is SimpleMomentumStrategy
     assert STRATEGY_REGISTRY["mean_reversion"] is MeanReversionStrategy
@@ -36,9 +37,12 @@ def test_unknown_kind_names_the_known_ones() -> None:
     error = config_error("martingale", {})
     assert error.strategy_id == "mom-1"
     assert error.field == "kind"
+    # Installed plug-ins (the example package in the test venv) are known kinds too.
+    known = ", ".join(StrategyFactory.known_kinds())
+    assert "mean_reversion, momentum" in known
     assert str(error) == (
         "strategy 'mom-1': parameter 'kind': unknown strategy kind 'martingale' "
-        "(known: mean_reversion, momentum)"
+        f"(known: {known}; or module:Class)"
     )
     assert isinstance(error, ValueError)
 

@@ -386,6 +386,7 @@ async def test_fills_newest_first_with_limit() -> None:
         "fees": "8.00",
         "execution_mode": "paper",
         "filled_ts": "2026-01-05T04:00:03Z",
+        "reason": "",
     }
 
 
