@@ -106,11 +106,7 @@ class StrategyHost:
             return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
-        signals = strategy.on_tick(tick)
-        emitted = [
-            (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
-            for index, signal in enumerate(signals)
-        ]
+        emitted = _emit(assignment, strategy, tick, tick_event_id)
         new_entry = {
             "v": ENTRY_VERSION,
             "fp": assignment.fingerprint,
@@ -119,6 +115,21 @@ class StrategyHost:
         }
         self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
         return TickOutcome(emitted, new_entry)
+
+    def on_tick_in_order(
+        self, assignment: Assignment, tick: MarketTick, tick_event_id: str
+    ) -> list[tuple[str, TradingSignal]]:
+        """:meth:`on_tick` for a caller that hands over every tick once, in order, and keeps
+        nothing (the backtest): the same strategy instances and signal ids, without the
+        replay bookkeeping (no offsets, no exported state per tick). Not to be mixed with
+        :meth:`on_tick` on one host.
+        """
+        cached = self._cache.get(assignment.key)
+        if cached is None or cached.fingerprint != assignment.fingerprint:
+            strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
+            cached = _Cached(assignment.fingerprint, None, strategy)
+            self._cache[assignment.key] = cached
+        return _emit(assignment, cached.strategy, tick, tick_event_id)
 
     def _strategy_for(
         self, assignment: Assignment, entry: dict[str, Any] | None
@@ -145,6 +156,16 @@ class StrategyHost:
                     assignment.kind, assignment.config, assignment.params
                 )
         return strategy
+
+
+def _emit(
+    assignment: Assignment, strategy: BaseStrategy[Any], tick: MarketTick, tick_event_id: str
+) -> list[tuple[str, TradingSignal]]:
+    """The strategy's signals for ``tick``, each with its id derived from the tick's."""
+    return [
+        (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
+        for index, signal in enumerate(strategy.on_tick(tick))
+    ]
 
 
 def _fingerprint(kind: str, parameters: dict[str, Any], mode: str) -> str:

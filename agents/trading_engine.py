@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
+from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
 from agents.fees import FeeSchedule
 from agents.paper_trader import PaperTrader, PendingLimitOrder
 from alpha_panda.runtime import Route, StageContext
@@ -29,7 +30,6 @@ from alpha_panda.topics import (
 )
 from models.envelope import EventEnvelope, derived_event_id
 from models.events import (
-    ExecutionMode,
     MarketTick,
     OrderFill,
     RejectedSignal,
@@ -99,8 +99,10 @@ def register(ctx: StageContext) -> None:
         tick: MarketTick = envelope.data
         key = str(tick.instrument_token)
         previous = last_prices.get(key)
-        if previous is not None and datetime.fromisoformat(previous["ts"]) > tick.exchange_ts:
-            return  # an older tick redelivered: the price has moved on
+        if tick_is_stale(
+            None if previous is None else datetime.fromisoformat(previous["ts"]), tick
+        ):
+            return
         last_prices[key] = {
             "price": str(tick.last_price),
             "symbol": tick.symbol,
@@ -119,33 +121,21 @@ def register(ctx: StageContext) -> None:
     async def on_validated(envelope: EventEnvelope[Any], event: EventT) -> None:
         validated: ValidatedSignal = envelope.data
         signal = validated.signal
-        if signal.execution_mode is ExecutionMode.LIVE:
-            await reject(
-                envelope,
-                validated,
-                RejectionReason.LIVE_TRADING_NOT_CONFIGURED,
-                "live trading not configured: no broker adapter is installed for live orders",
-            )
-            return
         key = str(signal.instrument_token)
         price = last_prices.get(key)
-        if price is None:
-            await reject(
-                envelope,
-                validated,
-                RejectionReason.NO_MARKET_PRICE,
-                f"no market price yet for instrument {signal.instrument_token}",
-            )
-            return
-        price_ts = datetime.fromisoformat(price["ts"])
-        # Fill time is market time: the later of the signal and the price it fills at.
-        fill_ts = max(signal.signal_ts, price_ts)
         resting_now = pending_orders.get(key) or []
-        if any(o["signal_event_id"] == validated.signal_event_id for o in resting_now):
-            return  # a redelivered LIMIT order already resting
-        outcome = trader.execute(
-            signal, validated.signal_event_id, Decimal(price["price"]), fill_ts
+        outcome = execute_validated(
+            trader,
+            validated,
+            None if price is None else Decimal(price["price"]),
+            None if price is None else datetime.fromisoformat(price["ts"]),
+            (o["signal_event_id"] for o in resting_now),
         )
+        if outcome is None:
+            return  # a redelivered LIMIT order already resting
+        if isinstance(outcome, EngineRejection):
+            await reject(envelope, validated, outcome.reason, outcome.detail)
+            return
         if isinstance(outcome, PendingLimitOrder):
             pending_orders[key] = [*resting_now, outcome.to_json_dict()]
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
