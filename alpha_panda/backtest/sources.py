@@ -1,0 +1,238 @@
+"""Where a backtest's ticks come from, and how bad input is caught.
+
+Every source yields ``(position, tick, event_id)`` items, or a :class:`Problem` for input
+it could not read, where ``position`` says where the item came from (a file's line number,
+a topic record, a generator step). :class:`TickGuard` then refuses or skips (and counts,
+and reports) malformed input, instruments no strategy trades and ticks older than the
+tick before them, so nothing is dropped silently.
+
+Sources: JSON Lines files of ``MarketTick`` envelopes (``.gz`` read as gzip; written by
+``alpha-panda record`` from market.ticks), market.ticks itself (see
+:mod:`alpha_panda.backtest.record`), the mock feed's seeded random walk, and OHLC candles
+through :func:`candle_ticks`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+
+from agents.random_walk import InstrumentSpec, RandomWalkFeed
+from models.codec import DecodeError, decode
+from models.envelope import EVENT_ID_NAMESPACE, EventType
+from models.events import MarketTick
+
+FILE_TOPIC = "file"  # the codec names a record's topic; a file has none
+
+
+class BadInput(StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN_INSTRUMENT = "unknown_instrument"
+    OUT_OF_ORDER = "out_of_order"
+
+
+class OnBadInput(StrEnum):
+    REFUSE = "refuse"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    kind: BadInput
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.where}: {self.kind.value}: {self.reason}"
+
+
+SourceItem = tuple[object, MarketTick, str] | Problem
+
+
+class BadInputError(ValueError):
+    """Bad input under ``--on-bad-input refuse``; names where it is and what is wrong."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(
+            f"{problem.line()} (refused; --on-bad-input skip skips and reports such input)"
+        )
+
+
+@dataclass
+class TickGuard:
+    """Checks every item of a source; refuses at the first problem or skips and counts."""
+
+    instruments: frozenset[int]
+    policy: OnBadInput
+    label: str = ""
+    max_kept: int = 20
+    counts: dict[BadInput, int] = field(default_factory=dict)
+    examples: list[Problem] = field(default_factory=list)
+    _last_ts: datetime | None = None
+
+    def where(self, position: object) -> str:
+        return f"{self.label}{position}"
+
+    def ticks(self, items: Iterable[SourceItem]) -> Iterator[tuple[MarketTick, str]]:
+        instruments = self.instruments
+        for item in items:
+            if isinstance(item, Problem):
+                self._bad(item)
+                continue
+            position, tick, event_id = item
+            ts = tick.exchange_ts
+            if tick.instrument_token not in instruments:
+                self._bad(
+                    Problem(
+                        self.where(position),
+                        BadInput.UNKNOWN_INSTRUMENT,
+                        f"instrument {tick.instrument_token} ({tick.symbol}) is traded by no "
+                        "configured strategy",
+                    )
+                )
+                continue
+            last = self._last_ts
+            if last is not None and ts < last:
+                self._bad(
+                    Problem(
+                        self.where(position),
+                        BadInput.OUT_OF_ORDER,
+                        f"exchange_ts {ts.isoformat()} is before the previous tick's "
+                        f"{last.isoformat()}",
+                    )
+                )
+                continue
+            self._last_ts = ts
+            yield tick, event_id
+
+    def _bad(self, problem: Problem) -> None:
+        if self.policy is OnBadInput.REFUSE:
+            raise BadInputError(problem)
+        self.counts[problem.kind] = self.counts.get(problem.kind, 0) + 1
+        if len(self.examples) < self.max_kept:
+            self.examples.append(problem)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self) -> list[str]:
+        if not self.counts:
+            return []
+        lines = [
+            "skipped bad input: "
+            + ", ".join(f"{n} {kind.value}" for kind, n in sorted(self.counts.items()))
+        ]
+        lines += [f"  {p.line()}" for p in self.examples]
+        if self.skipped > len(self.examples):
+            lines.append(f"  ... and {self.skipped - len(self.examples)} more")
+        return lines
+
+
+def open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def jsonl_ticks(path: Path) -> Iterator[SourceItem]:
+    """Each non-blank line a market.ticks envelope; position = line number (from 1)."""
+    with open_text(path) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                envelope = decode(
+                    line.encode(), topic=FILE_TOPIC, offset=number, expect=EventType.MARKET_TICK
+                )
+            except DecodeError as exc:
+                yield Problem(f"{path}:{number}", BadInput.MALFORMED, exc.reason)
+                continue
+            yield number, envelope.data, envelope.id
+
+
+def random_walk_ticks(
+    instruments: list[InstrumentSpec],
+    *,
+    seed: int,
+    volatility_bps: Decimal,
+    count: int,
+    start: datetime,
+    interval: timedelta,
+) -> Iterator[SourceItem]:
+    """The mock feed's random walk, ``count`` ticks ``interval`` apart from ``start``.
+
+    Tick ids are deterministic (a uuid5 of the seed, then the step number), so signal and
+    fill ids repeat from run to run. Ticks skip pydantic validation: they are valid by
+    construction (see :class:`agents.random_walk.RandomWalkFeed`).
+    """
+    feed = RandomWalkFeed(instruments, seed, volatility_bps, validate=False)
+    prefix = uuid.uuid5(EVENT_ID_NAMESPACE, f"random-walk:{seed}").hex[:16]
+    step = feed.step
+    for n in range(count):
+        yield n, step(start + n * interval), f"{prefix}{n:016x}"
+
+
+# -- OHLC candles ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candle:
+    ts: datetime  # the candle's open time, timezone-aware
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: int
+
+
+def candle_path(candle: Candle) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """The four prices a candle is replayed as: open, the nearer extreme, the farther, close.
+
+    Within a candle the order of high and low is unknown; the path assumes the price went
+    first to whichever extreme is closer to the open (the shorter excursion), then to the
+    other, then to the close. On a tie (equally far) the low comes first, which is the
+    worse order for a long-only strategy buying dips. docs/BACKTESTING.md explains.
+    """
+    o, h, low, c = candle.open, candle.high, candle.low, candle.close
+    if not low <= min(o, c) <= max(o, c) <= h:
+        raise ValueError(f"candle at {candle.ts.isoformat()}: not low <= open, close <= high")
+    first, second = (h, low) if h - o < o - low else (low, h)
+    return o, first, second, c
+
+
+def candle_ticks(
+    candles: Iterable[Candle], *, token: int, symbol: str, interval: timedelta
+) -> Iterator[tuple[MarketTick, int]]:
+    """Four ticks per candle along :func:`candle_path`, at the open, one, two and three
+    quarters of ``interval`` later; volume: a quarter of the candle's each (the last gets
+    the remainder), cumulative over the day as Kite ticks carry it. Yields (tick, index)."""
+    quarter = interval / 4
+    cumulative = 0
+    day = None
+    index = 0
+    for candle in candles:
+        if candle.ts.date() != day:
+            day, cumulative = candle.ts.date(), 0
+        share = candle.volume // 4
+        for step, price in enumerate(candle_path(candle)):
+            quantity = share if step < 3 else candle.volume - 3 * share
+            cumulative += quantity
+            tick = MarketTick(
+                instrument_token=token,
+                symbol=symbol,
+                last_price=price,
+                volume=cumulative,
+                last_quantity=quantity,
+                exchange_ts=candle.ts + step * quarter,
+            )
+            yield tick, index
+            index += 1
