@@ -52,6 +52,10 @@ class FileSource:
     def describe(self) -> str:
         return str(self.path)
 
+    @property
+    def label(self) -> str:
+        return f"{self.path}:"
+
 
 @dataclass(frozen=True)
 class RandomWalkSource:
@@ -78,6 +82,10 @@ class RandomWalkSource:
 
     def describe(self) -> str:
         return f"random walk, seed {self.seed}, {self.count} ticks"
+
+    @property
+    def label(self) -> str:
+        return "random walk step "
 
 
 TickSource = FileSource | RandomWalkSource
@@ -123,7 +131,7 @@ def run_backtest(
     on_bad_input: OnBadInput,
     progress: Progress | None = None,
 ) -> tuple[BacktestResult, TickGuard]:
-    guard = TickGuard(setup.instruments, on_bad_input)
+    guard = TickGuard(setup.instruments, on_bad_input, label=source.label)
     engine = BacktestEngine(setup)
     try:
         result = engine.run(guard.ticks(source.items()), progress)
