@@ -34,10 +34,11 @@ class Assignment:
     config: StrategyConfig
     params: dict[str, Any]
     fingerprint: str
+    # "{strategy_id}:{instrument_token}", built once: it is looked up for every tick.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.strategy_id}:{self.config.instrument_token}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.strategy_id}:{self.config.instrument_token}")
 
 
 @dataclass
