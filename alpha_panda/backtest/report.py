@@ -156,7 +156,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2433;background:#ff
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 6px}
 p.meta{color:#5b6472;margin:0 0 16px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:4px 10px;border-bottom:1px solid #e3e6eb;text-align:right}
+th,td{padding:4px 10px;border-bottom:1px solid #e3e6eb;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left} th{background:#f5f7fa}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
 figure{margin:0;border:1px solid #e3e6eb;border-radius:6px;padding:8px}
