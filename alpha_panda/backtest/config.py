@@ -28,6 +28,7 @@ from typing import Any
 from alpha_panda import db
 from alpha_panda.backtest.engine import BacktestConfigError
 from alpha_panda.settings import Settings
+from models.events import ExecutionMode
 
 _FILE_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # a file has no update time
 _KEYS = {
@@ -107,7 +108,8 @@ async def load_database(settings: Settings) -> db.RuntimeConfig:
 
 def select(config: db.RuntimeConfig, strategy_ids: Sequence[str]) -> db.RuntimeConfig:
     """Only ``strategy_ids`` (enabled for the run even if disabled live); all enabled if
-    none is named."""
+    none is named. Every strategy is paper traded: a strategy configured for live trading
+    is backtested as it would trade, not refused by the engine as live orders are."""
     if not strategy_ids:
         chosen = list(config.enabled_strategies)
     else:
@@ -119,4 +121,6 @@ def select(config: db.RuntimeConfig, strategy_ids: Sequence[str]) -> db.RuntimeC
         chosen = [by_id[sid].model_copy(update={"enabled": True}) for sid in strategy_ids]
     if not chosen:
         raise BacktestConfigError("no enabled strategy to backtest")
-    return runtime_config(chosen)
+    return runtime_config(
+        [s.model_copy(update={"execution_mode": ExecutionMode.PAPER}) for s in chosen]
+    )

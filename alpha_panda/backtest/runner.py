@@ -27,6 +27,7 @@ from alpha_panda.backtest.engine import (
     BacktestSetup,
     StrategySummary,
 )
+from alpha_panda.backtest.record import TopicRead, topic_items
 from alpha_panda.backtest.sources import (
     OnBadInput,
     SourceItem,
@@ -88,7 +89,29 @@ class RandomWalkSource:
         return "random walk step "
 
 
-TickSource = FileSource | RandomWalkSource
+@dataclass(frozen=True)
+class TopicSource:
+    """market.ticks as read by :func:`alpha_panda.backtest.record.read_market_ticks`; bad
+    records are reported with their partition and offset."""
+
+    read: TopicRead
+
+    def items(self) -> Iterator[SourceItem]:
+        return topic_items(self.read)
+
+    @property
+    def total(self) -> int | None:
+        return len(self.read.ticks)
+
+    def describe(self) -> str:
+        return f"{len(self.read.ticks)} ticks of market.ticks"
+
+    @property
+    def label(self) -> str:
+        return ""
+
+
+TickSource = FileSource | RandomWalkSource | TopicSource
 
 
 class Progress:

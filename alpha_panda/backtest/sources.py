@@ -85,12 +85,12 @@ class TickGuard:
         instruments = self.instruments
         for item in items:
             if isinstance(item, Problem):
-                self._bad(item)
+                self.note(item)
                 continue
             position, tick, event_id = item
             ts = tick.exchange_ts
             if tick.instrument_token not in instruments:
-                self._bad(
+                self.note(
                     Problem(
                         self.where(position),
                         BadInput.UNKNOWN_INSTRUMENT,
@@ -101,7 +101,7 @@ class TickGuard:
                 continue
             last = self._last_ts
             if last is not None and ts < last:
-                self._bad(
+                self.note(
                     Problem(
                         self.where(position),
                         BadInput.OUT_OF_ORDER,
@@ -113,7 +113,8 @@ class TickGuard:
             self._last_ts = ts
             yield tick, event_id
 
-    def _bad(self, problem: Problem) -> None:
+    def note(self, problem: Problem) -> None:
+        """Refuse (raise) or count and keep ``problem``, as the policy says."""
         if self.policy is OnBadInput.REFUSE:
             raise BadInputError(problem)
         self.counts[problem.kind] = self.counts.get(problem.kind, 0) + 1

@@ -27,12 +27,14 @@ from alpha_panda.backtest.runner import (
     FileSource,
     Progress,
     RandomWalkSource,
+    SweepParam,
     TickSource,
+    TopicSource,
     parse_param,
     run_backtest,
     sweep,
 )
-from alpha_panda.backtest.sources import BadInputError, OnBadInput
+from alpha_panda.backtest.sources import BadInputError, OnBadInput, TickGuard
 from alpha_panda.db import ConfigStoreError
 from alpha_panda.ops import OpsError
 from alpha_panda.settings import Settings, get_settings
@@ -127,15 +129,17 @@ def _source(args: argparse.Namespace, settings: Settings, scratch: Path) -> Tick
         return FileSource(args.ticks)
     if args.from_topic:
         read = asyncio.run(read_market_ticks(settings))
+        if not args.param:
+            return TopicSource(read)
+        # A sweep's processes each read the ticks themselves: hand them a file. Records
+        # that were unreadable on the topic are reported (or refused) here, once.
+        guard = TickGuard(frozenset(), OnBadInput(args.on_bad_input))
+        for problem in read.problems:
+            guard.note(problem)
+        for line in guard.report():
+            print(line, file=sys.stderr)
         path = scratch / "market.ticks.jsonl"
         write_jsonl(read, path)
-        for problem in read.problems:
-            print(f"market.ticks: {problem.line()}", file=sys.stderr)
-        if read.problems and OnBadInput(args.on_bad_input) is OnBadInput.REFUSE:
-            raise BacktestConfigError(
-                f"{len(read.problems)} unreadable record(s) on market.ticks "
-                "(--on-bad-input skip skips them)"
-            )
         return FileSource(path)
     try:
         volatility = Decimal(args.volatility_bps or settings.feed.volatility_bps)
@@ -191,7 +195,7 @@ def _sweep(
     source: TickSource,
     setup: BacktestSetup,
     on_bad_input: OnBadInput,
-    params: list,  # type: ignore[type-arg]
+    params: list[SweepParam],
 ) -> int:
     rows = sweep(source, setup, on_bad_input, params, jobs=max(1, args.jobs), rank_by=args.rank_by)
     names = [p.name for p in params]
