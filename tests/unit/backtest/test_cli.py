@@ -184,3 +184,22 @@ def test_sweep_grid_is_ranked_and_deterministic(config_file: Path) -> None:
     # mr has no lookback or threshold: every run trades it the same way.
     assert len({r.summaries[1] for r in serial}) == 1
     assert len({r.summaries[0].net_pnl for r in serial}) > 1
+
+
+def test_selection_enables_named_strategies_and_paper_trades_live_ones(tmp_path: Path) -> None:
+    from alpha_panda.backtest.config import select
+    from models.events import ExecutionMode
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        CONFIG.replace('kind = "momentum"', 'kind = "momentum"\nexecution_mode = "live"').replace(
+            'kind = "mean_reversion"', 'kind = "mean_reversion"\nenabled = false'
+        )
+    )
+    config = load_file(path)
+    assert [s.strategy_id for s in select(config, []).strategies] == ["mom"]
+    chosen = select(config, ["mr", "mom"]).strategies
+    assert [(s.strategy_id, s.enabled, s.execution_mode) for s in chosen] == [
+        ("mr", True, ExecutionMode.PAPER),
+        ("mom", True, ExecutionMode.PAPER),
+    ]

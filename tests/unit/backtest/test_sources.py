@@ -186,3 +186,21 @@ def test_recorded_file_keeps_record_bytes_and_reads_back(tmp_path: Path) -> None
     assert write_jsonl(read, path) == 2
     assert gzip.decompress(path.read_bytes()).splitlines() == values
     assert [(t, e) for _, t, e in jsonl_ticks(path)] == [(t, f"id{n}") for n, t in enumerate(ticks)]  # type: ignore[misc]
+
+
+def test_topic_source_reports_unreadable_records_by_partition_and_offset() -> None:
+    from alpha_panda.backtest.runner import TopicSource
+    from alpha_panda.backtest.sources import Problem
+
+    good = tick(A, "100", 0)
+    read = TopicRead(
+        [TopicTick(good.exchange_ts, 3, 7, line(good, "e1"), good, "e1")],
+        [Problem("market.ticks[1]@4", BadInput.MALFORMED, "invalid_json: oops")],
+    )
+    source = TopicSource(read)
+    guard = TickGuard(frozenset({A}), OnBadInput.SKIP, label=source.label)
+    assert [e for _, e in guard.ticks(source.items())] == ["e1"]
+    assert guard.examples[0].line() == "market.ticks[1]@4: malformed: invalid_json: oops"
+    refuse = TickGuard(frozenset({B}), OnBadInput.REFUSE, label=source.label)
+    with pytest.raises(BadInputError, match=r"market.ticks\[1\]@4: malformed"):
+        list(refuse.ticks(source.items()))
