@@ -14,6 +14,7 @@ that caused the signal, which is what the pipeline does whenever it keeps up.
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import subprocess
 import sys
@@ -59,6 +60,7 @@ from tests.integration.test_pipeline_e2e import configure
 pytestmark = pytest.mark.integration
 
 N_TICKS = 120
+D = Decimal
 PAISA = Decimal("0.01")
 PROCESSED = "alpha_panda_messages_processed_total"
 PRODUCED = "alpha_panda_messages_produced_total"
@@ -205,6 +207,33 @@ def test_backtest_of_recorded_ticks_gives_the_pipeline_fills_and_portfolios(
         if ours.get(fill_id) != live.get(fill_id)
     ]
     assert not differences, f"{len(differences)} of {len(live)} fills differ: {differences[:3]}"
+
+    # The same through the CLI, straight from market.ticks, strategies from the database.
+    env["ALPHA_PANDA_DATABASE_URL"] = deployment.database_url
+    out = tmp_path / "from-topic"
+    done = subprocess.run(
+        [ALPHA_PANDA, "backtest", "--from-topic", "--out", str(out), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{N_TICKS} ticks" in done.stdout
+    with (out / "fills.csv").open() as rows:
+        cli_fills = {
+            r["fill_id"]: (
+                r["order_id"],
+                r["side"],
+                int(r["quantity"]),
+                D(r["fill_price"]),
+                D(r["fees"]),
+            )
+            for r in csv.DictReader(rows)
+        }
+    assert cli_fills == {
+        f.fill_id: (f.order_id, f.side.value, f.quantity, f.fill_price, f.fees)
+        for f in live.values()
+    }
 
     assert set(result.portfolios) == set(live_portfolios)
     for sid, live in live_portfolios.items():
