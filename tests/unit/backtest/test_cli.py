@@ -203,3 +203,46 @@ def test_selection_enables_named_strategies_and_paper_trades_live_ones(tmp_path:
         ("mr", True, ExecutionMode.PAPER),
         ("mom", True, ExecutionMode.PAPER),
     ]
+
+
+def test_sweep_from_the_command_line_prints_a_ranked_table(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli(
+        "--config", str(config_file), "--random-walk", "1500", "--instruments", INSTRUMENTS,
+        "--param", "mom.lookback=3,5", "--param", "window=10,20", "--jobs", "1",
+        "--rank-by", "max_drawdown",
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 runs, ranked by max_drawdown")
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    assert sorted((r[1], r[2]) for r in rows) == [
+        ("3", "10"),
+        ("3", "20"),
+        ("5", "10"),
+        ("5", "20"),
+    ]
+    drawdowns = [Decimal(r[6]) for r in rows]
+    assert drawdowns == sorted(drawdowns)
+
+
+def test_progress_line_shows_ticks_and_rate_once_past_its_delay() -> None:
+    import io
+
+    from alpha_panda.backtest.runner import Progress
+
+    out = io.StringIO()
+    progress = Progress(2048, after_s=0.0, out=out)
+    progress(1024)
+    progress(2048)
+    progress.close()
+    text = out.getvalue()
+    assert "[###############...............]  50.0% 1,024 ticks" in text
+    assert "100.0% 2,048 ticks" in text and "ticks/s" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    late = Progress(None, after_s=3600.0, out=quiet)
+    late(10)
+    late.close()
+    assert quiet.getvalue() == ""
