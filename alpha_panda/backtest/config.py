@@ -25,6 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
 from alpha_panda import db
 from alpha_panda.backtest.engine import BacktestConfigError
 from alpha_panda.settings import Settings
@@ -97,10 +100,36 @@ def load_file(path: Path) -> db.RuntimeConfig:
     return runtime_config(records)
 
 
+def _refuse_missing_sqlite_file(url: str) -> None:
+    """Connecting to a SQLite path that does not exist would create an empty database;
+    say what is missing instead."""
+    parsed = make_url(url)
+    path = parsed.database or ""
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and path not in ("", ":memory:")
+        and not path.startswith("file:")
+        and not Path(path).expanduser().exists()
+    ):
+        raise BacktestConfigError(
+            f"no configuration database at {db.describe_url(url)}: create strategies with "
+            "`alpha-panda strategies add` (or seed-demo), or give --config FILE"
+        )
+
+
 async def load_database(settings: Settings) -> db.RuntimeConfig:
-    engine = db.create_engine(settings.database.url)
+    url = settings.database.url
+    where = db.describe_url(url)
+    _refuse_missing_sqlite_file(url)
+    engine = db.create_engine(url)
     try:
         config = await db.load_runtime_config(db.session_factory(engine))
+    except SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", exc)).split())
+        raise BacktestConfigError(
+            f"cannot read strategies from {where}: {reason} "
+            "(`alpha-panda db upgrade` creates the schema; or give --config FILE)"
+        ) from None
     finally:
         await engine.dispose()
     return runtime_config(config.strategies)

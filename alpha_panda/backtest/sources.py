@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from agents.random_walk import InstrumentSpec, RandomWalkFeed
 from models.codec import DecodeError, decode
@@ -138,26 +138,36 @@ class TickGuard:
         return lines
 
 
-def open_text(path: Path) -> IO[str]:
+def open_binary(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def jsonl_ticks(path: Path) -> Iterator[SourceItem]:
-    """Each non-blank line a market.ticks envelope; position = line number (from 1)."""
-    with open_text(path) as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                envelope = decode(
-                    line.encode(), topic=FILE_TOPIC, offset=number, expect=EventType.MARKET_TICK
-                )
-            except DecodeError as exc:
-                yield Problem(f"{path}:{number}", BadInput.MALFORMED, exc.reason)
-                continue
-            yield number, envelope.data, envelope.id
+    """Each non-blank line a market.ticks envelope; position = line number (from 1).
+
+    Lines are handed to the codec as bytes, so bad UTF-8 is a malformed line like bad
+    JSON. A broken gzip stream ends the file with one problem at the line it broke on.
+    """
+    number = 0
+    with open_binary(path) as lines:
+        try:
+            for number, raw in enumerate(lines, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    envelope = decode(
+                        raw, topic=FILE_TOPIC, offset=number, expect=EventType.MARKET_TICK
+                    )
+                except DecodeError as exc:
+                    yield Problem(f"{path}:{number}", BadInput.MALFORMED, exc.reason)
+                    continue
+                yield number, envelope.data, envelope.id
+        except (OSError, EOFError) as exc:
+            yield Problem(
+                f"{path}:{number + 1}", BadInput.MALFORMED, f"file unreadable from here: {exc}"
+            )
 
 
 def random_walk_ticks(

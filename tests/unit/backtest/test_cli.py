@@ -246,3 +246,25 @@ def test_progress_line_shows_ticks_and_rate_once_past_its_delay() -> None:
     late(10)
     late.close()
     assert quiet.getvalue() == ""
+
+
+def test_missing_or_empty_configuration_database_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alpha_panda.settings import get_settings
+
+    missing = tmp_path / "none" / "config.db"
+    monkeypatch.setenv("ALPHA_PANDA_DATABASE_URL", f"sqlite+aiosqlite:///{missing}")
+    get_settings.cache_clear()
+    try:
+        assert run_cli("--random-walk", "10") == 2
+        assert "no configuration database at" in capsys.readouterr().err
+        assert not missing.parent.exists()  # nothing created as a side effect
+        empty = tmp_path / "empty.db"
+        empty.touch()
+        monkeypatch.setenv("ALPHA_PANDA_DATABASE_URL", f"sqlite+aiosqlite:///{empty}")
+        get_settings.cache_clear()
+        assert run_cli("--random-walk", "10") == 2
+        assert "no such table: strategy_configurations" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()

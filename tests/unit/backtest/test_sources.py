@@ -204,3 +204,23 @@ def test_topic_source_reports_unreadable_records_by_partition_and_offset() -> No
     refuse = TickGuard(frozenset({B}), OnBadInput.REFUSE, label=source.label)
     with pytest.raises(BadInputError, match=r"market.ticks\[1\]@4: malformed"):
         list(refuse.ticks(source.items()))
+
+
+def test_bad_utf8_and_a_truncated_gzip_file_are_bad_input_with_their_line(tmp_path: Path) -> None:
+    ok = [line(tick(A, str(100 + n), n), f"e{n}") for n in range(200)]
+    plain = tmp_path / "latin.jsonl"
+    write(plain, [ok[0], b'{"type": "market.tick", "symbol": "\xe9"}', ok[1]])
+    guard = TickGuard(frozenset({A}), OnBadInput.SKIP)
+    assert [e for _, e in guard.ticks(jsonl_ticks(plain))] == ["e0", "e1"]
+    assert guard.examples[0].where == f"{plain}:2"
+
+    truncated = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress(b"\n".join(ok) + b"\n")
+    truncated.write_bytes(whole[: len(whole) // 2])
+    guard = TickGuard(frozenset({A}), OnBadInput.SKIP)
+    kept = list(guard.ticks(jsonl_ticks(truncated)))
+    assert 0 < len(kept) < 200
+    (problem,) = guard.examples  # the lines before the break are read, then one problem
+    assert problem.where == f"{truncated}:{len(kept) + 1}"
+    assert problem.kind is BadInput.MALFORMED
+    assert problem.reason.startswith("file unreadable from here: Compressed file ended")
