@@ -77,7 +77,9 @@ async def read_market_ticks(
                         key=record.key,
                     )
                 except DecodeError as exc:
-                    problems.append(Problem(where, BadInput.MALFORMED, exc.reason))
+                    problems.append(
+                        Problem(where, BadInput.MALFORMED, f"{exc.failure.value}: {exc.reason}")
+                    )
                     continue
                 tick: MarketTick = envelope.data
                 if from_time is not None and envelope.ts < from_time:

@@ -161,7 +161,9 @@ def jsonl_ticks(path: Path) -> Iterator[SourceItem]:
                         raw, topic=FILE_TOPIC, offset=number, expect=EventType.MARKET_TICK
                     )
                 except DecodeError as exc:
-                    yield Problem(f"{path}:{number}", BadInput.MALFORMED, exc.reason)
+                    yield Problem(
+                        f"{path}:{number}", BadInput.MALFORMED, f"{exc.failure.value}: {exc.reason}"
+                    )
                     continue
                 yield number, envelope.data, envelope.id
         except (OSError, EOFError) as exc:
