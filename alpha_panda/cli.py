@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "alpha_panda.commands.run",
     "alpha_panda.commands.ops",
     "alpha_panda.commands.backtest",
+    "alpha_panda.commands.zerodha",
 )
 
 
