@@ -27,6 +27,7 @@ from alpha_panda.backtest.engine import (
     BacktestSetup,
     StrategySummary,
 )
+from alpha_panda.backtest.kite import InstrumentCandles, candle_items
 from alpha_panda.backtest.record import TopicRead, topic_items
 from alpha_panda.backtest.sources import (
     OnBadInput,
@@ -111,7 +112,29 @@ class TopicSource:
         return ""
 
 
-TickSource = FileSource | RandomWalkSource | TopicSource
+@dataclass(frozen=True)
+class KiteSource:
+    """Kite historical candles, fetched beforehand (see :mod:`alpha_panda.backtest.kite`)."""
+
+    candles: tuple[InstrumentCandles, ...]
+    interval: str
+
+    def items(self) -> Iterator[SourceItem]:
+        return candle_items(self.candles, self.interval)
+
+    @property
+    def total(self) -> int | None:
+        return 4 * sum(len(c.candles) for c in self.candles)
+
+    def describe(self) -> str:
+        return f"Kite {self.interval} candles of {len(self.candles)} instruments"
+
+    @property
+    def label(self) -> str:
+        return ""
+
+
+TickSource = FileSource | RandomWalkSource | TopicSource | KiteSource
 
 
 class Progress:

@@ -28,6 +28,7 @@ from agents.random_walk import InstrumentSpec, RandomWalkFeed
 from models.codec import DecodeError, decode
 from models.envelope import EVENT_ID_NAMESPACE, EventType
 from models.events import MarketTick
+from tables.risk_state import trading_day_of
 
 FILE_TOPIC = "file"  # the codec names a record's topic; a file has none
 
@@ -222,24 +223,22 @@ def candle_path(candle: Candle) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     return o, first, second, c
 
 
-def candle_ticks(
-    candles: Iterable[Candle], *, token: int, symbol: str, interval: timedelta
-) -> Iterator[tuple[MarketTick, int]]:
-    """Four ticks per candle along :func:`candle_path`, at the open, one, two and three
-    quarters of ``interval`` later; volume: a quarter of the candle's each (the last gets
-    the remainder), cumulative over the day as Kite ticks carry it. Yields (tick, index)."""
+def ticks_of_candle(
+    candle: Candle, *, token: int, symbol: str, interval: timedelta, volume_before: int
+) -> list[MarketTick]:
+    """Four ticks along :func:`candle_path`, at the candle's open and one, two and three
+    quarters of ``interval`` later. Volume: a quarter of the candle's on each of the first
+    three, the remainder on the close; cumulative from ``volume_before`` (the day's volume
+    so far), as Kite ticks carry it. Raises ValueError for an impossible candle."""
     quarter = interval / 4
-    cumulative = 0
-    day = None
-    index = 0
-    for candle in candles:
-        if candle.ts.date() != day:
-            day, cumulative = candle.ts.date(), 0
-        share = candle.volume // 4
-        for step, price in enumerate(candle_path(candle)):
-            quantity = share if step < 3 else candle.volume - 3 * share
-            cumulative += quantity
-            tick = MarketTick(
+    share = candle.volume // 4
+    ticks = []
+    cumulative = volume_before
+    for step, price in enumerate(candle_path(candle)):
+        quantity = share if step < 3 else candle.volume - 3 * share
+        cumulative += quantity
+        ticks.append(
+            MarketTick(
                 instrument_token=token,
                 symbol=symbol,
                 last_price=price,
@@ -247,5 +246,24 @@ def candle_ticks(
                 last_quantity=quantity,
                 exchange_ts=candle.ts + step * quarter,
             )
+        )
+    return ticks
+
+
+def candle_ticks(
+    candles: Iterable[Candle], *, token: int, symbol: str, interval: timedelta
+) -> Iterator[tuple[MarketTick, int]]:
+    """:func:`ticks_of_candle` over a series of one instrument's candles, the volume
+    restarting each trading day (Asia/Kolkata). Yields (tick, index)."""
+    day = None
+    cumulative = 0
+    index = 0
+    for candle in candles:
+        if trading_day_of(candle.ts) != day:
+            day, cumulative = trading_day_of(candle.ts), 0
+        for tick in ticks_of_candle(
+            candle, token=token, symbol=symbol, interval=interval, volume_before=cumulative
+        ):
+            cumulative = tick.volume
             yield tick, index
             index += 1

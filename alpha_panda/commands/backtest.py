@@ -19,12 +19,15 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from alpha_panda.backtest import config as backtest_config
+from alpha_panda.backtest import kite
 from alpha_panda.backtest.engine import BacktestConfigError, BacktestSetup
+from alpha_panda.backtest.kite import INTERVALS as KITE_INTERVALS
 from alpha_panda.backtest.record import read_market_ticks, write_jsonl
 from alpha_panda.backtest.report import cell, summary_table, table, write_outputs
 from alpha_panda.backtest.runner import (
     RANK_KEYS,
     FileSource,
+    KiteSource,
     Progress,
     RandomWalkSource,
     SweepParam,
@@ -38,6 +41,8 @@ from alpha_panda.backtest.sources import BadInputError, OnBadInput, TickGuard
 from alpha_panda.db import ConfigStoreError
 from alpha_panda.ops import OpsError
 from alpha_panda.settings import Settings, get_settings
+from alpha_panda.zerodha.errors import KiteError
+from alpha_panda.zerodha.rest import DEFAULT_ROOT_URL as KITE_ROOT_URL
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,6 +64,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument(
         "--random-walk", type=int, metavar="N", help="N ticks of the mock feed's random walk"
     )
+    source.add_argument(
+        "--kite-historical",
+        choices=list(KITE_INTERVALS),
+        metavar="INTERVAL",
+        help="Kite historical candles of the strategies' instruments, four ticks a candle "
+        f"({', '.join(KITE_INTERVALS)}); needs --from, --to, --kite-api-key and "
+        "--kite-access-token-stdin",
+    )
     bt.add_argument(
         "--config",
         type=Path,
@@ -79,6 +92,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=OnBadInput.REFUSE.value,
         help="malformed lines, unknown instruments, ticks out of order: stop, or skip and "
         "report (default: refuse)",
+    )
+    bt.add_argument("--from", dest="from_", metavar="TIME", help="Kite: first candle (ISO 8601)")
+    bt.add_argument("--to", metavar="TIME", help="Kite: last candle (ISO 8601)")
+    bt.add_argument("--kite-url", default=KITE_ROOT_URL, help="Kite REST root URL")
+    bt.add_argument("--kite-api-key", help="Kite Connect api_key")
+    bt.add_argument(
+        "--kite-access-token-stdin",
+        action="store_true",
+        help="read the day's Kite access token from stdin (never from the command line)",
     )
     bt.add_argument("--bar-seconds", type=int, default=60, help="equity sampling bar")
     bt.add_argument("--out", type=Path, default=Path("var/backtest"), help="output directory")
@@ -122,7 +144,41 @@ def _time(text: str, flag: str) -> datetime:
     return at.astimezone(UTC)
 
 
-def _source(args: argparse.Namespace, settings: Settings, scratch: Path) -> TickSource:
+def _kite_source(args: argparse.Namespace, instruments: list[tuple[int, str]]) -> TickSource:
+    if not (args.from_ and args.to and args.kite_api_key and args.kite_access_token_stdin):
+        raise BacktestConfigError(
+            "--kite-historical needs --from, --to, --kite-api-key and --kite-access-token-stdin"
+        )
+    start, end = _time(args.from_, "--from"), _time(args.to, "--to")
+    if end < start:
+        raise BacktestConfigError("--to is before --from")
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise BacktestConfigError("no Kite access token on stdin")
+    try:
+        candles = asyncio.run(
+            kite.load(
+                root_url=args.kite_url,
+                api_key=args.kite_api_key,
+                access_token=token,
+                instruments=instruments,
+                interval=args.kite_historical,
+                start=start,
+                end=end,
+            )
+        )
+    except KiteError as exc:
+        # The client masks the token in its messages.
+        raise OpsError(f"Kite historical data: {exc}") from None
+    return KiteSource(tuple(candles), args.kite_historical)
+
+
+def _source(
+    args: argparse.Namespace,
+    settings: Settings,
+    scratch: Path,
+    instruments: list[tuple[int, str]],
+) -> TickSource:
     if args.ticks is not None:
         if not args.ticks.is_file():
             raise BacktestConfigError(f"--ticks {args.ticks}: no such file")
@@ -141,6 +197,8 @@ def _source(args: argparse.Namespace, settings: Settings, scratch: Path) -> Tick
         path = scratch / "market.ticks.jsonl"
         write_jsonl(read, path)
         return FileSource(path)
+    if args.kite_historical is not None:
+        return _kite_source(args, instruments)
     try:
         volatility = Decimal(args.volatility_bps or settings.feed.volatility_bps)
     except InvalidOperation:
@@ -173,7 +231,10 @@ def backtest_command(args: argparse.Namespace) -> int:
         params = [parse_param(p) for p in args.param]
         on_bad_input = OnBadInput(args.on_bad_input)
         with tempfile.TemporaryDirectory(prefix="alpha-panda-backtest-") as scratch:
-            source = _source(args, settings, Path(scratch))
+            instruments = list(
+                dict.fromkeys((i.token, i.symbol) for s in config.strategies for i in s.instruments)
+            )
+            source = _source(args, settings, Path(scratch), instruments)
             if params:
                 return _sweep(args, source, setup, on_bad_input, params)
             show = sys.stderr.isatty() if args.progress is None else args.progress
