@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint format typecheck bench bench-backtest clean
+.PHONY: help venv run test test-unit lint format typecheck check bench bench-backtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,8 @@ format: $(STAMP) ## apply ruff formatting and fixes
 
 typecheck: $(STAMP) ## mypy on the packages
 	$(BIN)/mypy
+
+check: lint typecheck test ## what CI runs: lint, type check, the whole suite
 
 bench: $(STAMP) ## pipeline benchmark against raw aiokafka (prints numbers)
 	$(BIN)/python scripts/bench.py

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from agents.paper_trader import PaperTrader, PendingLimitOrder
-from models.events import ExecutionMode, MarketTick, OrderFill, RejectionReason, ValidatedSignal
+from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from models.events import (
+    ExecutionMode,
+    MarketDepth,
+    MarketTick,
+    OrderFill,
+    RejectionReason,
+    ValidatedSignal,
+)
 
-LIVE_NOT_CONFIGURED = "live trading not configured: no broker adapter is installed for live orders"
+LIVE_NOT_CONFIGURED = "live trading not configured: set ALPHA_PANDA_ZERODHA_API_KEY and log in"
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,14 @@ def execute_validated(
     last_price: Decimal | None,
     price_ts: datetime | None,
     resting_signal_ids: Iterable[str],
-) -> OrderFill | PendingLimitOrder | EngineRejection | None:
-    """A fill, a LIMIT order to rest, a rejection, or None for a LIMIT order already resting.
+    depth: MarketDepth | None = None,
+) -> OrderFill | MarketFills | PendingLimitOrder | EngineRejection | None:
+    """A fill (or a MARKET order's fills against ``depth``), a LIMIT order to rest, a
+    rejection, or None for a LIMIT order already resting.
 
-    ``last_price``/``price_ts`` are the instrument's last tick (None before any tick).
+    ``last_price``/``price_ts``/``depth`` are the instrument's last tick (None before any
+    tick; ``depth`` None when that tick carried no book). A live signal reaching this is
+    refused: the engine hands live signals to the Zerodha trader when one is configured.
     """
     signal = validated.signal
     if signal.execution_mode is ExecutionMode.LIVE:
@@ -54,4 +65,4 @@ def execute_validated(
     fill_ts = max(signal.signal_ts, price_ts)
     if validated.signal_event_id in resting_signal_ids:
         return None  # a redelivered LIMIT order already resting
-    return trader.execute(signal, validated.signal_event_id, last_price, fill_ts)
+    return trader.execute(signal, validated.signal_event_id, last_price, fill_ts, depth)

@@ -59,13 +59,22 @@ class FeeSchedule(BaseModel):
             stamp_buy_rate=Decimal("0.00015"),
         )
 
-    def compute(self, side: Side, notional: Decimal) -> FeeBreakdown:
-        """Charges for one executed order of ``notional`` rupees (quantity * fill price)."""
+    def compute(
+        self, side: Side, notional: Decimal, brokerage_charged: Decimal = ZERO
+    ) -> FeeBreakdown:
+        """Charges for one executed order of ``notional`` rupees (quantity * fill price).
+
+        For one fill of an order executed in several (a depth walk, Kite's partial fills),
+        ``brokerage_charged`` is the brokerage its earlier fills paid: the cap is per
+        order, so a fill pays at most what the cap has left.
+        """
         if notional < 0:
             raise ValueError(f"notional must not be negative, got {notional}")
+        if brokerage_charged < 0:
+            raise ValueError(f"brokerage_charged must not be negative, got {brokerage_charged}")
         raw_brokerage = notional * self.brokerage_rate
         if self.brokerage_cap is not None:
-            raw_brokerage = min(raw_brokerage, self.brokerage_cap)
+            raw_brokerage = min(raw_brokerage, max(ZERO, self.brokerage_cap - brokerage_charged))
         buying = side is Side.BUY
         brokerage = to_paise(raw_brokerage)
         exchange_txn = to_paise(notional * self.exchange_txn_rate)

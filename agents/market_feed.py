@@ -1,4 +1,4 @@
-"""Stage 1, market feed: publishes mock ticks to market.ticks (Zerodha Kite ticker later).
+"""Stage 1, market feed: publishes ticks to market.ticks, mock (default) or Kite's ticker.
 
 Ticks carry the wall clock as exchange time: the feed stands in for the exchange, the one
 place where outside time enters the pipeline. Everything downstream takes time from ticks.
@@ -15,6 +15,7 @@ from agents.random_walk import RandomWalkFeed, parse_instruments
 from alpha_panda.producer import send_record, start_producer
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import MARKET_TICKS
+from alpha_panda.zerodha_feed import install_zerodha_feed
 from models.envelope import new_event_id
 
 log = structlog.get_logger(__name__)
@@ -22,6 +23,9 @@ log = structlog.get_logger(__name__)
 
 def register(ctx: StageContext) -> None:
     settings = ctx.settings.feed
+    if settings.source == "zerodha":
+        install_zerodha_feed(ctx)  # alpha_panda/zerodha_feed.py
+        return
     feed = RandomWalkFeed(
         parse_instruments(settings.instruments), settings.seed, settings.volatility_bps
     )

@@ -12,6 +12,11 @@ Semantics (docs/TRADING_RULES.md):
   slipped market price, but never worse than the limit.
 - LIMIT, not marketable: rests, and fills at the limit (passive, no slippage) on the
   first later tick that trades through it (BUY: last < limit, SELL: last > limit).
+- MARKET when the instrument's last tick carried depth: walks the opposite side of the
+  book level by level, one fill per level at that level's price; what the book cannot
+  absorb fills at the last level's price plus slippage, or stays unfilled when
+  ``leave_rest_unfilled`` is set. The first fill keeps the single-fill id, so an order
+  that one level absorbs produces exactly the fill it produced before depth existed.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from agents.fees import FeeSchedule
 from models.envelope import derived_event_id
 from models.events import (
+    DepthLevel,
     ExecutionMode,
+    MarketDepth,
     MarketTick,
     OrderFill,
     OrderType,
@@ -39,8 +46,11 @@ from models.events import (
 BPS = Decimal("10000")
 
 
-def fill_id_for(signal_event_id: str) -> str:
-    return derived_event_id(signal_event_id, "fill")
+def fill_id_for(signal_event_id: str, index: int = 0) -> str:
+    """The id of an order's ``index``-th fill; the first is the single-fill id."""
+    if index == 0:
+        return derived_event_id(signal_event_id, "fill")
+    return derived_event_id(signal_event_id, "fill", index)
 
 
 def order_id_for(signal_event_id: str) -> str:
@@ -85,10 +95,25 @@ class PendingLimitOrder(BaseModel):
 
 
 @dataclass(frozen=True)
+class MarketFills:
+    """A MARKET order filled against depth: one fill per level, best level first."""
+
+    fills: tuple[OrderFill, ...]
+    unfilled: int = 0
+
+    @property
+    def filled(self) -> int:
+        return sum(f.quantity for f in self.fills)
+
+
+@dataclass(frozen=True)
 class PaperTrader:
     slippage_bps: Decimal
     fees: FeeSchedule
     tick_size: Decimal = field(default=Decimal("0.05"))
+    # What the book's five levels cannot absorb: False fills it at the last level's price
+    # plus slippage; True leaves it unfilled (reported as MarketFills.unfilled).
+    leave_rest_unfilled: bool = False
 
     def __post_init__(self) -> None:
         if self.slippage_bps < 0:
@@ -97,12 +122,71 @@ class PaperTrader:
             raise ValueError(f"tick_size must be > 0, got {self.tick_size}")
 
     def execute(
-        self, signal: TradingSignal, signal_event_id: str, last_price: Decimal, ts: datetime
-    ) -> OrderFill | PendingLimitOrder:
-        """Route by order type: a MARKET order fills; a LIMIT order fills or rests."""
+        self,
+        signal: TradingSignal,
+        signal_event_id: str,
+        last_price: Decimal,
+        ts: datetime,
+        depth: MarketDepth | None = None,
+    ) -> OrderFill | PendingLimitOrder | MarketFills:
+        """Route by order type: a MARKET order fills (against ``depth`` when the last tick
+        carried a book with levels on the side it takes); a LIMIT order fills or rests."""
         if signal.order_type is OrderType.MARKET:
+            if depth is not None and self._opposite(signal.side, depth):
+                return self.fill_market_depth(signal, signal_event_id, depth, ts)
             return self.fill_market(signal, signal_event_id, last_price, ts)
         return self.accept_limit(signal, signal_event_id, last_price, ts)
+
+    @staticmethod
+    def _opposite(side: Side, depth: MarketDepth) -> tuple[DepthLevel, ...]:
+        return depth.asks if side is Side.BUY else depth.bids
+
+    def fill_market_depth(
+        self,
+        signal: TradingSignal,
+        signal_event_id: str,
+        depth: MarketDepth,
+        filled_ts: datetime,
+    ) -> MarketFills:
+        """Walk the opposite side best level first: a fill per level at its price.
+
+        The level prices are the book's, so they carry no slippage; only the rest beyond
+        the last level, which the visible book cannot price, pays the slippage.
+        """
+        if signal.order_type is not OrderType.MARKET:
+            raise ValueError(f"fill_market_depth got a {signal.order_type} order")
+        levels = self._opposite(signal.side, depth)
+        if not levels:
+            raise ValueError(f"no {'asks' if signal.side is Side.BUY else 'bids'} to fill against")
+        lots: list[tuple[int, Decimal]] = []
+        remaining = signal.quantity
+        for level in levels:
+            if remaining == 0:
+                break
+            take = min(remaining, level.quantity)
+            lots.append((take, level.price))
+            remaining -= take
+        unfilled = 0
+        if remaining:
+            if self.leave_rest_unfilled:
+                unfilled = remaining
+            else:
+                lots.append((remaining, self.slipped_price(signal.side, levels[-1].price)))
+        fills: list[OrderFill] = []
+        brokerage = Decimal("0")
+        for index, (quantity, price) in enumerate(lots):
+            fill = self._fill(
+                signal,
+                signal_event_id,
+                price,
+                filled_ts,
+                quantity=quantity,
+                index=index,
+                brokerage_charged=brokerage,
+            )
+            brokerage += fill.fee_breakdown.brokerage
+            fills.append(fill)
+        return MarketFills(tuple(fills), unfilled)
 
     def slipped_price(self, side: Side, last_price: Decimal) -> Decimal:
         """``last_price`` moved against the trader and rounded to the tick against them."""
@@ -171,18 +255,27 @@ class PaperTrader:
         return (price / self.tick_size).to_integral_value(rounding=rounding) * self.tick_size
 
     def _fill(
-        self, signal: TradingSignal, signal_event_id: str, price: Decimal, filled_ts: datetime
+        self,
+        signal: TradingSignal,
+        signal_event_id: str,
+        price: Decimal,
+        filled_ts: datetime,
+        *,
+        quantity: int | None = None,
+        index: int = 0,
+        brokerage_charged: Decimal = Decimal("0"),
     ) -> OrderFill:
-        breakdown = self.fees.compute(signal.side, price * signal.quantity)
+        quantity = signal.quantity if quantity is None else quantity
+        breakdown = self.fees.compute(signal.side, price * quantity, brokerage_charged)
         return OrderFill(
-            fill_id=fill_id_for(signal_event_id),
+            fill_id=fill_id_for(signal_event_id, index),
             order_id=order_id_for(signal_event_id),
             signal_event_id=signal_event_id,
             strategy_id=signal.strategy_id,
             instrument_token=signal.instrument_token,
             symbol=signal.symbol,
             side=signal.side,
-            quantity=signal.quantity,
+            quantity=quantity,
             fill_price=price,
             fees=breakdown.total,
             fee_breakdown=breakdown,

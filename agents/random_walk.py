@@ -25,11 +25,14 @@ def parse_instruments(spec: str) -> list[InstrumentSpec]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         try:
             token, symbol, price = item.split(":")
-            instruments.append(InstrumentSpec(int(token), symbol, Decimal(price)))
-        except ValueError:
+            instrument = InstrumentSpec(int(token), symbol, Decimal(price))
+        except (ValueError, ArithmeticError):  # decimal's InvalidOperation is no ValueError
             raise ValueError(
                 f"ALPHA_PANDA_FEED_INSTRUMENTS: {item!r} is not token:symbol:start_price"
             ) from None
+        if not instrument.start_price.is_finite() or instrument.start_price <= 0:
+            raise ValueError(f"ALPHA_PANDA_FEED_INSTRUMENTS: {item!r} needs a positive start price")
+        instruments.append(instrument)
     if not instruments:
         raise ValueError("ALPHA_PANDA_FEED_INSTRUMENTS: no instruments configured")
     return instruments

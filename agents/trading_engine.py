@@ -1,4 +1,5 @@
-"""Stage 4, trading engine: validated signals + ticks -> orders.filled.paper.
+"""Stage 4, trading engine: validated signals + ticks -> orders.filled.paper; live signals
+go to the Zerodha trader (alpha_panda/zerodha_trader.py), whose fills go to orders.filled.live.
 
 Paper fills need the instrument's last price and resting LIMIT orders need its ticks, so
 all state here is per instrument. Validated signals are keyed by strategy and instrument;
@@ -18,7 +19,7 @@ from faust.types import EventT, StreamT
 
 from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
 from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader, PendingLimitOrder
+from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
@@ -28,8 +29,12 @@ from alpha_panda.topics import (
     SIGNALS_VALIDATED,
     Tables,
 )
+from alpha_panda.zerodha_trader import Refused
+from alpha_panda.zerodha_wiring import install_live_trading
 from models.envelope import EventEnvelope, derived_event_id
 from models.events import (
+    ExecutionMode,
+    MarketDepth,
     MarketTick,
     OrderFill,
     RejectedSignal,
@@ -46,7 +51,11 @@ def register(ctx: StageContext) -> None:
         if ctx.settings.paper.product == "delivery"
         else FeeSchedule.intraday()
     )
-    trader = PaperTrader(slippage_bps=ctx.settings.paper.slippage_bps, fees=fees)
+    trader = PaperTrader(
+        slippage_bps=ctx.settings.paper.slippage_bps,
+        fees=fees,
+        leave_rest_unfilled=ctx.settings.paper.leave_rest_unfilled,
+    )
     last_prices = ctx.write_behind_table(
         Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
     )
@@ -91,6 +100,18 @@ def register(ctx: StageContext) -> None:
         )
         ctx.metrics.domain.labels(ctx.source, "rejected", reason.value).inc()
 
+    live = install_live_trading(ctx) if ctx.settings.zerodha.configured else None
+
+    async def on_live(envelope: EventEnvelope[Any], validated: ValidatedSignal) -> None:
+        """Hand a live signal to the Zerodha trader; wait for Kite's answer before the
+        offset may commit, so a crash redelivers it (and its tag finds the placed order)."""
+        assert live is not None
+        outcome = await live.submit(validated.signal_event_id, validated.signal)
+        if isinstance(outcome, Refused):
+            await reject(envelope, validated, outcome.reason, outcome.detail)
+            return
+        live.record(outcome.order)
+
     async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
         token = str(envelope.data.signal.instrument_token)
         await ctx.forward(ENGINE_SIGNALS_BY_INSTRUMENT, token, event.message.value)
@@ -107,7 +128,11 @@ def register(ctx: StageContext) -> None:
             "price": str(tick.last_price),
             "symbol": tick.symbol,
             "ts": tick.exchange_ts.isoformat(),
+            # Only the last tick's book counts: a later tick without depth clears it.
+            **({"depth": tick.depth.model_dump(mode="json")} if tick.depth else {}),
         }
+        if live is not None and tick.instrument_token in live.done:
+            live.forget_done(tick.instrument_token)
         resting = pending_orders.get(key)
         if not resting:
             return
@@ -121,6 +146,9 @@ def register(ctx: StageContext) -> None:
     async def on_validated(envelope: EventEnvelope[Any], event: EventT) -> None:
         validated: ValidatedSignal = envelope.data
         signal = validated.signal
+        if signal.execution_mode is ExecutionMode.LIVE and live is not None:
+            await on_live(envelope, validated)
+            return
         key = str(signal.instrument_token)
         price = last_prices.get(key)
         resting_now = pending_orders.get(key) or []
@@ -130,6 +158,7 @@ def register(ctx: StageContext) -> None:
             None if price is None else Decimal(price["price"]),
             None if price is None else datetime.fromisoformat(price["ts"]),
             (o["signal_event_id"] for o in resting_now),
+            MarketDepth.model_validate(price["depth"]) if price and "depth" in price else None,
         )
         if outcome is None:
             return  # a redelivered LIMIT order already resting
@@ -139,6 +168,20 @@ def register(ctx: StageContext) -> None:
         if isinstance(outcome, PendingLimitOrder):
             pending_orders[key] = [*resting_now, outcome.to_json_dict()]
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
+            return
+        if isinstance(outcome, MarketFills):
+            for fill in outcome.fills:
+                await send_fill(fill)
+            if outcome.unfilled:
+                ctx.metrics.domain.labels(ctx.source, "depth_unfilled", signal.side.value).inc()
+                log.info(
+                    "paper_rest_unfilled",
+                    signal_event_id=validated.signal_event_id,
+                    strategy_id=signal.strategy_id,
+                    instrument_token=signal.instrument_token,
+                    filled=outcome.filled,
+                    unfilled=outcome.unfilled,
+                )
             return
         await send_fill(outcome)
 

@@ -88,6 +88,18 @@ class StageMetrics:
             ["stage", "breaker"],
             registry=r,
         )
+        self.broker_connected = Gauge(
+            "alpha_panda_broker_connected",
+            "1 while the stage's broker connection (Kite feed or trader) is usable",
+            ["stage", "broker"],
+            registry=r,
+        )
+        self.broker_token_expired = Gauge(
+            "alpha_panda_broker_token_expired",
+            "1 while the broker refuses the stored access token (log in again)",
+            ["stage", "broker"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "alpha_panda_http_requests",
             "HTTP requests served",

@@ -139,6 +139,11 @@ class PaperSettings(_Section):
     product: Literal["intraday", "delivery"] = Field(
         default="intraday", description="Which NSE charge schedule paper fills pay."
     )
+    leave_rest_unfilled: bool = Field(
+        default=False,
+        description="A paper MARKET order walking the depth leaves what the five levels "
+        "cannot absorb unfilled, instead of filling it at the last level plus slippage.",
+    )
 
 
 class RiskSettings(_Section):
@@ -171,6 +176,11 @@ class PortfolioSettings(_Section):
 
 
 class FeedSettings(_Section):
+    source: Literal["mock", "zerodha"] = Field(
+        default="mock",
+        description="mock: the seeded random walk; zerodha: Kite's live ticker (full mode, "
+        "the instruments of enabled strategies).",
+    )
     instruments: str = Field(
         default="256265:NIFTY 50:22000,738561:RELIANCE:2900,2953217:TCS:3900,408065:INFY:1500",
         description="token:symbol:start_price, comma separated.",
@@ -188,6 +198,67 @@ class FeedSettings(_Section):
         "still share a request while one is in flight); the 5 ms of broker.linger_ms was "
         "half of a tick's median trip to the portfolio at low rates.",
     )
+
+
+class ZerodhaSettings(_Section):
+    """Kite Connect. api_key and api_secret come from the Kite Connect app; the daily access
+    token is not a setting: `alpha-panda zerodha login` stores it in the database."""
+
+    api_key: SecretStr = Field(
+        default=SecretStr(""), description="Kite Connect app's API key; empty: Zerodha is off."
+    )
+    api_secret: SecretStr = Field(
+        default=SecretStr(""), description="Kite Connect app's API secret (never logged)."
+    )
+    root_url: str = Field(default="https://api.kite.trade", description="Kite REST API.")
+    ws_url: str = Field(default="wss://ws.kite.trade", description="Kite ticker WebSocket.")
+    login_url: str = Field(
+        default="https://kite.zerodha.com/connect/login",
+        description="Kite's login page; it redirects to the app's registered URL.",
+    )
+    product: Literal["MIS", "CNC", "NRML"] = Field(
+        default="MIS", description="Product of live orders unless the strategy sets one."
+    )
+    market_protection: int = Field(
+        default=-1,
+        ge=-1,
+        le=100,
+        description="Percent sent with MARKET orders (-1: Kite's automatic); the 2026 "
+        "rules reject MARKET orders without a non-zero value.",
+    )
+    token_poll_s: float = Field(
+        default=5.0, gt=0, description="How often the feed and trader re-read the stored token."
+    )
+    order_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the trader lists Kite's orders for fills (the fallback to "
+        "WebSocket order updates).",
+    )
+    orders_per_second: int = Field(
+        default=10, gt=0, description="Client-side order rate limit (Kite: 10/s)."
+    )
+    orders_per_minute: int = Field(
+        default=400, gt=0, description="Client-side order rate limit (Kite: 400/min)."
+    )
+    max_signal_age_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A live signal older than this (by its tick's time) is refused, not "
+        "placed: after an outage, a backlog or a replay, old prices must not become orders.",
+    )
+    breaker_failures: int = Field(
+        default=3, gt=0, description="Consecutive Kite 5xx/timeouts that open the breaker."
+    )
+    breaker_reset_s: float = Field(
+        default=10.0, gt=0, description="How long the open breaker refuses before a probe."
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether Zerodha is set up at all: the feed and trader need only the api_key
+        (and a stored token); the login needs the api_secret too."""
+        return bool(self.api_key.get_secret_value())
 
 
 class Settings(BaseSettings):
@@ -216,6 +287,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     portfolio: PortfolioSettings = PortfolioSettings()
     feed: FeedSettings = FeedSettings()
+    zerodha: ZerodhaSettings = ZerodhaSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
@@ -226,6 +298,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "auth.jwt_secret (ALPHA_PANDA_AUTH_JWT_SECRET) is the placeholder; "
                 "set a real secret outside development"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _zerodha_feed_needs_a_key(self) -> Settings:
+        if self.feed.source == "zerodha" and not self.zerodha.configured:
+            raise ValueError(
+                "feed.source (ALPHA_PANDA_FEED_SOURCE) is zerodha but zerodha.api_key "
+                "(ALPHA_PANDA_ZERODHA_API_KEY) is not set"
             )
         return self
 

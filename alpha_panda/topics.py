@@ -164,6 +164,7 @@ class Tables:
     PORTFOLIOS = "portfolios"
     RECENT_FILLS = "recent-fills"
     RECENT_REJECTIONS = "recent-rejections"
+    LIVE_ORDERS = "live-orders"
 
 
 # Raw broker passthrough measured by the benchmark next to the pipeline (scripts/bench.py).

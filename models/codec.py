@@ -24,8 +24,15 @@ from models.envelope import (
     EventEnvelope,
     EventType,
 )
+from models.events import REJECTION_REASONS_SINCE_V2
 
 P = TypeVar("P", bound=BaseModel)
+
+# One payload model serves every market.tick version: v1 is v2 without ``depth``. What a
+# v1 record may not carry is checked here, so consumers see one type for both versions.
+DEPTH_SINCE_VERSION = 2
+# Likewise trading.signal.rejected: v2 only adds the broker's rejection reasons.
+BROKER_REASONS_SINCE_VERSION = 2
 
 
 class DecodeFailure(StrEnum):
@@ -135,6 +142,27 @@ def decode(
         envelope = cast(EventEnvelope[Any], _ADAPTERS[event_type].validate_python(obj))
     except ValidationError as exc:
         raise DecodeError(DecodeFailure.INVALID_FIELDS, _short(exc.errors()), position) from None
+    if (
+        event_type is EventType.MARKET_TICK
+        and envelope.version < DEPTH_SINCE_VERSION
+        and envelope.data.depth is not None
+    ):
+        raise DecodeError(
+            DecodeFailure.INVALID_FIELDS,
+            f"data.depth: market.tick carries depth only from version {DEPTH_SINCE_VERSION}",
+            position,
+        )
+    if (
+        event_type is EventType.SIGNAL_REJECTED
+        and envelope.version < BROKER_REASONS_SINCE_VERSION
+        and envelope.data.reason in REJECTION_REASONS_SINCE_V2
+    ):
+        raise DecodeError(
+            DecodeFailure.INVALID_FIELDS,
+            f"data.reason: {envelope.data.reason.value!r} exists only from version "
+            f"{BROKER_REASONS_SINCE_VERSION}",
+            position,
+        )
     if key is not None and key.decode("utf-8", "replace") != envelope.key:
         raise DecodeError(
             DecodeFailure.KEY_MISMATCH,

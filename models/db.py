@@ -134,3 +134,21 @@ class TradingHalt(Base):
     reason: Mapped[str] = mapped_column(String(500), default="")
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BrokerSession(Base):
+    """The broker's current access token (Kite's lives until about 06:00 IST next day).
+
+    One row per broker, replaced at each login. The token is a credential: it is read by
+    the feed and the trader and never logged, returned by the API or shown by the CLI.
+    """
+
+    __tablename__ = "broker_sessions"
+
+    broker: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(128), default="")
+    access_token: Mapped[str] = mapped_column(String(512))
+    login_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

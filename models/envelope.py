@@ -41,8 +41,15 @@ PAYLOAD_TYPES: dict[EventType, type[BaseModel]] = {
 
 # Schema versions each consumer understands. Bumping a payload's version without
 # teaching the consumers is caught by the contract tests.
-CURRENT_VERSION: dict[EventType, int] = {t: 1 for t in EventType}
-SUPPORTED_VERSIONS: dict[EventType, frozenset[int]] = {t: frozenset({1}) for t in EventType}
+# Issue 13: market.tick v2 adds the optional 5-level depth; trading.signal.rejected v2 adds
+# the broker's rejection reasons. v1 records of both stay readable.
+CURRENT_VERSION: dict[EventType, int] = {t: 1 for t in EventType} | {
+    EventType.MARKET_TICK: 2,
+    EventType.SIGNAL_REJECTED: 2,
+}
+SUPPORTED_VERSIONS: dict[EventType, frozenset[int]] = {
+    t: frozenset(range(1, CURRENT_VERSION[t] + 1)) for t in EventType
+}
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 

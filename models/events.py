@@ -11,7 +11,15 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 
 def _utc(value: datetime) -> datetime:
@@ -57,13 +65,56 @@ class RejectionReason(StrEnum):
     NO_MARKET_PRICE = "no_market_price"
     LIVE_TRADING_NOT_CONFIGURED = "live_trading_not_configured"
     STRATEGY_UNKNOWN = "strategy_unknown"
+    # Since trading.signal.rejected v2 (issue 13): the broker refused the order (detail
+    # carries its message), or could not be asked (token expired, breaker open, 5xx).
+    BROKER_REJECTED = "broker_rejected"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+
+
+REJECTION_REASONS_SINCE_V2 = frozenset(
+    {RejectionReason.BROKER_REJECTED, RejectionReason.BROKER_UNAVAILABLE}
+)
 
 
 class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+MAX_DEPTH_LEVELS = 5
+
+
+class DepthLevel(_Payload):
+    """One price level of the order book (Kite's full-mode depth entry)."""
+
+    quantity: int = Field(gt=0, description="Shares bid or offered at this price.")
+    price: Price
+    orders: int = Field(ge=0, description="Number of orders at this price.")
+
+
+class MarketDepth(_Payload):
+    """Up to five levels a side, best first (bids high to low, asks low to high)."""
+
+    bids: tuple[DepthLevel, ...] = Field(default=(), max_length=MAX_DEPTH_LEVELS)
+    asks: tuple[DepthLevel, ...] = Field(default=(), max_length=MAX_DEPTH_LEVELS)
+
+    @model_validator(mode="after")
+    def _best_first(self) -> MarketDepth:
+        bid_prices = [level.price for level in self.bids]
+        ask_prices = [level.price for level in self.asks]
+        if bid_prices != sorted(bid_prices, reverse=True):
+            raise ValueError("bids must be ordered best (highest price) first")
+        if ask_prices != sorted(ask_prices):
+            raise ValueError("asks must be ordered best (lowest price) first")
+        return self
+
+
 class MarketTick(_Payload):
+    """A trade print. Version 1 carries no depth; version 2 adds the optional ``depth``.
+
+    A tick without depth serialises exactly as version 1 did (``depth`` is left out rather
+    than written as null), so every v1 record still reads and re-encodes byte for byte.
+    """
+
     instrument_token: InstrumentToken
     symbol: str = Field(min_length=1, max_length=64)
     exchange: str = Field(default="NSE", min_length=1, max_length=16)
@@ -73,6 +124,14 @@ class MarketTick(_Payload):
     bid: Price | None = None
     ask: Price | None = None
     exchange_ts: UtcDatetime
+    depth: MarketDepth | None = Field(default=None, description="Since version 2.")
+
+    @model_serializer(mode="wrap")
+    def _omit_missing_depth(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if self.depth is None:
+            data.pop("depth", None)
+        return data
 
 
 class TradingSignal(_Payload):

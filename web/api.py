@@ -45,6 +45,7 @@ from web.auth import (
 )
 from web.live import ChangeWaiter, LiveUpdate, redis_subscriber, serve_events
 from web.openapi import openapi_document
+from web.zerodha import register_zerodha_views
 
 if TYPE_CHECKING:
     from alpha_panda.runtime import StageContext
@@ -973,3 +974,5 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
         return aiohttp_web.Response(body=body, content_type=content_type, headers=PAGE_HEADERS)
 
     page("/static/{filename}", static)
+
+    register_zerodha_views(ctx, services)

@@ -440,6 +440,92 @@ def _ops_paths() -> Json:
     }
 
 
+def _zerodha_paths() -> Json:
+    """The daily Kite login (web/zerodha.py); no response carries a token or the secret."""
+    session = {
+        "type": "object",
+        "nullable": True,
+        "description": "The stored Kite session, without its access token.",
+        "properties": {
+            "broker": {"type": "string"},
+            "user_id": {"type": "string"},
+            "user_name": {"type": "string"},
+            "login_time": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "expires_at_ist": {"type": "string", "format": "date-time"},
+            "valid": {"type": "boolean"},
+        },
+    }
+    not_configured = _error("ALPHA_PANDA_ZERODHA_API_KEY or _API_SECRET is not set.")
+    return {
+        "/api/v1/zerodha/login-url": {
+            "get": {
+                "summary": "Kite's login URL with a signed 15-minute state (admin only)",
+                "tags": ["zerodha"],
+                "security": BEARER,
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"login_url": {"type": "string"}}},
+                        "Open it in a browser; Kite redirects to the callback below.",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "403": _error("The user is not an admin."),
+                    "409": not_configured,
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/v1/zerodha/callback": {
+            "get": {
+                "summary": "The Kite app's redirect URL: stores the day's access token",
+                "tags": ["zerodha"],
+                "security": [],
+                "description": "Authenticated by the signed `state` the login URL carries "
+                "(Kite returns it unchanged), or by an admin bearer token.",
+                "parameters": [
+                    {"name": n, "in": "query", "required": n == "request_token", "schema": s}
+                    for n, s in (
+                        ("request_token", {"type": "string"}),
+                        ("state", {"type": "string"}),
+                        ("status", {"type": "string"}),
+                        ("action", {"type": "string"}),
+                        ("type", {"type": "string"}),
+                    )
+                ],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"session": session}},
+                        "Logged in; running stages pick the token up within zerodha.token_poll_s.",
+                    ),
+                    "400": _error("Bad or missing request token or state, or Kite refused."),
+                    "401": _error("Neither a state nor a bearer token."),
+                    "403": _error("The bearer token's user is not an admin."),
+                    "409": not_configured,
+                    "424": _error("Kite cannot be reached."),
+                },
+            }
+        },
+        "/api/v1/zerodha/session": {
+            "get": {
+                "summary": "Who is logged in to Kite and until when",
+                "tags": ["zerodha"],
+                "security": BEARER,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"configured": {"type": "boolean"}, "session": session},
+                        },
+                        "session is null when no token is stored.",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+    }
+
+
 def _faust_get(summary: str, params: list[str]) -> Json:
     return {
         "get": {
@@ -475,7 +561,7 @@ def _faust_table_paths() -> Json:
 
 def openapi_document(*, faust_router: bool = True, faust_tables: bool = True) -> Json:
     """The document; the flags say which of Faust's built-in endpoints the worker serves."""
-    paths: Json = {**_api_paths(), **_ops_paths()}
+    paths: Json = {**_api_paths(), **_zerodha_paths(), **_ops_paths()}
     if faust_router:
         paths.update(_faust_router_paths())
     if faust_tables:
@@ -499,6 +585,7 @@ def openapi_document(*, faust_router: bool = True, faust_tables: bool = True) ->
             {"name": "meta"},
             {"name": "operations"},
             {"name": "dashboard"},
+            {"name": "zerodha", "description": "The daily Kite Connect login."},
             {"name": "faust-internal", "description": "Served by Faust itself on this port."},
         ],
         "paths": paths,

@@ -30,13 +30,13 @@ from decimal import Decimal
 
 from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
 from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader, PendingLimitOrder
+from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from agents.risk_policy import RiskPolicy
 from agents.strategy_host import StrategyHost
 from alpha_panda.backtest.metrics import Ledger, sharpe_like
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.settings import Settings
-from models.events import MarketTick, OrderFill, TradingSignal, ValidatedSignal
+from models.events import MarketDepth, MarketTick, OrderFill, TradingSignal, ValidatedSignal
 from tables.portfolio import Portfolio, PortfolioValuation, book_fill
 from tables.risk_state import RiskLimits, StrategyRiskState
 
@@ -69,7 +69,11 @@ class BacktestSetup:
         return cls(
             config=config,
             risk_defaults=RiskLimits.from_settings(settings.risk),
-            trader=PaperTrader(slippage_bps=paper.slippage_bps, fees=fees),
+            trader=PaperTrader(
+                slippage_bps=paper.slippage_bps,
+                fees=fees,
+                leave_rest_unfilled=paper.leave_rest_unfilled,
+            ),
             starting_cash=settings.portfolio.starting_cash,
             bar=bar,
         )
@@ -129,12 +133,15 @@ class BacktestEngine:
                 "; ".join(f"strategy {sid!r}: {error}" for sid, error in invalid)
             )
         self._risk: dict[str, StrategyRiskState] = {}
-        self._engine_prices: dict[int, tuple[Decimal, datetime]] = {}
+        # token -> the engine's last tick: price, time, and its book (None without depth).
+        self._engine_prices: dict[int, tuple[Decimal, datetime, MarketDepth | None]] = {}
         self._resting: dict[int, list[PendingLimitOrder]] = {}
         self.portfolios: dict[str, Portfolio] = {}
         self.marks: dict[int, Decimal] = {}
         self.fills: list[OrderFill] = []
         self.rejections: Counter[tuple[str, str]] = Counter()
+        # Shares of MARKET orders the book could not absorb (paper.leave_rest_unfilled).
+        self.unfilled: Counter[str] = Counter()
         self.ledgers = {
             r.strategy_id: Ledger(r.strategy_id, setup.starting_cash)
             for r in setup.config.enabled_strategies
@@ -192,7 +199,7 @@ class BacktestEngine:
         # Trading engine: last price, then resting LIMIT orders this tick trades through.
         previous = self._engine_prices.get(token)
         if not tick_is_stale(None if previous is None else previous[1], tick):
-            self._engine_prices[token] = (price, ts)
+            self._engine_prices[token] = (price, ts, tick.depth)
             resting = self._resting.get(token)
             if resting:
                 fills, still_resting = self.trader.on_tick(resting, tick)
@@ -231,6 +238,7 @@ class BacktestEngine:
             None if price is None else price[0],
             None if price is None else price[1],
             (order.signal_event_id for order in resting),
+            None if price is None else price[2],
         )
         if outcome is None:
             return
@@ -238,6 +246,11 @@ class BacktestEngine:
             self.rejections[(sid, outcome.reason.value)] += 1
         elif isinstance(outcome, PendingLimitOrder):
             self._resting[token] = [*resting, outcome]
+        elif isinstance(outcome, MarketFills):
+            for fill in outcome.fills:
+                self._book(fill)
+            if outcome.unfilled:
+                self.unfilled[sid] += outcome.unfilled
         else:
             self._book(outcome)
 

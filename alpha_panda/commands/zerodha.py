@@ -14,6 +14,7 @@ import contextlib
 import signal
 import sys
 
+from alpha_panda.commands.zerodha_session import add_session_commands
 from alpha_panda.zerodha.fake_server import FakeKite
 
 EXIT_OK = 0
@@ -22,7 +23,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("zerodha", help="Zerodha Kite Connect: local Kite server")
+    parser = subparsers.add_parser(
+        "zerodha", help="Zerodha Kite Connect: daily login, status, local Kite server"
+    )
     sub = parser.add_subparsers(dest="zerodha_command", required=True)
 
     p = sub.add_parser("fake", help="run the local Kite server on loopback (Ctrl-C stops it)")
@@ -50,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--duration", type=float, default=0.0, help="stop after N seconds (0 = until Ctrl-C)"
     )
     p.set_defaults(handler=fake_command)
+
+    # The daily login and its status (alpha_panda/commands/zerodha_session.py).
+    add_session_commands(sub)
 
 
 def fake_command(args: argparse.Namespace) -> int:

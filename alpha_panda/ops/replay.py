@@ -85,7 +85,8 @@ REPLAY_CAUTION: Mapping[Stage, str] = MappingProxyType(
         ),
         Stage.TRADING_ENGINE: (
             "the trading engine executes every validated signal it reads again at today's "
-            "price; a portfolio drops a repeated fill only among its last 500 fill ids"
+            "price; a portfolio drops a repeated fill only among its last 500 fill ids; live "
+            "signals older than ALPHA_PANDA_ZERODHA_MAX_SIGNAL_AGE_S are refused, not placed"
         ),
     }
 )

@@ -54,7 +54,13 @@ pytestmark = pytest.mark.integration
 
 NIFTY = InstrumentRef(token=256265, symbol="NIFTY 50")
 RELIANCE = InstrumentRef(token=738561, symbol="RELIANCE")
-ALL_TABLES = {"schema_version", "strategy_configurations", "trading_halts", "users"}
+ALL_TABLES = {
+    "schema_version",
+    "strategy_configurations",
+    "trading_halts",
+    "users",
+    "broker_sessions",
+}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

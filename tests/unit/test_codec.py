@@ -68,7 +68,7 @@ def test_type_that_does_not_belong_on_the_topic() -> None:
     assert err.failure is DecodeFailure.UNEXPECTED_TYPE
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", True, None])
+@pytest.mark.parametrize("version", [0, 3, "1", "2", True, None])
 def test_unsupported_version(version: object) -> None:
     assert (
         _decode_error(_bad(_with(["version"], version))).failure

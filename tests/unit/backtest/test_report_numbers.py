@@ -138,3 +138,29 @@ def test_summary_table_prints_the_numbers(result) -> None:  # type: ignore[no-un
         "mom", "4", "2", "50.00", "0.00", "2.14", "-2.14", "-0.00", "21.06", "0.00",
         row.split()[10], "57.14", "0",
     ]  # fmt: skip
+
+
+def test_market_orders_walk_the_book_when_ticks_carry_depth() -> None:
+    """The engine's depth fills (agents/paper_trader.py) reach the backtest unchanged: one
+    fill per level, the first with the single-fill id, all booked."""
+    from agents.paper_trader import fill_id_for
+    from models.events import DepthLevel, MarketDepth
+
+    book = MarketDepth(
+        bids=(DepthLevel(quantity=50, price=D("100.95"), orders=1),),
+        asks=(
+            DepthLevel(quantity=4, price=D("101.05"), orders=1),
+            DepthLevel(quantity=3, price=D("101.10"), orders=1),
+            DepthLevel(quantity=9, price=D("101.20"), orders=2),
+        ),
+    )
+    with_depth = [
+        (t.model_copy(update={"depth": book}) if n == 1 else t, event_id)
+        for n, (t, event_id) in enumerate(ticks()[:2])
+    ]
+    result = BacktestEngine(setup()).run(with_depth)
+    buys = [(f.quantity, f.fill_price) for f in result.fills]
+    assert buys == [(4, D("101.05")), (3, D("101.10")), (3, D("101.20"))]
+    signal_id = result.fills[0].signal_event_id
+    assert result.fills[0].fill_id == fill_id_for(signal_id)
+    assert result.portfolios["mom"].positions[TOKEN].quantity == 10

@@ -97,3 +97,15 @@ def test_brokerage_cap_boundary() -> None:
 def test_negative_notional_is_a_bug() -> None:
     with pytest.raises(ValueError, match="negative"):
         FeeSchedule.intraday().compute(Side.BUY, D("-1"))
+
+
+def test_the_brokerage_cap_is_per_order_across_its_fills() -> None:
+    schedule = FeeSchedule.intraday()
+    # 100000 x 0.03% = 30, capped at 20; with 15 already charged to the order, 5 is left.
+    assert schedule.compute(Side.BUY, Decimal("100000"), Decimal("15")).brokerage == Decimal("5.00")
+    assert schedule.compute(Side.BUY, Decimal("100000"), Decimal("20")).brokerage == Decimal("0")
+    assert schedule.compute(Side.BUY, Decimal("100000"), Decimal("25")).brokerage == Decimal("0")
+    # Below the cap the earlier fills do not matter: 1000 x 0.03% = 0.30.
+    assert schedule.compute(Side.BUY, Decimal("1000"), Decimal("15")).brokerage == Decimal("0.30")
+    with pytest.raises(ValueError, match="brokerage_charged"):
+        schedule.compute(Side.BUY, Decimal("1"), Decimal("-1"))

@@ -69,7 +69,15 @@ def test_document_is_internally_consistent() -> None:
             declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
             assert declared == templated, (method, path)
             assert operation["responses"], (method, path)
-            protected = path.startswith(("/api/v1/portfolios", "/api/v1/signals", "/api/v1/stream"))
+            protected = path.startswith(
+                (
+                    "/api/v1/portfolios",
+                    "/api/v1/signals",
+                    "/api/v1/stream",
+                    "/api/v1/zerodha/login-url",
+                    "/api/v1/zerodha/session",
+                )
+            )
             assert bool(operation["security"]) is protected, (method, path)
             if protected:
                 assert "401" in operation["responses"], (method, path)

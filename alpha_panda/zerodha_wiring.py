@@ -1,0 +1,182 @@
+"""Wires the Zerodha parts into a stage: the token watcher, the trader, their health.
+
+Kept out of the agents so they stay thin: an agent calls ``install_*`` once at
+registration (no I/O then) and gets an object to call from its handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agents.live_orders import LiveOrder
+from alpha_panda.broker_session import IST, StageTokenWatcher
+from alpha_panda.circuit_breaker import BreakerState
+from alpha_panda.runtime import StageContext
+from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_LIVE, SIGNALS_REJECTED, Tables
+from alpha_panda.zerodha_trader import LiveTrading, Outcome
+from models.envelope import derived_event_id
+from models.events import OrderFill, RejectedSignal, RejectionReason, TradingSignal
+
+log = structlog.get_logger(__name__)
+
+BROKER = "zerodha"
+
+
+def install_token_watcher(ctx: StageContext) -> StageTokenWatcher:
+    watcher = StageTokenWatcher(ctx.settings.database.url, poll_s=ctx.settings.zerodha.token_poll_s)
+
+    async def watch() -> None:
+        try:
+            await watcher.run(lambda: bool(ctx.app.should_stop))
+        finally:
+            await watcher.close()
+
+    ctx.app.task(watch)
+    return watcher
+
+
+class LiveTradingHandle:
+    """What the trading engine's handlers use: submit a signal, record a placed order,
+    forget finished ones."""
+
+    def __init__(self, ctx: StageContext, live: LiveTrading, table: Any) -> None:
+        self._ctx = ctx
+        self.live = live
+        self._table = table
+        # instrument token -> tags whose orders are done: removed from the table on that
+        # instrument's next tick (a table write needs a record of the key's partition).
+        self.done: dict[int, set[str]] = {}
+
+    def finished(self, order: LiveOrder) -> None:
+        self.done.setdefault(order.signal.instrument_token, set()).add(order.tag)
+
+    def forget_done(self, instrument_token: int) -> None:
+        for tag in self.done.pop(instrument_token, ()):
+            if self._table.get(tag) is not None:
+                del self._table[tag]
+
+    async def submit(self, signal_event_id: str, signal: TradingSignal) -> Outcome:
+        return await self.live.submit(signal_event_id, signal)
+
+    def record(self, order: LiveOrder) -> None:
+        """Remember a placed order in the changelog-backed table (inside a handler), so a
+        restarted engine keeps collecting its fills."""
+        if self._table.get(order.tag) is None:
+            self._table[order.tag] = order.to_json_dict()
+
+
+def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
+    table = ctx.table(
+        Tables.LIVE_ORDERS,
+        partitions=MARKET_TICKS.partitions,
+        help="Live orders placed at Kite, by tag",
+    )
+    metrics = ctx.metrics
+
+    async def send_fill(fill: OrderFill) -> None:
+        await ctx.send(
+            ORDERS_FILLED_LIVE.record(
+                fill,
+                event_id=derived_event_id(fill.order_id, fill.fill_id, "filled"),
+                ts=fill.filled_ts,
+                source=ctx.source,
+            )
+        )
+        # Counted like a paper fill (`make run`'s summary reads it), by side.
+        metrics.domain.labels(ctx.source, "fill", fill.side.value).inc()
+
+    async def send_rejection(order: LiveOrder, detail: str) -> None:
+        rejected = RejectedSignal(
+            signal_event_id=order.signal_event_id,
+            signal=order.signal,
+            reason=RejectionReason.BROKER_REJECTED,
+            detail=detail,
+            rejected_by=ctx.source,
+            rejected_ts=order.signal.signal_ts,
+        )
+        await ctx.send(
+            SIGNALS_REJECTED.record(
+                rejected,
+                event_id=derived_event_id(order.signal_event_id, "broker-rejected"),
+                ts=order.signal.signal_ts,
+                source=ctx.source,
+            )
+        )
+
+    handle: LiveTradingHandle | None = None
+
+    def known_orders() -> Mapping[str, LiveOrder]:
+        """The recorded orders still worth watching. Kite's orders are day orders: one
+        placed before today (IST) is over, and is forgotten rather than adopted."""
+        today = datetime.now(UTC).astimezone(IST).date()
+        known: dict[str, LiveOrder] = {}
+        for tag, raw in list(table.items()):
+            if not raw:
+                continue
+            order = LiveOrder.from_json_dict(raw)
+            if order.placed_ts.astimezone(IST).date() < today:
+                if handle is not None:
+                    handle.finished(order)
+                continue
+            known[tag] = order
+        return known
+
+    def on_finished(order: LiveOrder) -> None:
+        if handle is not None:
+            handle.finished(order)
+
+    def on_event(event: str, detail: str) -> None:
+        metrics.domain.labels(ctx.source, f"zerodha_{event}", detail).inc()
+
+    def on_breaker(name: str, state: BreakerState) -> None:
+        metrics.breaker_state.labels(ctx.source, name).set(0 if state is BreakerState.CLOSED else 1)
+
+    watcher = install_token_watcher(ctx)
+    live = LiveTrading(
+        ctx.settings,
+        watcher=watcher,
+        send_fill=send_fill,
+        send_rejection=send_rejection,
+        known_orders=known_orders,
+        on_event=on_event,
+        on_breaker=on_breaker,
+        on_finished=on_finished,
+    )
+    metrics.breaker_state.labels(ctx.source, "zerodha-rest").set(0)
+
+    async def trade() -> None:
+        await live.start()
+        try:
+            await live.run(lambda: bool(ctx.app.should_stop))
+        finally:
+            await live.stop()
+
+    async def listen() -> None:
+        await live.listen(lambda: bool(ctx.app.should_stop))
+
+    async def wake_on_new_token() -> None:
+        await live.started.wait()
+        while not ctx.app.should_stop:
+            await watcher.changed.wait()
+            watcher.changed.clear()
+            live.token_changed()
+
+    ctx.app.task(trade)
+    ctx.app.task(listen)
+    ctx.app.task(wake_on_new_token)
+
+    async def health() -> tuple[bool, str]:
+        ok, detail = await live.health()
+        metrics.broker_connected.labels(ctx.source, BROKER).set(1 if ok else 0)
+        metrics.broker_token_expired.labels(ctx.source, BROKER).set(
+            1 if "token expired" in detail else 0
+        )
+        return ok, detail
+
+    ctx.health_checks[BROKER] = health
+    handle = LiveTradingHandle(ctx, live, table)
+    return handle
