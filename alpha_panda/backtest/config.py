@@ -137,8 +137,8 @@ async def load_database(settings: Settings) -> db.RuntimeConfig:
 
 def select(config: db.RuntimeConfig, strategy_ids: Sequence[str]) -> db.RuntimeConfig:
     """Only ``strategy_ids`` (enabled for the run even if disabled live); all enabled if
-    none is named. Every strategy is paper traded: a strategy configured for live trading
-    is backtested as it would trade, not refused by the engine as live orders are."""
+    none is named. Every strategy is paper traded: one configured for live trading is
+    backtested on paper (a backtest never sends an order to Kite)."""
     if not strategy_ids:
         chosen = list(config.enabled_strategies)
     else:

@@ -5,14 +5,15 @@ through the same modules the stages call, with in-memory dicts where the stages 
 tables:
 
 1. portfolio manager: the tick's price becomes the instrument's mark;
-2. trading engine: :func:`agents.engine_rules.tick_is_stale`, the last price, and resting
-   LIMIT orders the tick trades through (:meth:`agents.paper_trader.PaperTrader.on_tick`);
+2. trading engine: :func:`agents.engine_rules.tick_is_stale`, the last price and book
+   (depth, when the tick has one), and resting LIMIT orders the tick trades through
+   (:meth:`agents.paper_trader.PaperTrader.on_tick`);
 3. strategy runner: :class:`agents.strategy_host.StrategyHost`; signal ids derive from the
    tick's envelope id exactly as live;
 4. risk manager, per signal: :meth:`agents.risk_policy.RiskPolicy.decide` on the
    strategy's :class:`tables.risk_state.StrategyRiskState`;
 5. trading engine, per approved signal: :func:`agents.engine_rules.execute_validated`
-   (paper fills with slippage and :mod:`agents.fees`);
+   (paper fills with slippage, or one per level of the last book, and :mod:`agents.fees`);
 6. portfolio manager, per fill: :func:`tables.portfolio.book_fill`.
 
 The live pipeline runs these steps in separate processes; on one instrument a tick
