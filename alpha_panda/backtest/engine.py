@@ -101,6 +101,7 @@ class StrategySummary:
     sharpe_like: float
     exposure_pct: Decimal
     rejections: int
+    unfilled_shares: int = 0  # MARKET shares the book could not absorb (leave_rest_unfilled)
 
 
 @dataclass
@@ -319,4 +320,5 @@ class BacktestEngine:
             sharpe_like=sharpe_like([p.equity for p in ledger.series], self.setup.bar),
             exposure_pct=ledger.exposure(self.first_ts, self.last_ts),
             rejections=sum(n for (s, _), n in self.rejections.items() if s == sid),
+            unfilled_shares=self.unfilled[sid],
         )

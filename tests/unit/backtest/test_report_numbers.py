@@ -164,3 +164,25 @@ def test_market_orders_walk_the_book_when_ticks_carry_depth() -> None:
     signal_id = result.fills[0].signal_event_id
     assert result.fills[0].fill_id == fill_id_for(signal_id)
     assert result.portfolios["mom"].positions[TOKEN].quantity == 10
+
+
+def test_what_the_book_cannot_absorb_is_reported_when_left_unfilled() -> None:
+    from models.events import DepthLevel, MarketDepth
+
+    book = MarketDepth(asks=(DepthLevel(quantity=4, price=D("101.05"), orders=1),))
+    base = setup()
+    leave = BacktestSetup(
+        config=base.config,
+        risk_defaults=base.risk_defaults,
+        trader=PaperTrader(
+            slippage_bps=D("0"), fees=FeeSchedule.intraday(), leave_rest_unfilled=True
+        ),
+        starting_cash=C,
+    )
+    with_depth = [
+        (t.model_copy(update={"depth": book}) if n == 1 else t, event_id)
+        for n, (t, event_id) in enumerate(ticks()[:2])
+    ]
+    result = BacktestEngine(leave).run(with_depth)
+    assert [(f.quantity, f.fill_price) for f in result.fills] == [(4, D("101.05"))]
+    assert result.summaries[0].unfilled_shares == 6
