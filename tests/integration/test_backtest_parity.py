@@ -5,10 +5,11 @@ the same portfolios to the paisa.
 The test is the feed: it sends the seeded random walk one tick at a time and waits until
 the engine has executed that tick's signals. The live engine fills a signal at the last
 price it has seen when the signal arrives; a feed racing ahead (or a cold start on a
-loaded machine: the first run of this test saw three of 18 fills at the next tick's price
-with 400 ms between two ticks of an instrument) lets a later tick get there first, and
-the live fill price then depends on timing. The backtest fills at the price of the tick
-that caused the signal, which is what the pipeline does whenever it keeps up.
+loaded machine) lets a later tick get there first, and the live fill price then depends on
+timing: a first version of this test, with the real feed at 10 ticks/s (400 ms between two
+ticks of an instrument), saw three of 18 fills at the next tick's price. The backtest
+fills at the price of the tick that caused the signal, which is what the pipeline does
+whenever it keeps up.
 """
 
 from __future__ import annotations
