@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit lint format typecheck check bench clean
+.PHONY: help venv run test test-unit lint format typecheck check bench bench-backtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ check: lint typecheck test ## what CI runs: lint, type check, the whole suite
 
 bench: $(STAMP) ## pipeline benchmark against raw aiokafka (prints numbers)
 	$(BIN)/python scripts/bench.py
+
+bench-backtest: $(STAMP) ## backtest ticks/s over 1,000,000 ticks (prints; JSON in var/)
+	mkdir -p var
+	$(BIN)/python scripts/bench_backtest.py --json var/bench_backtest.json
 
 clean: ## remove the virtualenv and runtime data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

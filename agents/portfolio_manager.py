@@ -30,7 +30,7 @@ from alpha_panda.topics import (
 )
 from models.envelope import EventEnvelope
 from models.events import MarketTick, OrderFill, RejectedSignal
-from tables.portfolio import Portfolio
+from tables.portfolio import Portfolio, book_fill
 from web.api import ReadModel, register_api
 
 log = structlog.get_logger(__name__)
@@ -122,19 +122,18 @@ def register(ctx: StageContext) -> None:
         portfolio = (
             Portfolio.from_json_dict(raw) if raw is not None else Portfolio.new(sid, starting_cash)
         )
-        if portfolio.already_applied(source, event.message.offset):
+        booking = book_fill(portfolio, fill, (source, event.message.offset))
+        if booking is None:
             ctx.metrics.domain.labels(ctx.source, "fill_duplicate", "redelivered").inc()
             return
-        updated = portfolio.apply_fill(fill)
-        if updated is None:
+        if not booking.booked:
             ctx.metrics.domain.labels(ctx.source, "fill_duplicate", "same_fill_id").inc()
-            updated = portfolio
         else:
             recent_fills[sid] = [fill.model_dump(mode="json"), *(recent_fills.get(sid) or [])][
                 :RECENT_FILLS
             ]
             ctx.metrics.domain.labels(ctx.source, "fill_booked", fill.side.value).inc()
-        portfolios[sid] = updated.after_source(source, event.message.offset).to_json_dict()
+        portfolios[sid] = booking.portfolio.to_json_dict()
         if mirror is not None:
             mirror.mark_portfolio(sid)
 

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
-from agents.risk_rules import RiskDecision, evaluate
+from agents.risk_policy import RiskPolicy
 from agents.session_rules import session_rules_from
 from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
@@ -30,49 +30,15 @@ from alpha_panda.topics import (
 )
 from models.envelope import EventEnvelope, derived_event_id
 from models.events import RejectedSignal, RejectionReason, TradingSignal, ValidatedSignal
-from tables.risk_state import KillSwitch, RiskConfigError, RiskLimits, StrategyRiskState
+from tables.risk_state import RiskLimits, StrategyRiskState
 
 log = structlog.get_logger(__name__)
 
 
-class RiskPolicy:
-    """Limits and kill switch as of the latest configuration (refreshed in background)."""
-
-    def __init__(self, defaults: RiskLimits) -> None:
-        self.defaults = defaults
-        self.limits: dict[str, RiskLimits] = {}
-        self.unusable: dict[str, str] = {}  # strategy id -> why it may not trade
-        self.kill_switch = KillSwitch()
-
-    def configure(self, config: RuntimeConfig) -> None:
-        limits: dict[str, RiskLimits] = {}
-        unusable: dict[str, str] = {}
-        for record in config.strategies:
-            if not record.enabled:
-                unusable[record.strategy_id] = "strategy is disabled"
-                continue
-            try:
-                limits[record.strategy_id] = self.defaults.with_overrides(record.risk_limits)
-            except RiskConfigError as exc:
-                # Refuse rather than trade on defaults the operator did not mean.
-                unusable[record.strategy_id] = f"risk limits invalid: {exc}"
-                log.error("risk_limits_invalid", strategy_id=record.strategy_id, error=str(exc))
-        self.limits, self.unusable = limits, unusable
-        self.kill_switch = KillSwitch(
-            halt_all=config.halt_all, halted_strategies=config.halted_strategies
-        )
-
-    def precheck(self, signal: TradingSignal) -> tuple[RejectionReason, str] | None:
-        sid = signal.strategy_id
-        if sid in self.unusable:
-            return RejectionReason.KILL_SWITCH, self.unusable[sid]
-        if sid not in self.limits:
-            return RejectionReason.STRATEGY_UNKNOWN, f"no configuration for strategy {sid!r}"
-        return None
-
-
 def register(ctx: StageContext) -> None:
-    policy = RiskPolicy(RiskLimits.from_settings(ctx.settings.risk))
+    policy = RiskPolicy(
+        RiskLimits.from_settings(ctx.settings.risk), session_rules_from(ctx.settings)
+    )
     announced_at_start = False
 
     async def acknowledge_halts(config: RuntimeConfig, sessions: db.SessionFactory) -> None:
@@ -92,8 +58,11 @@ def register(ctx: StageContext) -> None:
         if applied:
             log.info("halts_applied", stage=ctx.source, scopes=applied)
 
-    session_rules = session_rules_from(ctx.settings)
-    watcher = ConfigWatcher(ctx, policy.configure, after_apply=acknowledge_halts)
+    def on_config(config: RuntimeConfig) -> None:
+        for strategy_id, error in policy.configure(config):
+            log.error("risk_limits_invalid", strategy_id=strategy_id, error=error)
+
+    watcher = ConfigWatcher(ctx, on_config, after_apply=acknowledge_halts)
     watcher.install()
     # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
     # per commit: decoding it per signal was a quarter of this stage's time, encoding it
@@ -120,15 +89,8 @@ def register(ctx: StageContext) -> None:
         await watcher.ready.wait()
         signal: TradingSignal = envelope.data
         sid = signal.strategy_id
-        state = state_of(sid)
-        pre = policy.precheck(signal)
-        if pre is not None:
-            await emit_rejection(envelope, signal, pre[0], pre[1])
-            return
-        decision: RiskDecision = evaluate(
-            signal, envelope.id, policy.limits[sid], state, policy.kill_switch, session_rules
-        )
-        if not decision.duplicate:
+        decision = policy.decide(signal, envelope.id, state_of(sid))
+        if decision.new_state is not None:
             states[sid] = decision.new_state
         if decision.rejection is None:
             validated = ValidatedSignal(

@@ -45,10 +45,11 @@ class Assignment:
     # From the strategy's risk_limits overrides, else the ALPHA_PANDA_RISK_* defaults.
     product: str = "MIS"
     allow_pre_open: bool = False
+    # "{strategy_id}:{instrument_token}", built once: it is looked up for every tick.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.strategy_id}:{self.config.instrument_token}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.strategy_id}:{self.config.instrument_token}")
 
 
 @dataclass
@@ -133,16 +134,7 @@ class StrategyHost:
             return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
-        held, opened = strategy.position, strategy.opened_ts
-        signals = strategy.on_tick(tick)
-        if self.sessions is not None:
-            signals = _apply_trading_day(
-                self.sessions, assignment, strategy, tick, signals, held, opened
-            )
-        emitted = [
-            (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
-            for index, signal in enumerate(signals)
-        ]
+        emitted = _emit(self.sessions, assignment, strategy, tick, tick_event_id)
         new_entry = {
             "v": ENTRY_VERSION,
             "fp": assignment.fingerprint,
@@ -154,6 +146,21 @@ class StrategyHost:
         }
         self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
         return TickOutcome(emitted, new_entry)
+
+    def on_tick_in_order(
+        self, assignment: Assignment, tick: MarketTick, tick_event_id: str
+    ) -> list[tuple[str, TradingSignal]]:
+        """:meth:`on_tick` for a caller that hands over every tick once, in order, and keeps
+        nothing (the backtest): the same strategy instances and signal ids, without the
+        replay bookkeeping (no offsets, no exported state per tick). Not to be mixed with
+        :meth:`on_tick` on one host.
+        """
+        cached = self._cache.get(assignment.key)
+        if cached is None or cached.fingerprint != assignment.fingerprint:
+            strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
+            cached = _Cached(assignment.fingerprint, None, strategy)
+            self._cache[assignment.key] = cached
+        return _emit(self.sessions, assignment, cached.strategy, tick, tick_event_id)
 
     def _strategy_for(
         self, assignment: Assignment, entry: dict[str, Any] | None
@@ -234,6 +241,25 @@ def _apply_trading_day(
         if exit_signal is not None:
             signals = [*signals, exit_signal]
     return signals
+
+
+def _emit(
+    sessions: SessionRules | None,
+    assignment: Assignment,
+    strategy: BaseStrategy[Any],
+    tick: MarketTick,
+    tick_event_id: str,
+) -> list[tuple[str, TradingSignal]]:
+    """The strategy's signals for ``tick`` (with the trading day's corrections and MIS
+    square-off when ``sessions`` is set), each with its id derived from the tick's."""
+    held, opened = strategy.position, strategy.opened_ts
+    signals = strategy.on_tick(tick)
+    if sessions is not None:
+        signals = _apply_trading_day(sessions, assignment, strategy, tick, signals, held, opened)
+    return [
+        (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
+        for index, signal in enumerate(signals)
+    ]
 
 
 def _fingerprint(kind: str, parameters: dict[str, Any], mode: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
+from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
 from agents.fees import FeeSchedule
 from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.runtime import Route, StageContext
@@ -121,7 +122,9 @@ def register(ctx: StageContext) -> None:
         tick: MarketTick = envelope.data
         key = str(tick.instrument_token)
         previous = last_prices.get(key)
-        if previous is not None and datetime.fromisoformat(previous["ts"]) > tick.exchange_ts:
+        if tick_is_stale(
+            None if previous is None else datetime.fromisoformat(previous["ts"]), tick
+        ):
             return  # an older tick redelivered: the price has moved on
         if not await guard.admit(
             tick, Decimal(previous["price"]) if previous is not None else None, event
@@ -152,34 +155,22 @@ def register(ctx: StageContext) -> None:
         if signal.execution_mode is ExecutionMode.LIVE and live is not None:
             await on_live(envelope, validated)
             return
-        if signal.execution_mode is ExecutionMode.LIVE:
-            await reject(
-                envelope,
-                validated,
-                RejectionReason.LIVE_TRADING_NOT_CONFIGURED,
-                "live trading not configured: set ALPHA_PANDA_ZERODHA_API_KEY and log in",
-            )
-            return
         key = str(signal.instrument_token)
         price = last_prices.get(key)
-        if price is None:
-            await reject(
-                envelope,
-                validated,
-                RejectionReason.NO_MARKET_PRICE,
-                f"no market price yet for instrument {signal.instrument_token}",
-            )
-            return
-        price_ts = datetime.fromisoformat(price["ts"])
-        # Fill time is market time: the later of the signal and the price it fills at.
-        fill_ts = max(signal.signal_ts, price_ts)
         resting_now = pending_orders.get(key) or []
-        if any(o["signal_event_id"] == validated.signal_event_id for o in resting_now):
-            return  # a redelivered LIMIT order already resting
-        depth = MarketDepth.model_validate(price["depth"]) if "depth" in price else None
-        outcome = trader.execute(
-            signal, validated.signal_event_id, Decimal(price["price"]), fill_ts, depth
+        outcome = execute_validated(
+            trader,
+            validated,
+            None if price is None else Decimal(price["price"]),
+            None if price is None else datetime.fromisoformat(price["ts"]),
+            (o["signal_event_id"] for o in resting_now),
+            MarketDepth.model_validate(price["depth"]) if price and "depth" in price else None,
         )
+        if outcome is None:
+            return  # a redelivered LIMIT order already resting
+        if isinstance(outcome, EngineRejection):
+            await reject(envelope, validated, outcome.reason, outcome.detail)
+            return
         if isinstance(outcome, PendingLimitOrder):
             pending_orders[key] = [*resting_now, outcome.to_json_dict()]
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "alpha_panda.commands.risk",
     "alpha_panda.commands.run",
     "alpha_panda.commands.ops",
+    "alpha_panda.commands.backtest",
     "alpha_panda.commands.zerodha",
 )
 

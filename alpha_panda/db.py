@@ -654,6 +654,26 @@ def _new_strategy_row(
     )
 
 
+def validated_strategy(
+    strategy_id: str,
+    kind: str,
+    instruments: Iterable[InstrumentRef | Mapping[str, Any] | tuple[int, str]],
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    enabled: bool = True,
+    execution_mode: str | ExecutionMode = ExecutionMode.PAPER,
+    risk_limits: Mapping[str, Any] | None = None,
+    updated_at: datetime,
+) -> StrategyConfigRecord:
+    """A strategy as :func:`add_strategy` would store it, without a database (the
+    backtest's configuration files). Raises :class:`ConfigValidationError` likewise."""
+    row = _new_strategy_row(
+        strategy_id, kind, instruments, parameters, enabled, execution_mode, risk_limits
+    )
+    row.updated_at = updated_at
+    return _strategy_record(row)
+
+
 async def add_strategy(
     sessions: SessionFactory,
     strategy_id: str,

@@ -146,6 +146,14 @@ class BaseStrategy(ABC, Generic[ParamsT]):
     def _exit_reason(self, tick: MarketTick) -> str | None:
         """Called while long, after the tick's price joined the window: why to SELL."""
 
+    def _push_price(self, price: Decimal) -> None:
+        """Add a price to the window; the oldest drops out once it is full. A strategy that
+        keeps running aggregates of the window extends this (and :meth:`_window_restored`)."""
+        self._prices.append(price)
+
+    def _window_restored(self) -> None:
+        """Called after :meth:`restore_state` replaced the window."""
+
     def _export_extra(self) -> dict[str, Any]:
         """JSON-safe state beyond the price window, for strategies that keep more."""
         return {}
@@ -215,7 +223,7 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         if self._last_exchange_ts is not None and tick.exchange_ts <= self._last_exchange_ts:
             return []
         self._last_exchange_ts = tick.exchange_ts
-        self._prices.append(tick.last_price)
+        self._push_price(tick.last_price)
 
         if self.is_long:
             reason = self._exit_reason(tick)
@@ -285,6 +293,7 @@ class BaseStrategy(ABC, Generic[ParamsT]):
             raise ValueError(f"strategy state belongs to {found}, not {expected}")
         self._restore_extra(parsed.extra)
         self._prices = deque(parsed.prices, maxlen=self._history_size())
+        self._window_restored()
         self._last_exchange_ts = parsed.last_exchange_ts
         self._position = parsed.position
         self._opened_ts = parsed.opened_ts if parsed.position > 0 else None

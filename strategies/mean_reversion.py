@@ -11,6 +11,7 @@ from models.events import MarketTick
 from strategies.base import (
     MAX_WINDOW,
     BaseStrategy,
+    StrategyConfig,
     StrategyParams,
     WholeNumber,
     format_decimal,
@@ -58,8 +59,32 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
     kind: ClassVar[str] = "mean_reversion"
     params_model: ClassVar[type[StrategyParams]] = MeanReversionParams
 
+    def __init__(self, config: StrategyConfig, params: MeanReversionParams) -> None:
+        super().__init__(config, params)
+        # Running sum and sum of squares of the window: exact (see _EXACT), so always equal
+        # to summing the window afresh, at two additions a tick instead of 2 * window.
+        self._total = Decimal(0)
+        self._squares = Decimal(0)
+
     def _history_size(self) -> int:
         return self.params.window
+
+    def _push_price(self, price: Decimal) -> None:
+        if self.window_full:
+            oldest = self._prices[0]
+            self._total = _EXACT.subtract(self._total, oldest)
+            self._squares = _EXACT.subtract(self._squares, _EXACT.multiply(oldest, oldest))
+        super()._push_price(price)
+        self._total = _EXACT.add(self._total, price)
+        self._squares = _EXACT.add(self._squares, _EXACT.multiply(price, price))
+
+    def _window_restored(self) -> None:
+        total = Decimal(0)
+        squares = Decimal(0)
+        for price in self._prices:
+            total = _EXACT.add(total, price)
+            squares = _EXACT.add(squares, _EXACT.multiply(price, price))
+        self._total, self._squares = total, squares
 
     def _moments(self) -> tuple[Decimal, Decimal] | None:
         """(D, V) with z = D / sqrt(V), or None if the window is not full or std == 0.
@@ -72,11 +97,7 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         if not self.window_full:
             return None
         n = len(self._prices)
-        total = Decimal(0)
-        squares = Decimal(0)
-        for price in self._prices:
-            total = _EXACT.add(total, price)
-            squares = _EXACT.add(squares, _EXACT.multiply(price, price))
+        total, squares = self._total, self._squares
         d = _EXACT.subtract(_EXACT.multiply(n, self._prices[-1]), total)
         v = _EXACT.subtract(_EXACT.multiply(n, squares), _EXACT.multiply(total, total))
         if v == 0:

@@ -13,6 +13,7 @@ so cash is exact. The one inexact step is re-averaging (a quotient such as ``/3`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -205,3 +206,25 @@ class Portfolio(_Frozen):
             equity=equity,
             net_pnl=equity - self.starting_cash,
         )
+
+
+@dataclass(frozen=True)
+class Booking:
+    """What booking one fill record did. ``portfolio`` is the value to store."""
+
+    portfolio: Portfolio
+    booked: bool  # False: this fill id was already applied (the engine produced it twice)
+
+
+def book_fill(portfolio: Portfolio, fill: OrderFill, at: tuple[str, int] | None) -> Booking | None:
+    """The portfolio manager's booking of one fill record, read at ``at`` (source, offset).
+
+    None for a record at or below the last offset applied from its source (redelivered:
+    nothing to store). The backtest books with ``at=None``: it reads no log.
+    """
+    if at is not None and portfolio.already_applied(*at):
+        return None
+    updated = portfolio.apply_fill(fill)
+    booked = updated is not None
+    result = updated if updated is not None else portfolio
+    return Booking(result.after_source(*at) if at is not None else result, booked)

@@ -1,0 +1,337 @@
+"""The backtest: ticks, in order, through the stages' own domain code, in one process.
+
+No broker, no Faust, no database server. Each tick goes where the live pipeline sends it,
+through the same modules the stages call, with in-memory dicts where the stages have
+tables:
+
+1. portfolio manager: the tick's price becomes the instrument's mark;
+2. trading engine: :func:`agents.engine_rules.tick_is_stale`, the last price and book
+   (depth, when the tick has one), and resting LIMIT orders the tick trades through
+   (:meth:`agents.paper_trader.PaperTrader.on_tick`);
+3. strategy runner: :class:`agents.strategy_host.StrategyHost`; signal ids derive from the
+   tick's envelope id exactly as live;
+4. risk manager, per signal: :meth:`agents.risk_policy.RiskPolicy.decide` on the
+   strategy's :class:`tables.risk_state.StrategyRiskState`;
+5. trading engine, per approved signal: :func:`agents.engine_rules.execute_validated`
+   (paper fills with slippage, or one per level of the last book, and :mod:`agents.fees`);
+6. portfolio manager, per fill: :func:`tables.portfolio.book_fill`.
+
+The live pipeline runs these steps in separate processes; on one instrument a tick
+reaches the engine long before the signals it causes (one hop against four), so the
+engine fills them at that tick's price, as here. docs/BACKTESTING.md has the rest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from agents.fees import FeeSchedule
+from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from agents.risk_policy import RiskPolicy
+from agents.session_rules import SessionRules, session_rules_from
+from agents.strategy_host import StrategyHost
+from alpha_panda.backtest.metrics import Ledger, sharpe_like
+from alpha_panda.db import RuntimeConfig
+from alpha_panda.settings import Settings
+from models.events import MarketDepth, MarketTick, OrderFill, TradingSignal, ValidatedSignal
+from tables.portfolio import Portfolio, PortfolioValuation, book_fill
+from tables.risk_state import RiskLimits, StrategyRiskState
+
+ZERO = Decimal("0")
+HUNDRED = Decimal("100")
+DEFAULT_BAR = timedelta(minutes=1)
+
+
+class BacktestConfigError(ValueError):
+    """The strategies or limits cannot be backtested; the message names strategy and field."""
+
+
+@dataclass(frozen=True)
+class BacktestSetup:
+    """Everything a run depends on besides its ticks."""
+
+    config: RuntimeConfig
+    risk_defaults: RiskLimits
+    trader: PaperTrader
+    starting_cash: Decimal
+    bar: timedelta = DEFAULT_BAR
+    # The trading-day rules the risk manager and strategy runner apply (None: any hour),
+    # and the per-strategy defaults they fall back on: a backtest decides as they do.
+    sessions: SessionRules | None = None
+    default_product: str = "MIS"
+    default_allow_pre_open: bool = False
+
+    @classmethod
+    def from_settings(
+        cls, config: RuntimeConfig, settings: Settings, bar: timedelta = DEFAULT_BAR
+    ) -> BacktestSetup:
+        """The stages' own settings: risk defaults, paper slippage and fees, starting cash."""
+        paper = settings.paper
+        fees = FeeSchedule.delivery() if paper.product == "delivery" else FeeSchedule.intraday()
+        return cls(
+            config=config,
+            risk_defaults=RiskLimits.from_settings(settings.risk),
+            trader=PaperTrader(
+                slippage_bps=paper.slippage_bps,
+                fees=fees,
+                leave_rest_unfilled=paper.leave_rest_unfilled,
+            ),
+            starting_cash=settings.portfolio.starting_cash,
+            bar=bar,
+            sessions=session_rules_from(settings),
+            default_product=settings.risk.product,
+            default_allow_pre_open=settings.risk.allow_pre_open,
+        )
+
+    @property
+    def instruments(self) -> frozenset[int]:
+        return frozenset(
+            i.token for record in self.config.enabled_strategies for i in record.instruments
+        )
+
+
+@dataclass(frozen=True)
+class StrategySummary:
+    strategy_id: str
+    fills: int
+    closed_trades: int
+    win_rate_pct: Decimal | None  # None without a closed trade
+    gross_pnl: Decimal
+    fees: Decimal
+    net_pnl: Decimal
+    return_pct: Decimal
+    max_drawdown: Decimal
+    max_drawdown_pct: Decimal
+    sharpe_like: float
+    exposure_pct: Decimal
+    rejections: int
+    unfilled_shares: int = 0  # MARKET shares the book could not absorb (leave_rest_unfilled)
+
+
+@dataclass
+class BacktestResult:
+    setup: BacktestSetup
+    ticks: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    fills: list[OrderFill]
+    portfolios: dict[str, Portfolio]
+    valuations: dict[str, PortfolioValuation]
+    ledgers: dict[str, Ledger]
+    rejections: Counter[tuple[str, str]]
+    marks: dict[int, Decimal]
+    summaries: list[StrategySummary] = field(default_factory=list)
+
+
+class BacktestEngine:
+    def __init__(self, setup: BacktestSetup) -> None:
+        self.setup = setup
+        self.trader = setup.trader
+        self.host = StrategyHost(
+            sessions=setup.sessions,
+            default_product=setup.default_product,
+            default_allow_pre_open=setup.default_allow_pre_open,
+        )
+        problems = self.host.configure(setup.config)
+        if problems:
+            # The runner would skip these and trade the rest; a backtest asked for them.
+            raise BacktestConfigError("; ".join(problems))
+        self.policy = RiskPolicy(setup.risk_defaults, setup.sessions)
+        invalid = self.policy.configure(setup.config)
+        if invalid:
+            raise BacktestConfigError(
+                "; ".join(f"strategy {sid!r}: {error}" for sid, error in invalid)
+            )
+        self._risk: dict[str, StrategyRiskState] = {}
+        # token -> the engine's last tick: price, time, and its book (None without depth).
+        self._engine_prices: dict[int, tuple[Decimal, datetime, MarketDepth | None]] = {}
+        self._resting: dict[int, list[PendingLimitOrder]] = {}
+        self.portfolios: dict[str, Portfolio] = {}
+        self.marks: dict[int, Decimal] = {}
+        self.fills: list[OrderFill] = []
+        self.rejections: Counter[tuple[str, str]] = Counter()
+        # Shares of MARKET orders the book could not absorb (paper.leave_rest_unfilled).
+        self.unfilled: Counter[str] = Counter()
+        self.ledgers = {
+            r.strategy_id: Ledger(r.strategy_id, setup.starting_cash)
+            for r in setup.config.enabled_strategies
+        }
+        # token -> ledgers holding it, so a tick re-marks only the strategies it moves.
+        self._holders: dict[int, dict[str, Ledger]] = {}
+        self._bar_seconds = setup.bar.total_seconds()
+        self._bar: float | None = None
+        self._bar_ts: datetime | None = None
+        self.ticks = 0
+        self.first_ts: datetime | None = None
+        self.last_ts: datetime | None = None
+
+    def run(
+        self,
+        ticks: Iterable[tuple[MarketTick, str]],
+        progress: Callable[[int], None] | None = None,
+    ) -> BacktestResult:
+        on_tick = self.on_tick
+        if progress is None:
+            for tick, event_id in ticks:
+                on_tick(tick, event_id)
+        else:
+            for count, (tick, event_id) in enumerate(ticks, 1):
+                on_tick(tick, event_id)
+                if not count & 0x3FF:
+                    progress(count)
+            progress(self.ticks)
+        return self.finish()
+
+    def on_tick(self, tick: MarketTick, tick_event_id: str) -> None:
+        token = tick.instrument_token
+        price = tick.last_price
+        ts = tick.exchange_ts
+        self.ticks += 1
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.last_ts = ts
+        bar = ts.timestamp() // self._bar_seconds
+        if bar != self._bar:
+            if self._bar_ts is not None:
+                for ledger in self.ledgers.values():
+                    ledger.close_bar(self._bar_ts)
+            self._bar = bar
+        self._bar_ts = ts
+
+        # Portfolio manager: the mark, and the equity of every strategy holding it.
+        old = self.marks.get(token)
+        self.marks[token] = price
+        holders = self._holders.get(token)
+        if holders and old is not None and old != price:
+            for ledger in holders.values():
+                ledger.remark(token, old, price)
+
+        # Trading engine: last price, then resting LIMIT orders this tick trades through.
+        previous = self._engine_prices.get(token)
+        if not tick_is_stale(None if previous is None else previous[1], tick):
+            self._engine_prices[token] = (price, ts, tick.depth)
+            resting = self._resting.get(token)
+            if resting:
+                fills, still_resting = self.trader.on_tick(resting, tick)
+                if fills:
+                    self._resting[token] = still_resting
+                    for fill in fills:
+                        self._book(fill)
+
+        # Strategy runner, then risk and the engine for each signal.
+        for assignment in self.host.assignments_for(token):
+            for signal_event_id, signal in self.host.on_tick_in_order(
+                assignment, tick, tick_event_id
+            ):
+                self._on_signal(signal_event_id, signal)
+
+    def _on_signal(self, signal_event_id: str, signal: TradingSignal) -> None:
+        sid = signal.strategy_id
+        state = self._risk.get(sid)
+        decision = self.policy.decide(
+            signal, signal_event_id, state if state is not None else StrategyRiskState.new(sid)
+        )
+        if decision.new_state is not None:
+            self._risk[sid] = decision.new_state
+        if decision.rejection is not None:
+            self.rejections[(sid, decision.rejection.reason.value)] += 1
+            return
+        validated = ValidatedSignal(
+            signal_event_id=signal_event_id, signal=signal, validated_ts=signal.signal_ts
+        )
+        token = signal.instrument_token
+        price = self._engine_prices.get(token)
+        resting = self._resting.get(token, [])
+        outcome = execute_validated(
+            self.trader,
+            validated,
+            None if price is None else price[0],
+            None if price is None else price[1],
+            (order.signal_event_id for order in resting),
+            None if price is None else price[2],
+        )
+        if outcome is None:
+            return
+        if isinstance(outcome, EngineRejection):
+            self.rejections[(sid, outcome.reason.value)] += 1
+        elif isinstance(outcome, PendingLimitOrder):
+            self._resting[token] = [*resting, outcome]
+        elif isinstance(outcome, MarketFills):
+            for fill in outcome.fills:
+                self._book(fill)
+            if outcome.unfilled:
+                self.unfilled[sid] += outcome.unfilled
+        else:
+            self._book(outcome)
+
+    def _book(self, fill: OrderFill) -> None:
+        sid = fill.strategy_id
+        before = self.portfolios.get(sid) or Portfolio.new(sid, self.setup.starting_cash)
+        booking = book_fill(before, fill, None)
+        if booking is None or not booking.booked:
+            return  # the same fill id twice: booked once, as the portfolio manager does
+        self.portfolios[sid] = booking.portfolio
+        self.fills.append(fill)
+        ledger = self.ledgers[sid]
+        ledger.on_fill(before, booking.portfolio, fill.instrument_token, self.marks, fill.filled_ts)
+        token = fill.instrument_token
+        if token in ledger.quantities:
+            self._holders.setdefault(token, {})[sid] = ledger
+        else:
+            self._holders.get(token, {}).pop(sid, None)
+
+    def finish(self) -> BacktestResult:
+        if self._bar_ts is not None:
+            for ledger in self.ledgers.values():
+                ledger.close_bar(self._bar_ts)
+            self._bar_ts = None
+        valuations = {
+            sid: portfolio.valuation(self.marks) for sid, portfolio in self.portfolios.items()
+        }
+        result = BacktestResult(
+            setup=self.setup,
+            ticks=self.ticks,
+            first_ts=self.first_ts,
+            last_ts=self.last_ts,
+            fills=self.fills,
+            portfolios=dict(self.portfolios),
+            valuations=valuations,
+            ledgers=self.ledgers,
+            rejections=self.rejections,
+            marks=dict(self.marks),
+        )
+        result.summaries = [self._summary(sid, result) for sid in sorted(self.ledgers)]
+        return result
+
+    def _summary(self, sid: str, result: BacktestResult) -> StrategySummary:
+        ledger = self.ledgers[sid]
+        cash = self.setup.starting_cash
+        valuation = result.valuations.get(sid)
+        equity = valuation.equity if valuation is not None else cash
+        fees = valuation.fees_paid if valuation is not None else ZERO
+        net = equity - cash
+        return StrategySummary(
+            strategy_id=sid,
+            fills=ledger.fills,
+            closed_trades=ledger.closed_trades,
+            win_rate_pct=(
+                Decimal(ledger.winning_trades) * HUNDRED / ledger.closed_trades
+                if ledger.closed_trades
+                else None
+            ),
+            gross_pnl=net + fees,
+            fees=fees,
+            net_pnl=net,
+            return_pct=net * HUNDRED / cash if cash else ZERO,
+            max_drawdown=ledger.max_drawdown,
+            max_drawdown_pct=ledger.max_drawdown_pct,
+            sharpe_like=sharpe_like([p.equity for p in ledger.series], self.setup.bar),
+            exposure_pct=ledger.exposure(self.first_ts, self.last_ts),
+            rejections=sum(n for (s, _), n in self.rejections.items() if s == sid),
+            unfilled_shares=self.unfilled[sid],
+        )
