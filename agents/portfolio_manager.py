@@ -10,6 +10,7 @@ its flusher copies current table values to Redis in batches (see alpha_panda/mir
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from faust.types import EventT, StreamT
 
 from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
+from alpha_panda.ownership import Ownership
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.topics import (
     MARKET_TICKS,
@@ -30,6 +32,7 @@ from models.envelope import EventEnvelope
 from models.events import MarketTick, OrderFill, RejectedSignal
 from tables.portfolio import Portfolio
 from web.api import ReadModel, register_api
+from web.api import _tables_ready as tables_ready
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +72,13 @@ def register(ctx: StageContext) -> None:
         return str(portfolio.valuation(prices).equity)
 
     mirror: RedisMirror | None = None
+    # With several workers each mirrors only the keys it actively owns: a copy of a key
+    # of a partition it lost is stale (alpha_panda/ownership.py).
+    owns = Ownership(ctx.app).owns
+
+    def owned(table: str, get: Callable[[str], Any]) -> Callable[[str], Any]:
+        return lambda key: get(key) if owns(table, key) else None
+
     if ctx.settings.redis.enabled:
         breaker = CircuitBreaker(
             "redis-mirror",
@@ -83,26 +93,42 @@ def register(ctx: StageContext) -> None:
             url=ctx.settings.redis.url,
             keys=MirrorKeys(ctx.settings.redis.key_prefix),
             sources=MirrorSources(
-                portfolio=portfolios.get,
-                fills=recent_fills.get,
-                price=last_prices.get,
-                rejections=recent_rejections.get,
-                equity=equity_of,
+                portfolio=owned(Tables.PORTFOLIOS, portfolios.get),
+                fills=owned(Tables.RECENT_FILLS, recent_fills.get),
+                price=owned(Tables.LAST_PRICES, last_prices.get),
+                rejections=owned(Tables.RECENT_REJECTIONS, recent_rejections.get),
+                equity=owned(Tables.PORTFOLIOS, equity_of),
                 all_keys=lambda: (
-                    list(portfolios.keys()),
-                    list(last_prices.keys()),
-                    list(recent_rejections.keys()),
+                    [k for k in list(portfolios.keys()) if owns(Tables.PORTFOLIOS, k)],
+                    [k for k in list(last_prices.keys()) if owns(Tables.LAST_PRICES, k)],
+                    [
+                        k
+                        for k in list(recent_rejections.keys())
+                        if owns(Tables.RECENT_REJECTIONS, k)
+                    ],
                 ),
             ),
             breaker=breaker,
         )
         ctx.health_checks["redis"] = mirror.health
         running_mirror = mirror
+        synced_generation: list[int | None] = [None]
+
+        def resync_after_rebalance() -> None:
+            # Once per assignment, when its tables are recovered: the partitions taken
+            # over may hold changes their previous owner (killed) never mirrored, and a
+            # redelivered fill it had already booked marks nothing.
+            generation = ctx.app.consumer_generation_id
+            if generation != synced_generation[0] and tables_ready(ctx.app):
+                synced_generation[0] = generation
+                running_mirror.request_resync()
 
         @ctx.app.task
         async def flush_mirror() -> None:
             try:
-                await running_mirror.run(lambda: ctx.app.should_stop)
+                await running_mirror.run(
+                    lambda: ctx.app.should_stop, before_flush=resync_after_rebalance
+                )
             finally:
                 await running_mirror.flush()
                 await running_mirror.close()

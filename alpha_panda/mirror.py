@@ -113,6 +113,11 @@ class RedisMirror:
     def mark_rejections(self, key: str) -> None:
         self.dirty_rejections.add(key)
 
+    def request_resync(self) -> None:
+        """Copy every key the sources hold on the next flush: after a rebalance, the
+        partitions a worker took over may hold changes their dead owner never flushed."""
+        self._resync = True
+
     @property
     def backlog(self) -> int:
         return len(self.dirty_portfolios) + len(self.dirty_prices) + len(self.dirty_rejections)
@@ -132,9 +137,13 @@ class RedisMirror:
             )
         return self._client
 
-    async def run(self, should_stop: Callable[[], bool]) -> None:
+    async def run(
+        self, should_stop: Callable[[], bool], before_flush: Callable[[], None] | None = None
+    ) -> None:
         while not should_stop():
             await asyncio.sleep(FLUSH_INTERVAL_S)
+            if before_flush is not None:
+                before_flush()
             await self.flush()
 
     async def flush(self) -> bool:
