@@ -42,7 +42,7 @@ class BrokerKind(StrEnum):
 
 
 # Fetch wait per broker kind, when broker.fetch_max_wait_ms is not set (docs/PERFORMANCE.md).
-FETCH_MAX_WAIT_MS_BY_KIND = {BrokerKind.EMBEDDED: 10, BrokerKind.REDPANDA: 500}
+FETCH_MAX_WAIT_MS_BY_KIND = {BrokerKind.EMBEDDED: 50, BrokerKind.REDPANDA: 500}
 
 
 class _Section(BaseModel):
@@ -82,7 +82,7 @@ class BrokerSettings(_Section):
         ge=0,
         le=30_000,
         description="Longest a consumer's fetch waits at the broker for data; unset: by kind, "
-        "embedded 10, redpanda 500. The embedded broker does not answer a waiting fetch when "
+        "embedded 50, redpanda 500. The embedded broker does not answer a waiting fetch when "
         "records arrive, so on it this wait is added to a hop's latency when the hop's "
         "partitions are idle, and idle workers poll the broker every wait; Redpanda answers "
         "at once.",

@@ -360,6 +360,14 @@ def main() -> int:
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     settings = load_settings(broker={"single_record_batches": args.single_record_batches})
     batch = settings.broker.max_batch_size
+    # What the workers run with: the defaults, and any broker setting given to them.
+    worker_broker = load_settings(
+        broker={
+            k.removeprefix("ALPHA_PANDA_BROKER_").lower(): v
+            for k, v in worker_env.items()
+            if k.startswith("ALPHA_PANDA_BROKER_")
+        }
+    ).broker
 
     work = Path(tempfile.mkdtemp(prefix="alpha-panda-bench-"))
     broker = EmbeddedBroker.on_free_port()
@@ -525,7 +533,7 @@ def main() -> int:
         "cpu_us_per_tick": {k: round(v, 1) for k, v in cpu_us.items()},
         "faust_floor_cpu_us_per_event": round(floor_cpu_us, 1),
         "latency_by_rate": by_rate,
-        "fetch_max_wait_ms": fetch_wait_ms,
+        "workers_fetch_max_wait_ms": worker_broker.fetch_wait_ms,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     print(f"machine                      {result['machine']}")
@@ -559,7 +567,10 @@ def main() -> int:
             + " ".join(f"{k} {v}" for k, v in to_fill.items())  # type: ignore[attr-defined]
             + f" ms ({row['fills']} fills)"
         )
-    print(f"fetch wait                   {fetch_wait_ms} ms; load average {os.getloadavg()}")
+    print(
+        f"workers' fetch wait          {worker_broker.fetch_wait_ms} ms"
+        f" ({worker_broker.kind.value}); load average {os.getloadavg()}"
+    )
     print(
         "resident memory (MB):        " + "  ".join(f"{k} {v}" for k, v in result["rss_mb"].items())
     )
