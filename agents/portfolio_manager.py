@@ -32,7 +32,6 @@ from models.envelope import EventEnvelope
 from models.events import MarketTick, OrderFill, RejectedSignal
 from tables.portfolio import Portfolio
 from web.api import ReadModel, register_api
-from web.api import _tables_ready as tables_ready
 
 log = structlog.get_logger(__name__)
 
@@ -112,23 +111,21 @@ def register(ctx: StageContext) -> None:
         )
         ctx.health_checks["redis"] = mirror.health
         running_mirror = mirror
-        synced_generation: list[int | None] = [None]
+        recovered = portfolios.on_recovery_completed
 
-        def resync_after_rebalance() -> None:
-            # Once per assignment, when its tables are recovered: the partitions taken
-            # over may hold changes their previous owner (killed) never mirrored, and a
+        async def resync_after_recovery(active_tps: Any, standby_tps: Any) -> None:
+            # After every rebalance, once the table holds its partitions: those taken over
+            # may hold changes their previous owner (killed) never mirrored, and a
             # redelivered fill it had already booked marks nothing.
-            generation = ctx.app.consumer_generation_id
-            if generation != synced_generation[0] and tables_ready(ctx.app):
-                synced_generation[0] = generation
-                running_mirror.request_resync()
+            await recovered(active_tps, standby_tps)
+            running_mirror.request_resync()
+
+        portfolios.on_recovery_completed = resync_after_recovery
 
         @ctx.app.task
         async def flush_mirror() -> None:
             try:
-                await running_mirror.run(
-                    lambda: ctx.app.should_stop, before_flush=resync_after_rebalance
-                )
+                await running_mirror.run(lambda: ctx.app.should_stop)
             finally:
                 await running_mirror.flush()
                 await running_mirror.close()

@@ -137,13 +137,9 @@ class RedisMirror:
             )
         return self._client
 
-    async def run(
-        self, should_stop: Callable[[], bool], before_flush: Callable[[], None] | None = None
-    ) -> None:
+    async def run(self, should_stop: Callable[[], bool]) -> None:
         while not should_stop():
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            if before_flush is not None:
-                before_flush()
             await self.flush()
 
     async def flush(self) -> bool:
