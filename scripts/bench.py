@@ -1,13 +1,14 @@
 """Benchmark: N ticks through the running pipeline vs. raw aiokafka on the same broker.
 
-Prints sustained ticks/s through the stages, tick-to-portfolio-update latency
-percentiles at a paced 1,000 ticks/s, raw produce-then-consume throughput on the same
+Prints sustained ticks/s through the stages, the CPU each process (workers and broker)
+spent per tick, tick-to-portfolio and tick-to-fill latency percentiles at paced rates
+(100, 300 and 1,000 ticks/s by default), raw produce-then-consume throughput on the same
 broker in the same run, their ratio, and each stage worker's resident memory. Then,
 with the stages stopped, three bare Faust agents (scripts/faust_floor_agent.py) read all
 of the run's ticks at once: the ceiling for stages that are Faust agents, on this machine.
 A benchmark, not a test: it asserts nothing.
 
-    .venv/bin/python scripts/bench.py [--ticks 20000] [--rate 1000] [--seconds 10]
+    .venv/bin/python scripts/bench.py [--ticks 20000] [--rates 100,300,1000] [--seconds 10]
 """
 
 from __future__ import annotations
