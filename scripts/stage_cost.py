@@ -7,7 +7,11 @@ from the moment it has processed its first record to the last, less the CPU it s
 idle over the same time (measured before the input is released). A measurement, not a
 test: it asserts nothing. docs/PERFORMANCE.md quotes it.
 
-    .venv/bin/python scripts/stage_cost.py [--ticks 20000] [--signals 3000] [--json FILE]
+    .venv/bin/python scripts/stage_cost.py [--ticks 20000] [--signals 3000] [--stages a,b]
+                                            [--json FILE]
+
+The workers import the code on PYTHONPATH first, so another checkout's stages can be
+measured with this script (PYTHONPATH=/path/to/checkout).
 """
 
 from __future__ import annotations
@@ -122,15 +126,15 @@ def main() -> int:
     parser.add_argument("--ticks", type=int, default=20_000)
     parser.add_argument("--signals", type=int, default=3_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--stages",
+        default="strategy-runner,risk-manager,trading-engine,portfolio-manager",
+        help="comma separated",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="alpha-panda-stage-cost-"))
     results = {}
-    for stage in (
-        Stage.STRATEGY_RUNNER,
-        Stage.RISK_MANAGER,
-        Stage.TRADING_ENGINE,
-        Stage.PORTFOLIO_MANAGER,
-    ):
+    for stage in (Stage(name.strip()) for name in args.stages.split(",")):
         results[stage.value] = measure(stage, args.ticks, args.signals, work)
         print(stage.value, results[stage.value], flush=True)
     if args.json:

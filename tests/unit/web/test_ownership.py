@@ -56,6 +56,9 @@ class FakeAssignor:
     def assigned_actives(self) -> set[Any]:
         return self._actives
 
+    def is_active(self, tp: Any) -> bool:
+        return tp in self._actives
+
 
 class FakeConf:
     canonical_url = "http://127.0.0.1:8080"
