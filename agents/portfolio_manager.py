@@ -10,6 +10,7 @@ its flusher copies current table values to Redis in batches (see alpha_panda/mir
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ from faust.types import EventT, StreamT
 from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker
 from alpha_panda.log_identity import wait_for_identity
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
+from alpha_panda.ownership import Ownership
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import (
@@ -72,6 +74,13 @@ def register(ctx: StageContext) -> None:
         return str(portfolio.valuation(prices).equity)
 
     mirror: RedisMirror | None = None
+    # With several workers each mirrors only the keys it actively owns: a copy of a key
+    # of a partition it lost is stale (alpha_panda/ownership.py).
+    owns = Ownership(ctx.app).owns
+
+    def owned(table: str, get: Callable[[str], Any]) -> Callable[[str], Any]:
+        return lambda key: get(key) if owns(table, key) else None
+
     if ctx.settings.redis.enabled:
         breaker = CircuitBreaker(
             "redis-mirror",
@@ -86,21 +95,35 @@ def register(ctx: StageContext) -> None:
             url=ctx.settings.redis.url,
             keys=MirrorKeys(ctx.settings.redis.key_prefix),
             sources=MirrorSources(
-                portfolio=portfolios.get,
-                fills=recent_fills.get,
-                price=last_prices.get,
-                rejections=recent_rejections.get,
-                equity=equity_of,
+                portfolio=owned(Tables.PORTFOLIOS, portfolios.get),
+                fills=owned(Tables.RECENT_FILLS, recent_fills.get),
+                price=owned(Tables.LAST_PRICES, last_prices.get),
+                rejections=owned(Tables.RECENT_REJECTIONS, recent_rejections.get),
+                equity=owned(Tables.PORTFOLIOS, equity_of),
                 all_keys=lambda: (
-                    list(portfolios.keys()),
-                    list(last_prices.keys()),
-                    list(recent_rejections.keys()),
+                    [k for k in list(portfolios.keys()) if owns(Tables.PORTFOLIOS, k)],
+                    [k for k in list(last_prices.keys()) if owns(Tables.LAST_PRICES, k)],
+                    [
+                        k
+                        for k in list(recent_rejections.keys())
+                        if owns(Tables.RECENT_REJECTIONS, k)
+                    ],
                 ),
             ),
             breaker=breaker,
         )
         ctx.health_checks["redis"] = mirror.health
         running_mirror = mirror
+        recovered = portfolios.on_recovery_completed
+
+        async def resync_after_recovery(active_tps: Any, standby_tps: Any) -> None:
+            # After every rebalance, once the table holds its partitions: those taken over
+            # may hold changes their previous owner (killed) never mirrored, and a
+            # redelivered fill it had already booked marks nothing.
+            await recovered(active_tps, standby_tps)
+            running_mirror.request_resync()
+
+        portfolios.on_recovery_completed = resync_after_recovery
 
         @ctx.app.task
         async def flush_mirror() -> None:

@@ -122,6 +122,11 @@ class RedisMirror:
     def mark_rejections(self, key: str) -> None:
         self.dirty_rejections.add(key)
 
+    def request_resync(self) -> None:
+        """Copy every key the sources hold on the next flush: after a rebalance, the
+        partitions a worker took over may hold changes their dead owner never flushed."""
+        self._resync = True
+
     @property
     def backlog(self) -> int:
         return len(self.dirty_portfolios) + len(self.dirty_prices) + len(self.dirty_rejections)

@@ -237,13 +237,13 @@ class StageContext:
                 )
 
     def install_fetch_wait(self) -> None:
-        """Apply ``broker.fetch_max_wait_ms`` to the worker's consumer.
+        """Apply ``broker.fetch_wait_ms`` (set, or the broker kind's) to the worker's consumer.
 
         Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500`` when it builds the consumer,
         so the value is set on the consumer's fetcher once partitions are assigned (the
         consumer exists then; every later fetch request reads it).
         """
-        wait_ms = self.settings.broker.fetch_max_wait_ms
+        wait_ms = self.settings.broker.fetch_wait_ms
 
         @self.app.on_partitions_assigned.connect
         async def apply_fetch_wait(app: faust.App, assigned: Any, **kwargs: Any) -> None:

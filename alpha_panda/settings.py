@@ -46,6 +46,17 @@ class Stage(StrEnum):
         return f"alpha-panda.{self.value}"
 
 
+class BrokerKind(StrEnum):
+    """What answers at broker.url: it decides defaults that differ between the two."""
+
+    EMBEDDED = "embedded"
+    REDPANDA = "redpanda"
+
+
+# Fetch wait per broker kind, when broker.fetch_max_wait_ms is not set (docs/PERFORMANCE.md).
+FETCH_MAX_WAIT_MS_BY_KIND = {BrokerKind.EMBEDDED: 50, BrokerKind.REDPANDA: 500}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,14 +84,20 @@ class BrokerSettings(_Section):
     commit_interval_s: float = Field(default=1.0, gt=0, description="Offset commit interval.")
     replication_factor: int = Field(default=1, ge=1, description="For topics we create.")
     linger_ms: int = Field(default=5, ge=0, description="Producer batching delay.")
-    fetch_max_wait_ms: int = Field(
-        default=10,
+    kind: BrokerKind = Field(
+        default=BrokerKind.EMBEDDED,
+        description="embedded or redpanda: picks the defaults that differ between them "
+        "(fetch_max_wait_ms).",
+    )
+    fetch_max_wait_ms: int | None = Field(
+        default=None,
         ge=0,
         le=30_000,
-        description="Longest a consumer's fetch waits at the broker for data. The embedded "
-        "broker does not answer a waiting fetch when records arrive, so this wait is added "
-        "to every hop's latency (Faust's 1,500 ms made a median of ~0.5 s); 10 ms costs idle "
-        "workers ~100 small fetches/s. On Redpanda, which answers at once, 500 is fine.",
+        description="Longest a consumer's fetch waits at the broker for data; unset: by kind, "
+        "embedded 50, redpanda 500. The embedded broker does not answer a waiting fetch when "
+        "records arrive, so on it this wait is added to a hop's latency when the hop's "
+        "partitions are idle, and idle workers poll the broker every wait; Redpanda answers "
+        "at once.",
     )
     storage: Literal["snapshot", "memory"] = Field(
         default="snapshot",
@@ -95,6 +112,13 @@ class BrokerSettings(_Section):
         "offsets short (the embedded broker lists the last batch's base offset + 1). Not "
         "needed by our code, which confirms end offsets by fetch; costs ~20x raw throughput.",
     )
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """fetch_max_wait_ms, or the broker kind's default."""
+        if self.fetch_max_wait_ms is not None:
+            return self.fetch_max_wait_ms
+        return FETCH_MAX_WAIT_MS_BY_KIND[self.kind]
 
     @property
     def max_batch_size(self) -> int:

@@ -89,6 +89,39 @@ _ADAPTERS: dict[EventType, TypeAdapter[Any]] = {
 }
 
 
+# Outside JSON strings, the only bytes pydantic's own JSON parser reads exactly as the slow
+# path does: integers, null and structure. Anything else left after deleting these (the
+# "." or "e" of a number it would parse as a binary float where the slow path keeps a
+# Decimal; true, false, NaN, which the slow path refuses or reads differently) sends the
+# record to the slow path.
+_EXACT_OUTSIDE_STRINGS = b"0123456789-,:{}[]nul \t\r\n"
+
+
+def _decode_fast(raw: bytes, expect: EventType) -> EventEnvelope[Any] | None:
+    """pydantic's ``validate_json`` (about 5 µs for a tick, against 13 for the slow path)
+    when it gives exactly what the slow path would, else None (use the slow path).
+
+    Exact when, outside JSON strings, the record holds only integers, null and structure:
+    our encoder writes money as strings (``"2901.35"``), so every record we produce
+    qualifies. Splitting at ``"`` finds the outside of strings only without escaped
+    characters, so a record with a backslash takes the slow path too. Anything the fast
+    path refuses is decoded again by the slow path, which names the failure.
+    """
+    if b"\\" in raw or b"".join(raw.split(b'"')[::2]).translate(None, _EXACT_OUTSIDE_STRINGS):
+        return None
+    try:
+        envelope = cast("EventEnvelope[Any]", _ADAPTERS[expect].validate_json(raw))
+    except ValidationError:
+        return None
+    if envelope.type is not expect or envelope.version not in SUPPORTED_VERSIONS[expect]:
+        return None
+    # The slow path refuses a version that is not a JSON integer ("1"); lax validation
+    # would take it. Our encoder writes it compact, so this holds for our records.
+    if b'"version":%d' % envelope.version not in raw:
+        return None
+    return envelope
+
+
 def _short(errors: list[Any]) -> str:
     parts = []
     for err in errors[:5]:
@@ -109,6 +142,10 @@ def decode(
 ) -> EventEnvelope[Any]:
     """Validate `raw` into an envelope. `expect` pins the topic's event type; `key`, when
     given, must equal the envelope's key (a producer that bypassed the helpers is caught)."""
+    if expect is not None and raw is not None:
+        fast = _decode_fast(raw, expect)
+        if fast is not None and (key is None or key.decode("utf-8", "replace") == fast.key):
+            return fast
     position = RecordPosition(topic, partition, offset)
     if raw is None:
         raise DecodeError(DecodeFailure.INVALID_JSON, "empty record (tombstone)", position)
@@ -143,7 +180,7 @@ def decode(
             position,
         )
     try:
-        envelope = cast(EventEnvelope[Any], _ADAPTERS[event_type].validate_python(obj))
+        envelope = cast("EventEnvelope[Any]", _ADAPTERS[event_type].validate_python(obj))
     except ValidationError as exc:
         raise DecodeError(DecodeFailure.INVALID_FIELDS, _short(exc.errors()), position) from None
     if (

@@ -1,13 +1,14 @@
 """Benchmark: N ticks through the running pipeline vs. raw aiokafka on the same broker.
 
-Prints sustained ticks/s through the stages, tick-to-portfolio-update latency
-percentiles at a paced 1,000 ticks/s, raw produce-then-consume throughput on the same
+Prints sustained ticks/s through the stages, the CPU each process (workers and broker)
+spent per tick, tick-to-portfolio and tick-to-fill latency percentiles at paced rates
+(100, 300 and 1,000 ticks/s by default), raw produce-then-consume throughput on the same
 broker in the same run, their ratio, and each stage worker's resident memory. Then,
 with the stages stopped, three bare Faust agents (scripts/faust_floor_agent.py) read all
 of the run's ticks at once: the ceiling for stages that are Faust agents, on this machine.
 A benchmark, not a test: it asserts nothing.
 
-    .venv/bin/python scripts/bench.py [--ticks 20000] [--rate 1000] [--seconds 10]
+    .venv/bin/python scripts/bench.py [--ticks 20000] [--rates 100,300,1000] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from alpha_panda.admin import admin_client, ensure_topics  # noqa: E402
 from alpha_panda.broker import EmbeddedBroker  # noqa: E402
 from alpha_panda.log_snapshot import restore_log, save_log  # noqa: E402
 from alpha_panda.settings import Stage, load_settings  # noqa: E402
-from alpha_panda.topics import BENCH_PASSTHROUGH, MARKET_TICKS, SIGNALS_GENERATED  # noqa: E402
+from alpha_panda.topics import (  # noqa: E402
+    BENCH_PASSTHROUGH,
+    MARKET_TICKS,
+    ORDERS_FILLED_PAPER,
+    SIGNALS_GENERATED,
+)
+from models.codec import decode  # noqa: E402
 from models.envelope import new_event_id  # noqa: E402
 from models.events import MarketTick  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
@@ -152,7 +159,98 @@ async def produce_ticks(
         await producer.stop()
 
 
-def faust_floor(bootstrap: str, events: int, work: Path, processes: int = 3) -> float:
+async def paced_ticks_with_fills(
+    bootstrap: str, n: int, rate: float, max_batch_size: int, linger_ms: int
+) -> list[float]:
+    """Send `n` ticks at `rate`, each stamped with the wall-clock time it is due (its
+    exchange time), while reading the fills they cause: tick-to-fill seconds per fill.
+
+    A market order fills at once with ``filled_ts`` = the exchange time of the tick that
+    made its signal (or of a later tick of the instrument the engine had already seen),
+    and the fill record's broker timestamp is when the engine sent it.
+    """
+    consumer = AIOKafkaConsumer(
+        ORDERS_FILLED_PAPER.name,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    while not consumer.assignment():  # noqa: ASYNC110 - aiokafka exposes no assignment event
+        await asyncio.sleep(0.05)
+    for tp in consumer.assignment():  # "latest" as of now: only this run's fills
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=max_batch_size
+    )
+    await producer.start()
+    ages: list[float] = []
+    started = time.time()
+    done = asyncio.Event()
+
+    async def read_fills() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    fill = decode(r.value, topic=r.topic).data
+                    filled = fill.filled_ts.timestamp()
+                    if filled >= started:
+                        ages.append(r.timestamp / 1000 - filled)
+            if done.is_set() and not batch:
+                return
+
+    reader = asyncio.ensure_future(read_fills())
+    try:
+        prices = {token: Decimal(1000) for token, _ in INSTRUMENTS}
+        for i in range(n):
+            due = started + i / rate
+            ahead = due - time.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            token, symbol = INSTRUMENTS[i % len(INSTRUMENTS)]
+            prices[token] += Decimal("0.05") * (1 if (i // 97) % 2 else -1)
+            tick = MarketTick(
+                instrument_token=token,
+                symbol=symbol,
+                last_price=prices[token],
+                volume=i + 1,
+                exchange_ts=datetime.fromtimestamp(due, UTC),
+            )
+            record = MARKET_TICKS.record(
+                tick, event_id=new_event_id(), ts=tick.exchange_ts, source="bench"
+            )
+            await producer.send(MARKET_TICKS.name, key=record.key, value=record.value)
+        await producer.flush()
+        await asyncio.sleep(2.0)  # the last ticks' fills
+        done.set()
+        await asyncio.wait_for(reader, timeout=30)
+    finally:
+        reader.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return ages
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        f"p{int(q * 100)}": round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+        for q in qs
+    }
+
+
+def faust_floor(bootstrap: str, events: int, work: Path, processes: int = 3) -> tuple[float, float]:
     """Ticks/s of `processes` bare Faust agents reading the topic's ticks at once.
 
     One bare agent per tick-consuming stage (scripts/faust_floor_agent.py), each in its
@@ -193,7 +291,8 @@ def faust_floor(bootstrap: str, events: int, work: Path, processes: int = 3) -> 
             proc.wait(timeout=30)
     reports = [json.loads(r.read_text()) for r in results]
     span = max(r["last"] for r in reports) - min(r["first"] for r in reports)
-    return events / span
+    cpu_us_per_event = sum(r["cpu_s"] for r in reports) / len(reports) / events * 1e6
+    return events / span, cpu_us_per_event
 
 
 def rss_mb(pid: int) -> float:
@@ -234,8 +333,15 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ticks", type=int, default=20_000, help="ticks for the throughput run")
-    parser.add_argument("--rate", type=float, default=1_000.0, help="ticks/s of the latency run")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument(
+        "--rate", type=float, default=1_000.0, help="ticks/s of the latency run in latency_ms"
+    )
+    parser.add_argument(
+        "--rates",
+        default="100,300,1000",
+        help="ticks/s of the latency runs, comma separated (--rate is added if missing)",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each latency run")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument(
         "--single-record-batches",
@@ -256,6 +362,14 @@ def main() -> int:
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     settings = load_settings(broker={"single_record_batches": args.single_record_batches})
     batch = settings.broker.max_batch_size
+    # What the workers run with: the defaults, and any broker setting given to them.
+    worker_broker = load_settings(
+        broker={
+            k.removeprefix("ALPHA_PANDA_BROKER_").lower(): v
+            for k, v in worker_env.items()
+            if k.startswith("ALPHA_PANDA_BROKER_")
+        }
+    ).broker
 
     work = Path(tempfile.mkdtemp(prefix="alpha-panda-bench-"))
     broker = EmbeddedBroker.on_free_port()
@@ -266,7 +380,7 @@ def main() -> int:
         asyncio.run(ensure_topics(load_settings(broker={"url": bootstrap})))
         start = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
         records = tick_records(args.ticks, start)
-        fetch_wait_ms = settings.broker.fetch_max_wait_ms
+        fetch_wait_ms = settings.broker.fetch_wait_ms
         raw = asyncio.run(raw_passthrough(bootstrap, records, batch, fetch_wait_ms))
 
         db_url = f"sqlite+aiosqlite:///{work}/bench.db"
@@ -286,6 +400,9 @@ def main() -> int:
         workers = [StageProcess(deployment, s).start() for s in STAGES]
         for w in workers:
             w.wait_ready(timeout=90)
+        pids = {w.stage.value: w.proc.pid for w in workers if w.proc is not None}
+        if broker._process is not None:  # the broker's own CPU is part of a tick's cost
+            pids["broker"] = broker._process.pid
         by_stage = {w.stage: w for w in workers}
         tick_consumers = [
             by_stage[Stage.STRATEGY_RUNNER],
@@ -295,6 +412,7 @@ def main() -> int:
 
         # 1. Throughput: push N ticks as fast as the producer goes; time until every stage
         # that consumes ticks has processed all of them.
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         produce_s = asyncio.run(
             produce_ticks(bootstrap, records, None, batch, settings.feed.linger_ms)
@@ -315,37 +433,83 @@ def main() -> int:
         drained_from = time.perf_counter()
         wait_for(lambda: drained(workers), timeout=600, what="the pipeline to drain")
         drain_s = time.perf_counter() - drained_from
+        # CPU per tick per process: everything the N ticks caused, through the drain.
+        cpu_us = {
+            name: (cpu_seconds(pid) - cpu_before[name]) / args.ticks * 1e6
+            for name, pid in pids.items()
+        }
+        cpu_us["total"] = sum(cpu_us.values())
 
-        # 2. Latency at a paced rate: the histogram is cumulative, so the paced run's
+        # 2. Latency at paced rates: the histogram is cumulative, so a paced run's
         # quantiles come from the difference of two scrapes of its buckets.
         pm = by_stage[Stage.PORTFOLIO_MANAGER]
-        before = {
-            k: v for k, v in scrape(pm).items() if k[0] == "alpha_panda_record_age_seconds_bucket"
-        }
-        paced_n = int(args.rate * args.seconds)
-        paced = tick_records(paced_n, start + timedelta(days=1))
-        asyncio.run(produce_ticks(bootstrap, paced, args.rate, batch, settings.feed.linger_ms))
-        wait_for(
-            lambda: metric(pm, PROCESSED, topic=MARKET_TICKS.name) >= args.ticks + paced_n,
-            timeout=300,
-            what="paced ticks processed",
-        )
-        after = {
-            k: v for k, v in scrape(pm).items() if k[0] == "alpha_panda_record_age_seconds_bucket"
-        }
-        deltas = [
-            (k, after[k] - before.get(k, 0.0))
-            for k in after
-            if ("topic", MARKET_TICKS.name) in k[1]
-        ]
-        quantiles = _quantiles_from(deltas, [0.5, 0.95, 0.99])
+        rates = sorted({float(r) for r in args.rates.split(",") if r.strip()} | {args.rate})
+        sent = args.ticks
+        by_rate: dict[str, dict[str, object]] = {}
+        quantiles: dict[float, float] = {}
+        for rate in rates:
+            hops_before = {w.stage.value: age_buckets(w) for w in workers}
+            before = {
+                k: v
+                for k, v in scrape(pm).items()
+                if k[0] == "alpha_panda_record_age_seconds_bucket"
+            }
+            paced_n = int(rate * args.seconds)
+            fill_ages = asyncio.run(
+                paced_ticks_with_fills(bootstrap, paced_n, rate, batch, settings.feed.linger_ms)
+            )
+            sent += paced_n
+            wait_for(
+                lambda sent=sent: metric(pm, PROCESSED, topic=MARKET_TICKS.name) >= sent,
+                timeout=300,
+                what="paced ticks processed",
+            )
+            after = {
+                k: v
+                for k, v in scrape(pm).items()
+                if k[0] == "alpha_panda_record_age_seconds_bucket"
+            }
+            deltas = [
+                (k, after[k] - before.get(k, 0.0))
+                for k in after
+                if ("topic", MARKET_TICKS.name) in k[1]
+            ]
+            rate_quantiles = _quantiles_from(deltas, [0.5, 0.95, 0.99])
+            hops: dict[str, dict[str, float]] = {}
+            for w in workers:
+                now = age_buckets(w)
+                old = hops_before[w.stage.value]
+                for topic in sorted({dict(k[1])["topic"] for k in now}):
+                    hop = [
+                        (k, v - old.get(k, 0.0))
+                        for k, v in now.items()
+                        if dict(k[1])["topic"] == topic
+                    ]
+                    q = _quantiles_from(hop, [0.5, 0.99])
+                    if q:
+                        hops[f"{w.stage.value} <- {topic}"] = {
+                            f"p{int(x * 100)}": round(v * 1000, 2) for x, v in q.items()
+                        }
+            if rate == args.rate:
+                quantiles = rate_quantiles
+            by_rate[f"{rate:g}"] = {
+                "tick_to_portfolio_ms": {
+                    f"p{int(q * 100)}": round(v * 1000, 2) for q, v in rate_quantiles.items()
+                },
+                "tick_to_fill_ms": percentiles(fill_ages),
+                "fills": len(fill_ages),
+                # Per stage and source topic: record's broker timestamp to processed.
+                "record_age_ms": hops,
+            }
+            wait_for(lambda: drained(workers), timeout=300, what="the pipeline to drain")
+        paced_n = sent - args.ticks
         memory = {w.stage.value: rss_mb(w.proc.pid) for w in workers if w.proc is not None}
         for w in workers:
             w.stop()
         workers = []
         # 3. The floor: bare agents over every tick the run produced, with nothing else
         # running, in the same broker.
-        floor = faust_floor(bootstrap, args.ticks + paced_n, work)
+        floor, floor_cpu_us = faust_floor(bootstrap, args.ticks + paced_n, work)
         # 4. The embedded broker's log across a clean stop: save the whole run's log (ticks,
         # derived topics, changelogs, group offsets) and restore it into a fresh broker.
         snapshot = log_snapshot_round_trip(bootstrap, work)
@@ -372,6 +536,11 @@ def main() -> int:
         "latency_ms": {f"p{int(q * 100)}": round(v * 1000, 2) for q, v in quantiles.items()},
         "rss_mb": {k: round(v, 1) for k, v in memory.items()},
         **snapshot,
+        "cpu_us_per_tick": {k: round(v, 1) for k, v in cpu_us.items()},
+        "faust_floor_cpu_us_per_event": round(floor_cpu_us, 1),
+        "latency_by_rate": by_rate,
+        "workers_fetch_max_wait_ms": worker_broker.fetch_wait_ms,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     print(f"machine                      {result['machine']}")
     print(f"producer batches             max {batch} bytes")
@@ -389,9 +558,24 @@ def main() -> int:
         f"signals decided              {result['signals_decided']:>8}"
         f"  (rest of the pipeline drained {result['drain_seconds_after_ticks']} s later)"
     )
+    print(f"faust floor CPU per event     {result['faust_floor_cpu_us_per_event']:>7} us per agent")
     print(
-        f"tick->portfolio latency at {args.rate:.0f}/s: "
-        + "  ".join(f"{k} {v} ms" for k, v in result["latency_ms"].items())
+        "CPU per tick (us), throughput run and its drain: "
+        + "  ".join(f"{k} {v}" for k, v in result["cpu_us_per_tick"].items())
+    )
+    for rate_key, row in by_rate.items():
+        to_pm = row["tick_to_portfolio_ms"]
+        to_fill = row["tick_to_fill_ms"]
+        print(
+            f"at {rate_key:>5} ticks/s  tick->portfolio "
+            + " ".join(f"{k} {v}" for k, v in to_pm.items())  # type: ignore[attr-defined]
+            + " ms   tick->fill "
+            + " ".join(f"{k} {v}" for k, v in to_fill.items())  # type: ignore[attr-defined]
+            + f" ms ({row['fills']} fills)"
+        )
+    print(
+        f"workers' fetch wait          {worker_broker.fetch_wait_ms} ms"
+        f" ({worker_broker.kind.value}); load average {os.getloadavg()}"
     )
     print(
         "resident memory (MB):        " + "  ".join(f"{k} {v}" for k, v in result["rss_mb"].items())
@@ -425,6 +609,12 @@ def log_snapshot_round_trip(bootstrap: str, work: Path) -> dict[str, float | int
         "log_snapshot_bytes": path.stat().st_size,
         "log_snapshot_save_s": round(save_s, 2),
         "log_snapshot_restore_s": round(restore_s, 2),
+    }
+
+
+def age_buckets(worker: StageProcess) -> dict:  # type: ignore[type-arg]
+    return {
+        k: v for k, v in scrape(worker).items() if k[0] == "alpha_panda_record_age_seconds_bucket"
     }
 
 

@@ -11,8 +11,10 @@ or web server. Configured by the environment, because Faust's command line owns 
     FLOOR_BOOTSTRAP  broker host:port
     FLOOR_GROUP      consumer group
     FLOOR_COUNT      events to consume before reporting
-    FLOOR_RESULT     file to write {"first": t, "last": t, "events": n} to
+    FLOOR_RESULT     file to write {"first": t, "last": t, "events": n, "cpu_s": s} to
     FLOOR_DATADIR    Faust's data directory
+    FLOOR_STOCK_DRAIN  1: Faust's own per-record delivery, not the stages' workaround
+                     (alpha_panda/workarounds/faust_drain.py), to measure the two
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from alpha_panda.factory import faust_config  # noqa: E402
 from alpha_panda.lean_monitor import LeanMonitor  # noqa: E402
 from alpha_panda.settings import Stage, load_settings  # noqa: E402
 from alpha_panda.topics import MARKET_TICKS  # noqa: E402
+from alpha_panda.workarounds import faust_drain  # noqa: E402
 
 
 def build(env: dict[str, str]) -> faust.App:
@@ -45,6 +48,8 @@ def build(env: dict[str, str]) -> faust.App:
         TableManager="faust.tables:TableManager",  # no tables to recover
     )
     app = faust.App(env["FLOOR_GROUP"], monitor=LeanMonitor(), **config)
+    if env.get("FLOOR_STOCK_DRAIN") != "1":  # as the stages run, unless told otherwise
+        faust_drain.install(app)
     ticks = app.topic(
         MARKET_TICKS.name,
         key_type=bytes,
@@ -57,13 +62,19 @@ def build(env: dict[str, str]) -> faust.App:
 
     @app.agent(ticks, name="floor")
     async def iterate(stream: Any) -> None:
-        seen, first = 0, 0.0
+        seen, first, cpu_first = 0, 0.0, 0.0
         async for _event in stream.events():
             if seen == 0:
-                first = time.time()
+                first, cpu_first = time.time(), time.process_time()
             seen += 1
             if seen == wanted:
-                report = {"first": first, "last": time.time(), "events": seen}
+                report = {
+                    "first": first,
+                    "last": time.time(),
+                    "events": seen,
+                    # CPU of the whole process (both threads) from the first event on.
+                    "cpu_s": time.process_time() - cpu_first,
+                }
                 await asyncio.to_thread(result.write_text, json.dumps(report))
 
     return app

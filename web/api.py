@@ -32,6 +32,8 @@ from aiohttp import web as aiohttp_web
 
 from alpha_panda.circuit_breaker import CircuitOpenError
 from alpha_panda.mirror import RedisMirror
+from alpha_panda.ownership import Ownership
+from alpha_panda.topics import Tables
 from tables.portfolio import Portfolio, PortfolioValuation
 from web.auth import (
     ApiError,
@@ -45,6 +47,7 @@ from web.auth import (
 )
 from web.live import ChangeWaiter, LiveUpdate, redis_subscriber, serve_events
 from web.openapi import openapi_document
+from web.routing import ROUTED_HEADER, OwnerUnreachableError, forward
 from web.zerodha import register_zerodha_views
 
 if TYPE_CHECKING:
@@ -255,6 +258,20 @@ class Snapshot:
     from_mirror: bool
 
 
+class PartialViewError(ApiError):
+    """Several workers share the portfolios and Redis cannot answer: this worker's tables
+    hold only its own partitions, and a partial list must never pass for the whole."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "service_unavailable",
+            "the Redis mirror is unavailable and this worker holds only part of the "
+            "portfolios (several portfolio-manager workers); retry when the mirror is back",
+            {"Retry-After": "2"},
+        )
+
+
 class TablesUnavailableError(ApiError):
     def __init__(self) -> None:
         super().__init__(
@@ -282,6 +299,11 @@ class PortfolioReader:
     tables: ReadModel
     mirror: RedisMirror | None
     tables_ready: Callable[[], bool] = lambda: True
+    # With several workers (alpha_panda/ownership.py): whether this worker actively owns
+    # a key of a table (named as in alpha_panda.topics.Tables), and whether it owns every
+    # partition of every table, so that its tables alone are the whole view.
+    owns: Callable[[str, str], bool] = lambda table, key: True
+    owns_all: Callable[[], bool] = lambda: True
     redis_factory: Callable[[str], Any] | None = None
     _client: Any = None
     _unmirrored: set[str] = field(default_factory=set)
@@ -324,6 +346,17 @@ class PortfolioReader:
             log.warning("redis_read_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             return None
 
+    async def in_mirror(self, strategy_id: str) -> bool:
+        """Whether the Redis mirror can answer for this portfolio (any worker may then)."""
+        keys = self.mirror.keys if self.mirror is not None else None
+
+        async def fetch(redis: Any) -> bool:
+            assert keys is not None
+            populated = await self._mirror_populated(redis)
+            return populated and bool(await redis.exists(keys.portfolio(strategy_id)))
+
+        return bool(await self._via_mirror(fetch))
+
     def _require_tables(self) -> None:
         if not self.tables_ready():
             raise TablesUnavailableError()
@@ -341,18 +374,37 @@ class PortfolioReader:
         return {str(t): v for t, v in zip(ordered, values, strict=True) if v is not None}
 
     def _prices_from_tables(self, tokens: set[int]) -> dict[int, Decimal]:
-        raw = {str(t): v for t in tokens if (v := self.tables.last_prices.get(str(t))) is not None}
+        raw = {
+            str(t): v
+            for t in tokens
+            if self.owns(Tables.LAST_PRICES, str(t))
+            and (v := self.tables.last_prices.get(str(t))) is not None
+        }
         return parse_prices(raw)
+
+    def _local_portfolios(self, strategy_id: str | None) -> dict[str, Portfolio]:
+        """The portfolios this worker owns (a stale copy of a revoked key is not one)."""
+        if strategy_id is None:
+            raw = {
+                str(k): v
+                for k, v in list(self.tables.portfolios.items())
+                if self.owns(Tables.PORTFOLIOS, str(k))
+            }
+        else:
+            value = self.tables.portfolios.get(strategy_id)
+            owned = value is not None and self.owns(Tables.PORTFOLIOS, strategy_id)
+            raw = {strategy_id: value} if owned else {}
+        return _portfolios_from(raw)
 
     def _from_tables(self, strategy_id: str | None) -> Snapshot:
         self._require_tables()
-        if strategy_id is None:
-            raw = {str(k): v for k, v in list(self.tables.portfolios.items())}
-        else:
-            value = self.tables.portfolios.get(strategy_id)
-            raw = {} if value is None else {strategy_id: value}
-        portfolios = _portfolios_from(raw)
+        complete = self.owns_all()
+        if strategy_id is None and not complete:
+            raise PartialViewError()
+        portfolios = self._local_portfolios(strategy_id)
         tokens = {t for p in portfolios.values() for t in p.positions}
+        if not complete and not all(self.owns(Tables.LAST_PRICES, str(t)) for t in tokens):
+            raise PartialViewError()  # another worker holds some of its prices
         return Snapshot(
             portfolios,
             dict.fromkeys(portfolios, "tables"),
@@ -402,15 +454,17 @@ class PortfolioReader:
         # The mirror lacks what this worker's tables hold: not flushed yet, or Redis lost
         # its data (FLUSHDB, a restart without persistence) and the flusher only rewrites
         # portfolios that change. The tables are the truth, so their extra rows are added.
-        local = self._from_tables(strategy_id)
-        extra = {k: p for k, p in local.portfolios.items() if k not in mirrored.portfolios}
+        self._require_tables()
+        local = self._local_portfolios(strategy_id)
+        extra = {k: p for k, p in local.items() if k not in mirrored.portfolios}
+        local_prices = self._prices_from_tables({t for p in extra.values() for t in p.positions})
         if strategy_id is None and set(extra) != self._unmirrored:
             self._unmirrored = set(extra)  # logged on change, not on every request
             log.info("redis_mirror_incomplete", missing=sorted(extra)[:20])
         return Snapshot(
             {**mirrored.portfolios, **extra},
             {**mirrored.sources, **dict.fromkeys(extra, "tables")},
-            {**local.prices, **mirrored.prices},
+            {**local_prices, **mirrored.prices},
             from_mirror=not extra,
         )
 
@@ -431,6 +485,8 @@ class PortfolioReader:
             except ValueError:
                 log.warning("redis_mirror_data_unreadable", key="fills")
         self._require_tables()
+        if not self.owns(Tables.RECENT_FILLS, strategy_id):
+            raise PartialViewError()  # routed here as its owner, but no longer owned
         return "tables", list(self.tables.recent_fills.get(strategy_id) or [])
 
     def _local_rejections(self, strategy_id: str | None) -> dict[str, list[Any]]:
@@ -438,6 +494,7 @@ class PortfolioReader:
             str(k): list(v or [])
             for k, v in list(self.tables.recent_rejections.items())
             if rejection_key_matches(str(k), strategy_id)
+            and self.owns(Tables.RECENT_REJECTIONS, str(k))
         }
 
     async def rejections(self, strategy_id: str | None) -> tuple[ListSource, list[list[Any]]]:
@@ -467,6 +524,8 @@ class PortfolioReader:
                 log.warning("redis_mirror_data_unreadable", key="rejections")
         if mirrored is None:
             self._require_tables()
+            if not self.owns_all():
+                raise PartialViewError()
             return "tables", list(self._local_rejections(strategy_id).values())
         if not self.tables_ready():
             return "redis", list(mirrored.values())
@@ -731,10 +790,12 @@ def build_services(
     *,
     users: UserLookup | None = None,
     tables_ready: Callable[[], bool] = lambda: True,
+    owns: Callable[[str, str], bool] = lambda table, key: True,
+    owns_all: Callable[[], bool] = lambda: True,
 ) -> ApiServices:
     db_users = DatabaseUsers(settings.database.url) if users is None else None
     lookup: UserLookup = users if users is not None else db_users.get  # type: ignore[union-attr]
-    reader = PortfolioReader(model, mirror, tables_ready=tables_ready)
+    reader = PortfolioReader(model, mirror, tables_ready=tables_ready, owns=owns, owns_all=owns_all)
 
     def waiter() -> ChangeWaiter:
         if mirror is None:
@@ -778,8 +839,21 @@ def register_api(
     users: UserLookup | None = None,
 ) -> ApiServices:
     """Serve the read API, the live stream and the dashboard on the stage's web server."""
+    ownership = Ownership(ctx.app)
+    read_tables = (
+        Tables.PORTFOLIOS,
+        Tables.RECENT_FILLS,
+        Tables.LAST_PRICES,
+        Tables.RECENT_REJECTIONS,
+    )
     services = build_services(
-        ctx.settings, model, mirror, users=users, tables_ready=lambda: _tables_ready(ctx.app)
+        ctx.settings,
+        model,
+        mirror,
+        users=users,
+        tables_ready=lambda: _tables_ready(ctx.app),
+        owns=ownership.owns,
+        owns_all=lambda: ownership.owns_all(read_tables),
     )
     services.should_stop = lambda: bool(ctx.app.should_stop)
     register_views(ctx, model, services)
@@ -808,7 +882,6 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
     web_app.on_cleanup.append(on_cleanup)
 
     from faust.web import View
-    from faust.web.exceptions import ServiceUnavailable
 
     Handler = Callable[..., Awaitable[aiohttp_web.StreamResponse]]
 
@@ -817,20 +890,37 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
     def page(path: str, handler: Handler, name: str | None = None) -> None:
         app.page(path, name=name)(handler)
 
-    def on_owner(table: TableLike, handler: Handler) -> Handler:
-        """``handler`` run on the worker that owns the ``strategy_id`` key of ``table``."""
-        routed: Handler = app.table_route(table=table, match_info="strategy_id")(handler)
+    ownership = Ownership(app)
+    rebalancing = ApiError(
+        503,
+        "service_unavailable",
+        "the worker owning this portfolio is not known yet (rebalancing); retry",
+        {"Retry-After": "2"},
+    )
+
+    def on_owner(table: str, handler: Handler) -> Handler:
+        """``handler`` answered from the Redis mirror when it holds the portfolio, else
+        run on the worker that owns the ``strategy_id`` key of ``table``.
+
+        Not Faust's ``@app.table_route``: it hashes the JSON-serialized key and picks the
+        wrong worker for most keys (alpha_panda/ownership.py).
+        """
 
         async def call(view: Any, request: aiohttp_web.Request, strategy_id: str) -> Any:
+            if table not in app.tables or await api.reader.in_mirror(strategy_id):
+                return await handler(view, request, strategy_id=strategy_id)
+            owner = ownership.owner_url(table, strategy_id)
+            if owner is None:
+                raise rebalancing
+            if ownership.is_self(owner):
+                return await handler(view, request, strategy_id=strategy_id)
+            if request.headers.get(ROUTED_HEADER):  # forwarded once already: never loop
+                raise rebalancing
             try:
-                return await routed(view, request, strategy_id=strategy_id)
-            except ServiceUnavailable:
-                raise ApiError(
-                    503,
-                    "service_unavailable",
-                    "the worker owning this portfolio is not known yet (rebalancing); retry",
-                    {"Retry-After": "2"},
-                ) from None
+                return await forward(app.http_client, owner, request)
+            except OwnerUnreachableError as exc:
+                log.warning("owner_unreachable", owner=str(owner), error=str(exc))
+                raise rebalancing from None
 
         return call
 
@@ -858,7 +948,7 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
         return json_response(await api.portfolio(strategy_id))
 
     # Routed to the worker that owns the key, so the tables fallback reads a local table.
-    portfolio_routed = on_owner(model.portfolios, portfolio_here)
+    portfolio_routed = on_owner(Tables.PORTFOLIOS, portfolio_here)
 
     async def portfolio(
         self: Any, request: aiohttp_web.Request, strategy_id: str
@@ -872,7 +962,7 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
         limit = parse_limit(request.query.get("limit"), DEFAULT_FILLS_LIMIT)
         return json_response(await api.fills(strategy_id, limit))
 
-    fills_routed = on_owner(model.recent_fills, fills_here)
+    fills_routed = on_owner(Tables.RECENT_FILLS, fills_here)
 
     async def fills(
         self: Any, request: aiohttp_web.Request, strategy_id: str
@@ -887,7 +977,7 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
         limit = parse_limit(request.query.get("limit"), DEFAULT_EQUITY_LIMIT)
         return json_response(await api.equity(strategy_id, limit))
 
-    equity_routed = on_owner(model.portfolios, equity_here)
+    equity_routed = on_owner(Tables.PORTFOLIOS, equity_here)
 
     async def equity(
         self: Any, request: aiohttp_web.Request, strategy_id: str

@@ -38,8 +38,20 @@ class Deployment:
     extra_env: dict[str, str] = field(default_factory=dict)
     api_port: int = field(default_factory=lambda: _free_port_block(1))
     base_port: int = field(default_factory=lambda: _free_port_block(4))
+    # Web ports of further workers of a stage (instance 1, 2, ...): (api port, base port).
+    _instance_ports: dict[int, tuple[int, int]] = field(default_factory=dict)
 
-    def env(self, stage: Stage) -> dict[str, str]:
+    def ports(self, instance: int = 0) -> tuple[int, int]:
+        """(API port, base port of the other stages) of the workers numbered ``instance``;
+        several workers of one stage on one machine each need their own web port."""
+        if instance == 0:
+            return self.api_port, self.base_port
+        if instance not in self._instance_ports:
+            self._instance_ports[instance] = (_free_port_block(1), _free_port_block(4))
+        return self._instance_ports[instance]
+
+    def env(self, stage: Stage, instance: int = 0) -> dict[str, str]:
+        api_port, base_port = self.ports(instance)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHA_PANDA_")}
         env.update(
             {
@@ -50,8 +62,8 @@ class Deployment:
                 "ALPHA_PANDA_DATABASE_URL": self.database_url,
                 "ALPHA_PANDA_DATABASE_CONFIG_REFRESH_S": "0.3",
                 "ALPHA_PANDA_REDIS_URL": self.redis_url,
-                "ALPHA_PANDA_WEB_PORT": str(self.api_port),
-                "ALPHA_PANDA_WEB_STAGE_BASE_PORT": str(self.base_port),
+                "ALPHA_PANDA_WEB_PORT": str(api_port),
+                "ALPHA_PANDA_WEB_STAGE_BASE_PORT": str(base_port),
                 "ALPHA_PANDA_LOG_LEVEL": "INFO",
                 # Tests run at any hour with ticks at chosen times; the trading-day tests
                 # turn these back on through extra_env.
@@ -62,11 +74,12 @@ class Deployment:
         env.update(self.extra_env)
         return env
 
-    def port(self, stage: Stage) -> int:
+    def port(self, stage: Stage, instance: int = 0) -> int:
+        api_port, base_port = self.ports(instance)
         if stage is Stage.PORTFOLIO_MANAGER:
-            return self.api_port
+            return api_port
         others = [s for s in Stage if s is not Stage.PORTFOLIO_MANAGER]
-        return self.base_port + others.index(stage)
+        return base_port + others.index(stage)
 
 
 # Below the kernel's ephemeral range (32768+), so no outgoing client connection of the
@@ -93,10 +106,12 @@ def _port_free(port: int) -> bool:
 
 
 class StageProcess:
-    def __init__(self, deployment: Deployment, stage: Stage) -> None:
+    def __init__(self, deployment: Deployment, stage: Stage, instance: int = 0) -> None:
         self.deployment = deployment
         self.stage = stage
-        self.log_path = deployment.data_dir / "logs" / f"{stage.value}.log"
+        self.instance = instance  # several workers of one stage: 0, 1, ...
+        suffix = f"-{instance}" if instance else ""
+        self.log_path = deployment.data_dir / "logs" / f"{stage.value}{suffix}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StageProcess:
@@ -104,7 +119,7 @@ class StageProcess:
         with self.log_path.open("ab") as sink:
             self.proc = subprocess.Popen(
                 [FAUST, "-A", "alpha_panda", "worker", "-l", "info"],
-                env=self.deployment.env(self.stage),
+                env=self.deployment.env(self.stage, self.instance),
                 stdout=sink,
                 stderr=sink,
                 stdin=subprocess.DEVNULL,
@@ -113,7 +128,7 @@ class StageProcess:
 
     @property
     def port(self) -> int:
-        return self.deployment.port(self.stage)
+        return self.deployment.port(self.stage, self.instance)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         request = urllib.request.Request(
