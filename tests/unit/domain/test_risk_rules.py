@@ -397,3 +397,42 @@ def test_overrides_apply_and_validate() -> None:
 def test_bad_overrides_name_the_field_and_rule(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(RiskConfigError, match=message):
         RiskLimits.from_settings(RiskSettings()).with_overrides(overrides)
+
+
+def test_seen_index_answers_as_a_scan_of_the_remembered_decisions() -> None:
+    """The index cached beside ``seen_signals`` (tables/risk_state.py) never goes stale:
+    through the bound, copies that keep the decisions, JSON and ids seen twice."""
+    import random
+
+    from tables.risk_state import SEEN_SIGNALS_BOUND, SeenSignal, StrategyRiskState
+
+    def scan(state: StrategyRiskState, event_id: str) -> SeenSignal | None:
+        for seen in reversed(state.seen_signals):
+            if seen.event_id == event_id:
+                return seen
+        return None
+
+    rng = random.Random(3)
+    # An id twice in the data (as an older state may hold): the later decision wins.
+    state = StrategyRiskState(
+        strategy_id="s",
+        seen_signals=(
+            SeenSignal(event_id="twice", rejection=None),
+            SeenSignal(event_id="twice", rejection=RejectionReason.KILL_SWITCH),
+        ),
+    )
+    ids = ["twice"]
+    for i in range(SEEN_SIGNALS_BOUND + 300):
+        state = state.with_seen(f"e{i}", None if i % 3 else RejectionReason.MAX_ORDER_QUANTITY)
+        ids.append(f"e{i}")
+        if i % 7 == 0:  # transitions that keep the decisions carry the index along
+            marked = state.with_mark(101, Decimal("100.5"))
+            state = marked.model_copy(update={"halted_for_day": True})
+        if i % 97 == 0:  # and a state read back from its JSON builds its own
+            state = StrategyRiskState.from_json_dict(state.to_json_dict())
+        for probe in [*rng.sample(ids, min(5, len(ids))), "never"]:
+            assert state.seen(probe) == scan(state, probe), (i, probe)
+    assert len(state.seen_signals) == SEEN_SIGNALS_BOUND
+    assert state.seen("e0") is None and state.seen("twice") is None  # dropped by the bound
+    again = StrategyRiskState.from_json_dict(state.to_json_dict())
+    assert again == state and "seen_index" not in state.to_json_dict()
