@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
@@ -34,9 +34,16 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.schema import CreateColumn
 
 from alpha_panda.passwords import check_password_rules, hash_password
+from models.config import (
+    HALT_ALL,
+    HaltRecord,
+    InstrumentRef,
+    ReadModel,
+    RuntimeConfig,
+    StrategyConfigRecord,
+)
 from models.db import (
     EXECUTION_MODES,
-    HALT_ALL,
     SCHEMA_VERSION,
     STRATEGY_ID_MAX_LENGTH,
     STRATEGY_ID_PATTERN,
@@ -238,42 +245,11 @@ async def upgrade(engine: AsyncEngine) -> list[str]:
 
 # -- read models -----------------------------------------------------------------------
 
-
-class _ReadModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class InstrumentRef(_ReadModel):
-    token: int = Field(gt=0)
-    symbol: str = Field(min_length=1, max_length=64)
+# RuntimeConfig, StrategyConfigRecord, InstrumentRef and HaltRecord live in models/config.py
+# (pure: the strategy host and the risk policy read them) and are re-exported from here.
 
 
-class StrategyConfigRecord(_ReadModel):
-    strategy_id: str
-    kind: str
-    instruments: tuple[InstrumentRef, ...]
-    # JSON-safe: Decimal parameters are strings; StrategyFactory.validate_params parses them.
-    parameters: dict[str, Any]
-    enabled: bool
-    execution_mode: ExecutionMode
-    risk_limits: dict[str, Any]
-    updated_at: datetime
-
-
-class HaltRecord(_ReadModel):
-    scope: str
-    reason: str
-    created_by: str
-    created_at: datetime
-    # When a risk manager applied it (see acknowledge_halts); None: not yet.
-    applied_at: datetime | None = None
-
-    @property
-    def is_global(self) -> bool:
-        return self.scope == HALT_ALL
-
-
-class UserRecord(_ReadModel):
+class UserRecord(ReadModel):
     id: int
     username: str
     role: str
@@ -284,39 +260,6 @@ class UserRecord(_ReadModel):
     token_version: int = 0
     # Needed by the login endpoint; kept out of repr and of any serialised output.
     password_hash: str = Field(repr=False, exclude=True)
-
-
-class RuntimeConfig(_ReadModel):
-    """Everything a stage needs from the store, read in one go and never mutated."""
-
-    strategies: tuple[StrategyConfigRecord, ...]
-    halt_all: bool
-    halted_strategies: frozenset[str]
-    # scope -> reason; scope is HALT_ALL or a strategy_id.
-    halt_reasons: dict[str, str]
-    halts: tuple[HaltRecord, ...] = ()
-
-    @property
-    def unapplied_halts(self) -> tuple[HaltRecord, ...]:
-        return tuple(h for h in self.halts if h.applied_at is None)
-
-    @property
-    def enabled_strategies(self) -> tuple[StrategyConfigRecord, ...]:
-        return tuple(s for s in self.strategies if s.enabled)
-
-    def strategy(self, strategy_id: str) -> StrategyConfigRecord | None:
-        return next((s for s in self.strategies if s.strategy_id == strategy_id), None)
-
-    def is_halted(self, strategy_id: str) -> bool:
-        return self.halt_all or strategy_id in self.halted_strategies
-
-    def halt_reason(self, strategy_id: str) -> str | None:
-        """Why ``strategy_id`` may not trade; the global halt wins. None when not halted."""
-        if self.halt_all:
-            return self.halt_reasons.get(HALT_ALL, "")
-        if strategy_id in self.halted_strategies:
-            return self.halt_reasons.get(strategy_id, "")
-        return None
 
 
 def _strategy_record(row: StrategyConfiguration) -> StrategyConfigRecord:

@@ -36,7 +36,6 @@ STRATEGY_ID_MAX_LENGTH = 64
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
 USER_ROLES = ("trader", "admin")
 EXECUTION_MODES = ("paper", "live")
-HALT_ALL = "*"
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from alpha_panda.settings import RiskSettings
 from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -34,6 +33,32 @@ ZERO = Decimal("0")
 def trading_day_of(ts: datetime) -> date:
     """The NSE trading day a timestamp belongs to: its calendar day in Asia/Kolkata."""
     return ts.astimezone(IST).date()
+
+
+class RiskDefaults(Protocol):
+    """The global defaults :meth:`RiskLimits.from_settings` reads (``settings.risk``), named
+    structurally so this pure module does not import the settings."""
+
+    @property
+    def max_order_quantity(self) -> int: ...
+    @property
+    def max_order_notional(self) -> Decimal: ...
+    @property
+    def max_position_quantity(self) -> int: ...
+    @property
+    def max_gross_exposure(self) -> Decimal: ...
+    @property
+    def max_daily_loss(self) -> Decimal: ...
+    @property
+    def max_orders_per_minute(self) -> int: ...
+    @property
+    def allowed_instruments(self) -> str: ...
+    @property
+    def allow_short(self) -> bool: ...
+    @property
+    def product(self) -> str: ...
+    @property
+    def allow_pre_open(self) -> bool: ...
 
 
 class RiskConfigError(ValueError):
@@ -83,7 +108,7 @@ class RiskLimits(_Frozen):
         return value
 
     @classmethod
-    def from_settings(cls, settings: RiskSettings) -> RiskLimits:
+    def from_settings(cls, settings: RiskDefaults) -> RiskLimits:
         return cls._build(
             {
                 "max_order_quantity": settings.max_order_quantity,
