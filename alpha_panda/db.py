@@ -45,8 +45,6 @@ from models.config import (
 from models.db import (
     EXECUTION_MODES,
     SCHEMA_VERSION,
-    STRATEGY_ID_MAX_LENGTH,
-    STRATEGY_ID_PATTERN,
     USER_ROLES,
     USERNAME_MAX_LENGTH,
     USERNAME_MIN_LENGTH,
@@ -57,7 +55,7 @@ from models.db import (
     User,
     utcnow,
 )
-from models.events import ExecutionMode
+from models.events import STRATEGY_ID_MAX_LENGTH, STRATEGY_ID_PATTERN, ExecutionMode
 from strategies.factory import StrategyConfigError, StrategyFactory
 
 SessionFactory = async_sessionmaker[AsyncSession]
