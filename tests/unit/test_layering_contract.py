@@ -25,4 +25,3 @@ def test_every_pure_models_module_is_in_the_contract() -> None:
     }
 
     assert modules - IMPURE_MODELS <= set(_contract()["source_modules"])
-
