@@ -56,6 +56,7 @@ class User:
         self.role = role
         self.disabled = False
         self.password_hash = "unused"
+        self.token_version = 0  # matches issue_token's default version
 
 
 class Harness:
@@ -237,6 +238,9 @@ def cli(
 ) -> Iterator[Callable[..., tuple[int, str, str]]]:
     kite = kite_in_thread
     env = {
+        # Its own data directory: the default (~/.alpha-panda) may name another pipeline's
+        # database, which the store commands then refuse to leave.
+        "ALPHA_PANDA_DATA_DIR": str(tmp_path),
         "ALPHA_PANDA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
         "ALPHA_PANDA_ZERODHA_API_KEY": kite.api_key,
         "ALPHA_PANDA_ZERODHA_API_SECRET": API_SECRET,
@@ -257,6 +261,9 @@ def cli(
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
+    # As an operator would: the configuration database exists before anyone logs in.
+    code, _, err = run("db", "upgrade")
+    assert code == 0, err
     yield run
     get_settings.cache_clear()
 
