@@ -321,10 +321,6 @@ class UserLike(Protocol):
 UserLookup = Callable[[str], Awaitable[UserLike | None]]
 
 
-class AuthUnavailableError(Exception):
-    """The user store could not be read."""
-
-
 @dataclass(frozen=True)
 class Principal:
     username: str

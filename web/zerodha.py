@@ -33,6 +33,7 @@ from alpha_panda.kite_login import (
 )
 from alpha_panda.zerodha.errors import KiteError
 from web.auth import ApiError
+from web.plumbing import json_response
 
 if TYPE_CHECKING:
     from alpha_panda.runtime import StageContext
@@ -69,8 +70,6 @@ def register_zerodha_views(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    from web.api import json_response  # web.api imports this module
-
     settings = ctx.settings
     store = _Store(settings.database.url)
     services.on_close.append(store.close)
