@@ -25,6 +25,7 @@ from alpha_panda.circuit_breaker import CircuitOpenError
 from alpha_panda.mirror import RedisMirror
 from alpha_panda.topics import Tables
 from tables.portfolio import Portfolio, PortfolioValuation
+from web import schemas
 from web.auth import ApiError
 from web.formatting import money, parse_prices
 from web.live import LiveUpdate
@@ -74,63 +75,63 @@ def check_strategy_id(raw: str | None) -> str:
 def summary_row(
     portfolio: Portfolio, valuation: PortfolioValuation, source: Source
 ) -> dict[str, Any]:
-    return {
-        "strategy_id": portfolio.strategy_id,
-        "cash": money(valuation.cash),
-        "equity": money(valuation.equity),
-        "market_value": money(valuation.market_value),
-        "realised_pnl": money(valuation.realized_pnl),
-        "unrealised_pnl": money(valuation.unrealized_pnl),
-        "net_pnl": money(valuation.net_pnl),
-        "fees_paid": money(valuation.fees_paid),
-        "trade_count": portfolio.trade_count,
-        "starting_cash": money(portfolio.starting_cash),
+    return schemas.PortfolioSummary(
+        strategy_id=portfolio.strategy_id,
+        cash=money(valuation.cash),
+        equity=money(valuation.equity),
+        market_value=money(valuation.market_value),
+        realised_pnl=money(valuation.realized_pnl),
+        unrealised_pnl=money(valuation.unrealized_pnl),
+        net_pnl=money(valuation.net_pnl),
+        fees_paid=money(valuation.fees_paid),
+        trade_count=portfolio.trade_count,
+        starting_cash=money(portfolio.starting_cash),
         # Open positions; flat ones stay in the detail view for their realised P&L.
-        "positions_count": sum(1 for p in valuation.positions if p.quantity != 0),
-        "last_fill_ts": portfolio.last_fill_ts.isoformat() if portfolio.last_fill_ts else None,
-        "source": source,
-    }
+        positions_count=sum(1 for p in valuation.positions if p.quantity != 0),
+        last_fill_ts=portfolio.last_fill_ts.isoformat() if portfolio.last_fill_ts else None,
+        source=source,
+    ).model_dump()
 
 
 def detail_body(
     portfolio: Portfolio, valuation: PortfolioValuation, source: Source
 ) -> dict[str, Any]:
-    body = summary_row(portfolio, valuation, source)
-    body["positions"] = [
-        {
-            "instrument_token": p.instrument_token,
-            "symbol": p.symbol,
-            "quantity": p.quantity,
-            "avg_price": money(p.avg_price),
-            "last_price": money(p.mark_price),
-            "priced": p.priced,
-            "market_value": money(p.market_value),
-            "unrealised_pnl": money(p.unrealized_pnl),
-            "realised_pnl": money(p.realized_pnl),
-        }
+    positions = [
+        schemas.Position(
+            instrument_token=p.instrument_token,
+            symbol=p.symbol,
+            quantity=p.quantity,
+            avg_price=money(p.avg_price),
+            last_price=money(p.mark_price),
+            priced=p.priced,
+            market_value=money(p.market_value),
+            unrealised_pnl=money(p.unrealized_pnl),
+            realised_pnl=money(p.realized_pnl),
+        )
         for p in valuation.positions
     ]
-    return body
+    summary = summary_row(portfolio, valuation, source)
+    return schemas.PortfolioDetail(**summary, positions=positions).model_dump()
 
 
 def fill_row(raw: Mapping[str, Any]) -> dict[str, Any]:
     price = Decimal(str(raw["fill_price"]))
     quantity = int(raw["quantity"])
-    return {
-        "fill_id": str(raw["fill_id"]),
-        "order_id": str(raw["order_id"]),
-        "signal_event_id": str(raw["signal_event_id"]),
-        "instrument_token": int(raw["instrument_token"]),
-        "symbol": str(raw["symbol"]),
-        "side": str(raw["side"]),
-        "quantity": quantity,
-        "fill_price": money(price),
-        "notional": money(price * quantity),
-        "fees": money(Decimal(str(raw["fees"]))),
-        "execution_mode": str(raw["execution_mode"]),
-        "filled_ts": str(raw["filled_ts"]),
-        "reason": str(raw.get("reason") or ""),
-    }
+    return schemas.Fill(
+        fill_id=str(raw["fill_id"]),
+        order_id=str(raw["order_id"]),
+        signal_event_id=str(raw["signal_event_id"]),
+        instrument_token=int(raw["instrument_token"]),
+        symbol=str(raw["symbol"]),
+        side=str(raw["side"]),
+        quantity=quantity,
+        fill_price=money(price),
+        notional=money(price * quantity),
+        fees=money(Decimal(str(raw["fees"]))),
+        execution_mode=str(raw["execution_mode"]),
+        filled_ts=str(raw["filled_ts"]),
+        reason=str(raw.get("reason") or ""),
+    ).model_dump()
 
 
 def _parse_ts(value: Any) -> datetime:
@@ -142,20 +143,20 @@ def _parse_ts(value: Any) -> datetime:
 
 def rejection_row(raw: Mapping[str, Any]) -> dict[str, Any]:
     signal = raw["signal"]
-    return {
-        "event_id": str(raw["event_id"]),
-        "signal_event_id": str(raw["signal_event_id"]),
-        "strategy_id": str(signal["strategy_id"]),
-        "instrument_token": int(signal["instrument_token"]),
-        "symbol": str(signal["symbol"]),
-        "side": str(signal["side"]),
-        "quantity": int(signal["quantity"]),
-        "reference_price": money(Decimal(str(signal["reference_price"]))),
-        "reason": str(raw["reason"]),
-        "detail": str(raw.get("detail", "")),
-        "rejected_by": str(raw["rejected_by"]),
-        "rejected_ts": str(raw["rejected_ts"]),
-    }
+    return schemas.Rejection(
+        event_id=str(raw["event_id"]),
+        signal_event_id=str(raw["signal_event_id"]),
+        strategy_id=str(signal["strategy_id"]),
+        instrument_token=int(signal["instrument_token"]),
+        symbol=str(signal["symbol"]),
+        side=str(signal["side"]),
+        quantity=int(signal["quantity"]),
+        reference_price=money(Decimal(str(signal["reference_price"]))),
+        reason=str(raw["reason"]),
+        detail=str(raw.get("detail", "")),
+        rejected_by=str(raw["rejected_by"]),
+        rejected_ts=str(raw["rejected_ts"]),
+    ).model_dump()
 
 
 def merge_rejections(
@@ -531,7 +532,7 @@ class ReadApi:
             summary_row(p, p.valuation(snap.prices), snap.sources[sid])
             for sid, p in sorted(snap.portfolios.items())
         ]
-        return {"portfolios": rows}
+        return schemas.PortfolioList(portfolios=rows).model_dump()
 
     async def _one(self, strategy_id: str) -> tuple[Snapshot, Portfolio]:
         snap = await self.reader.snapshot(strategy_id)
@@ -555,7 +556,7 @@ class ReadApi:
                 log.warning("bad_fill_entry", strategy_id=strategy_id)
             if len(rows) >= limit:
                 break
-        return {"strategy_id": strategy_id, "source": source, "fills": rows}
+        return schemas.FillList(strategy_id=strategy_id, source=source, fills=rows).model_dump()
 
     async def equity(self, strategy_id: str, limit: int) -> dict[str, Any]:
         snap, portfolio = await self._one(strategy_id)
@@ -571,15 +572,16 @@ class ReadApi:
         if not samples:
             # Tables keep no history: the one point they can give is now.
             samples = [(self.clock().isoformat(), current)]
-        return {
-            "strategy_id": strategy_id,
-            "source": source,
-            "samples": [{"ts": ts, "equity": money(value)} for ts, value in samples],
-        }
+        return schemas.EquitySeries(
+            strategy_id=strategy_id,
+            source=source,
+            samples=[schemas.EquitySample(ts=ts, equity=money(value)) for ts, value in samples],
+        ).model_dump()
 
     async def rejected(self, strategy_id: str | None, limit: int) -> dict[str, Any]:
         source, lists = await self.reader.rejections(strategy_id)
-        return {"source": source, "rejections": merge_rejections(lists, limit)}
+        rows = merge_rejections(lists, limit)
+        return schemas.RejectionList(source=source, rejections=rows).model_dump()
 
     async def live_update(self) -> LiveUpdate:
         snap = await self.reader.snapshot()
