@@ -189,5 +189,5 @@ def register_views(ctx: StageContext, model: ReadModel, services: ApiServices) -
     register_portfolio_views(app, services, page)
     register_live_views(services, page)
     register_document_views(app, page)
-    register_dashboard_views(page)
+    register_dashboard_views(app, page)
     register_zerodha_views(ctx, services)

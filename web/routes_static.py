@@ -1,4 +1,5 @@
-"""Documents and the dashboard: the OpenAPI document, the dashboard page, its static files."""
+"""Documents and the dashboard: the OpenAPI document, the dashboard page, its static files
+(served by aiohttp's static route)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,43 @@ from typing import Any
 
 from aiohttp import web as aiohttp_web
 
-from web.auth import ApiError
 from web.openapi import openapi_document
-from web.plumbing import API_HEADERS, PAGE_HEADERS, Page
+from web.plumbing import API_HEADERS, PAGE_HEADERS, Handler, Page
 
 STATIC_DIR = Path(__file__).with_name("static")
-# Files the dashboard page loads; nothing else under static/ is served.
+PAGES_DIR = Path(__file__).with_name("pages")
+STATIC_PREFIX = "/static"
+# The files under static/, all of which aiohttp's static route serves (the dashboard page
+# itself lives in pages/), with their content types: set here, not guessed from the
+# platform's mime.types, which maps .js differently from one system to the next.
 STATIC_FILES = {
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
 }
 
 
-def static_file(name: str) -> tuple[bytes, str]:
-    content_type = STATIC_FILES.get(name)
-    if content_type is None:
-        raise ApiError(404, "not_found", "no such file")
-    return (STATIC_DIR / name).read_bytes(), content_type
+@aiohttp_web.middleware
+async def only_static_files(request: aiohttp_web.Request, handler: Handler) -> Any:
+    """A JSON 404 for any name under the prefix but the listed files: aiohttp's static
+    route answers a missing file with an empty 404 of its own and a directory with a 403,
+    both past the middlewares that write errors as JSON."""
+    prefix = f"{STATIC_PREFIX}/"
+    if request.path.startswith(prefix) and request.path[len(prefix) :] not in STATIC_FILES:
+        raise aiohttp_web.HTTPNotFound()
+    return await handler(request)
+
+
+async def static_headers(
+    request: aiohttp_web.Request, response: aiohttp_web.StreamResponse
+) -> None:
+    """The page headers and the content type on aiohttp's static responses (its
+    ``on_response_prepare`` signal, the one place a FileResponse's headers can be set)."""
+    if not request.path.startswith(f"{STATIC_PREFIX}/") or response.status != 200:
+        return
+    content_type = STATIC_FILES.get(request.path.rsplit("/", 1)[1])
+    if content_type is not None:
+        response.content_type = content_type
+    response.headers.update(PAGE_HEADERS)
 
 
 def register_document_views(app: Any, page: Page) -> None:
@@ -43,8 +64,8 @@ def register_document_views(app: Any, page: Page) -> None:
     page("/api/v1/openapi.json", openapi)
 
 
-def register_dashboard_views(page: Page) -> None:
-    dashboard_html = (STATIC_DIR / "dashboard.html").read_text(encoding="utf-8")
+def register_dashboard_views(app: Any, page: Page) -> None:
+    dashboard_html = (PAGES_DIR / "dashboard.html").read_text(encoding="utf-8")
 
     async def dashboard(self: Any, request: aiohttp_web.Request) -> aiohttp_web.Response:
         return aiohttp_web.Response(
@@ -56,10 +77,7 @@ def register_dashboard_views(page: Page) -> None:
     page("/", dashboard, name="dashboard_root")
     page("/dashboard", dashboard, name="dashboard")
 
-    async def static(
-        self: Any, request: aiohttp_web.Request, filename: str
-    ) -> aiohttp_web.Response:
-        body, content_type = static_file(filename)
-        return aiohttp_web.Response(body=body, content_type=content_type, headers=PAGE_HEADERS)
-
-    page("/static/{filename}", static)
+    web_app: aiohttp_web.Application = app.web.web_app
+    web_app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")
+    web_app.middlewares.append(only_static_files)
+    web_app.on_response_prepare.append(static_headers)

@@ -85,7 +85,6 @@ def cases(h: Harness) -> list[Case]:
         ("GET", "/api/v1/zerodha/login-url", "/api/v1/zerodha/login-url", {}, 401),
         ("GET", "/api/v1/zerodha/login-url", "/api/v1/zerodha/login-url", auth, 403),
         ("GET", "/api/v1/zerodha/session", "/api/v1/zerodha/session", {}, 401),
-        ("GET", "/static/{filename}", "/static/nope.js", {}, 404),
     ]
 
 
@@ -143,8 +142,10 @@ def test_a_wrong_body_fails_the_check() -> None:
             check(document, "GET", "/api/v1/portfolios/{strategy_id}/equity", 200, bad)
 
 
-async def test_health_answers_as_documented(tmp_path: Any) -> None:
-    """/health of a worker that never started: every check fails, a documented 503."""
+async def test_health_and_static_answer_as_documented(tmp_path: Any) -> None:
+    """The stage's own routes on the app the factory builds (its JSON error layer
+    included): /health of a worker that never started is a documented 503, and a file
+    aiohttp's static route does not have a documented JSON 404."""
     app = create_app(load_settings(data_dir=tmp_path), Stage.PORTFOLIO_MANAGER)
     client: TestClient[Any, Any] = TestClient(TestServer(app.web.web_app))
     await client.start_server()
@@ -153,5 +154,13 @@ async def test_health_answers_as_documented(tmp_path: Any) -> None:
         response = await client.get("/health")
         assert response.status == 503
         check(document, "GET", "/health", 503, await response.json())
+        for name in ["nope.js", "dashboard.html", "..%2Fapi.py"]:
+            missing = await client.get(f"/static/{name}")
+            assert missing.status == 404, name
+            assert missing.content_type == "application/json", name
+            check(document, "GET", "/static/{filename}", 404, await missing.json())
+        script = await client.get("/static/dashboard.js")
+        assert script.status == 200 and script.content_type == "application/javascript"
+        assert "script-src 'self'" in script.headers["Content-Security-Policy"]
     finally:
         await client.close()
