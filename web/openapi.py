@@ -268,20 +268,6 @@ def _ops_paths() -> Json:
 
 def _zerodha_paths() -> Json:
     """The daily Kite login (web/zerodha.py); no response carries a token or the secret."""
-    session = {
-        "type": "object",
-        "nullable": True,
-        "description": "The stored Kite session, without its access token.",
-        "properties": {
-            "broker": {"type": "string"},
-            "user_id": {"type": "string"},
-            "user_name": {"type": "string"},
-            "login_time": {"type": "string", "format": "date-time"},
-            "expires_at": {"type": "string", "format": "date-time"},
-            "expires_at_ist": {"type": "string", "format": "date-time"},
-            "valid": {"type": "boolean"},
-        },
-    }
     not_configured = _error("ALPHA_PANDA_ZERODHA_API_KEY or _API_SECRET is not set.")
     return {
         "/api/v1/zerodha/login-url": {
@@ -291,7 +277,7 @@ def _zerodha_paths() -> Json:
                 "security": BEARER,
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"login_url": {"type": "string"}}},
+                        _ref("ZerodhaLoginUrl"),
                         "Open it in a browser; Kite redirects to the callback below.",
                     ),
                     "401": UNAUTHORIZED,
@@ -320,7 +306,7 @@ def _zerodha_paths() -> Json:
                 ],
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"session": session}},
+                        _ref("ZerodhaLoggedIn"),
                         "Logged in; running stages pick the token up within zerodha.token_poll_s.",
                     ),
                     "400": _error("Bad or missing request token or state, or Kite refused."),
@@ -338,11 +324,7 @@ def _zerodha_paths() -> Json:
                 "security": BEARER,
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"configured": {"type": "boolean"}, "session": session},
-                        },
-                        "session is null when no token is stored.",
+                        _ref("ZerodhaSession"), "session is null when no token is stored."
                     ),
                     "401": UNAUTHORIZED,
                     "503": UNAVAILABLE,

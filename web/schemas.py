@@ -175,6 +175,31 @@ class Health(Body):
     checks: dict[str, Any]
 
 
+class KiteSession(Body):
+    """The stored Kite session, without its access token (``BrokerSessionRecord.public``)."""
+
+    broker: str
+    user_id: str
+    user_name: str
+    login_time: str = date_time()
+    expires_at: str = date_time()
+    expires_at_ist: str = date_time()
+    valid: bool
+
+
+class ZerodhaLoginUrl(Body):
+    login_url: str
+
+
+class ZerodhaLoggedIn(Body):
+    session: KiteSession
+
+
+class ZerodhaSession(Body):
+    configured: bool
+    session: KiteSession | None = Field(description="null when no token is stored.")
+
+
 # The models the document names under components/schemas, by their class names.
 COMPONENTS: tuple[type[BaseModel], ...] = (
     Error,
@@ -190,6 +215,10 @@ COMPONENTS: tuple[type[BaseModel], ...] = (
     Rejection,
     RejectionList,
     Health,
+    KiteSession,
+    ZerodhaLoginUrl,
+    ZerodhaLoggedIn,
+    ZerodhaSession,
 )
 REF_TEMPLATE = "#/components/schemas/{model}"
 

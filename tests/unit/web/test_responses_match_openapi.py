@@ -164,3 +164,36 @@ async def test_health_and_static_answer_as_documented(tmp_path: Any) -> None:
         assert "script-src 'self'" in script.headers["Content-Security-Policy"]
     finally:
         await client.close()
+
+
+def test_the_zerodha_session_bodies_match_the_document() -> None:
+    """The 200 bodies of the Kite session routes (the views need the configuration
+    database; tests/integration/test_zerodha_login.py serves them for real): built as the
+    views build them, from a stored session, valid against the document, token left out."""
+    from datetime import UTC, datetime
+
+    from pydantic import SecretStr
+
+    from alpha_panda.broker_session import BrokerSessionRecord
+    from web import schemas
+    from web.openapi import openapi_document
+
+    document = openapi_document()
+    login = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
+    record = BrokerSessionRecord(
+        broker="zerodha",
+        user_id="AB1234",
+        user_name="Alice",
+        access_token=SecretStr("tok-secret"),
+        login_time=login,
+        expires_at=datetime(2026, 1, 6, 0, 30, tzinfo=UTC),
+    )
+    session = schemas.KiteSession.model_validate(record.public(login))
+    logged_in = schemas.ZerodhaLoggedIn(session=session).model_dump()
+    check(document, "GET", "/api/v1/zerodha/callback", 200, logged_in)
+    assert "tok-secret" not in repr(logged_in)
+    for stored in (session, None):
+        body = schemas.ZerodhaSession(configured=True, session=stored).model_dump()
+        check(document, "GET", "/api/v1/zerodha/session", 200, body)
+    url = schemas.ZerodhaLoginUrl(login_url="https://kite.zerodha.com/connect/login?v=3")
+    check(document, "GET", "/api/v1/zerodha/login-url", 200, url.model_dump())
