@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.schemas import component_schemas
+from web.auth import LoginRequest
+from web.schemas import COMPONENTS, component_schemas
 
 API_VERSION = "1.0.0"
 
@@ -407,7 +408,7 @@ def openapi_document(*, faust_router: bool = True, faust_tables: bool = True) ->
                     "description": "The same JWT, for EventSource (only /api/v1/stream).",
                 },
             },
-            "schemas": component_schemas(),
+            "schemas": component_schemas((*COMPONENTS, LoginRequest)),
         },
     }
 

@@ -12,12 +12,11 @@ quantities are integers, times ISO 8601 strings; fields serialise in declaration
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
-
-from web.auth import LoginRequest
 
 Json = dict[str, Any]
 MONEY_PATTERN = r"^-?[0-9]+\.[0-9]{2}$"
@@ -200,10 +199,10 @@ class ZerodhaSession(Body):
     session: KiteSession | None = Field(description="null when no token is stored.")
 
 
-# The models the document names under components/schemas, by their class names.
+# The response models the document names under components/schemas, by their class names
+# (web/openapi.py adds the request body, web.auth.LoginRequest).
 COMPONENTS: tuple[type[BaseModel], ...] = (
     Error,
-    LoginRequest,
     Token,
     PortfolioSummary,
     PortfolioList,
@@ -223,13 +222,14 @@ COMPONENTS: tuple[type[BaseModel], ...] = (
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-def component_schemas() -> Json:
-    """``components/schemas`` in OpenAPI 3.0 form, generated from the models above."""
+def component_schemas(models: Iterable[type[BaseModel]] = COMPONENTS) -> Json:
+    """``components/schemas`` in OpenAPI 3.0 form, generated from ``models``."""
+    models = tuple(models)
     _, top = models_json_schema(
-        [(model, "serialization") for model in COMPONENTS], ref_template=REF_TEMPLATE
+        [(model, "serialization") for model in models], ref_template=REF_TEMPLATE
     )
     defs: Json = {name: to_openapi_30(schema) for name, schema in top["$defs"].items()}
-    named = {model.__name__ for model in COMPONENTS}
+    named = {model.__name__ for model in models}
     # Parts of a body (ErrorDetail, EquitySample) are written inline, as in the document's
     # earlier hand-written form; only the bodies themselves are named components.
     return {name: _inline(defs[name], defs, named) for name in sorted(named)}
