@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 Guard = Callable[[aiohttp_web.Request], Awaitable[Principal]]
 OnOwner = Callable[[str, Handler], Handler]
+# ReadApi.fills / ReadApi.equity: (strategy_id, limit) -> the response body
+Read = Callable[[str, int], Awaitable[dict[str, Any]]]
 
 
 def owner_router(app: Any, api: ReadApi) -> Callable[[str, Handler], Handler]:
@@ -101,55 +103,37 @@ def register_portfolio_views(app: Any, services: ApiServices, page: Page) -> Non
 
     page("/api/v1/portfolios", portfolios)
     page("/api/v1/portfolios/{strategy_id}", portfolio)
-    register_fill_views(app, services, page, guard, on_owner)
-    register_equity_views(app, services, page, guard, on_owner)
+    limited = limited_view(guard, on_owner)
+    fills = limited(Tables.RECENT_FILLS, DEFAULT_FILLS_LIMIT, api.fills)
+    page("/api/v1/portfolios/{strategy_id}/fills", fills)
+    equity = limited(Tables.PORTFOLIOS, DEFAULT_EQUITY_LIMIT, api.equity)
+    page("/api/v1/portfolios/{strategy_id}/equity", equity)
     register_rejection_views(services, page, guard)
 
 
-def register_fill_views(
-    app: Any, services: ApiServices, page: Page, guard: Guard, on_owner: OnOwner
-) -> None:
-    api = services.api
+def limited_view(guard: Guard, on_owner: OnOwner) -> Callable[[str, int, Read], Handler]:
+    """``limited(table, default_limit, read)``: the view of a list about one portfolio
+    (its fills, its equity curve), run on the worker that owns its key in ``table``."""
 
-    async def fills_here(
-        self: Any, request: aiohttp_web.Request, strategy_id: str
-    ) -> aiohttp_web.Response:
-        limit = parse_limit(request.query.get("limit"), DEFAULT_FILLS_LIMIT)
-        return json_response(await api.fills(strategy_id, limit))
+    def limited(table: str, default_limit: int, read: Read) -> Handler:
+        async def here(
+            self: Any, request: aiohttp_web.Request, strategy_id: str
+        ) -> aiohttp_web.Response:
+            limit = parse_limit(request.query.get("limit"), default_limit)
+            return json_response(await read(strategy_id, limit))
 
-    fills_routed = on_owner(Tables.RECENT_FILLS, fills_here)
+        routed = on_owner(table, here)
 
-    async def fills(
-        self: Any, request: aiohttp_web.Request, strategy_id: str
-    ) -> aiohttp_web.StreamResponse:
-        await guard(request)
-        parse_limit(request.query.get("limit"), DEFAULT_FILLS_LIMIT)  # a 400 before routing
-        return await fills_routed(self, request, check_strategy_id(strategy_id))
+        async def view(
+            self: Any, request: aiohttp_web.Request, strategy_id: str
+        ) -> aiohttp_web.StreamResponse:
+            await guard(request)
+            parse_limit(request.query.get("limit"), default_limit)  # a 400 before routing
+            return await routed(self, request, check_strategy_id(strategy_id))
 
-    page("/api/v1/portfolios/{strategy_id}/fills", fills)
+        return view
 
-
-def register_equity_views(
-    app: Any, services: ApiServices, page: Page, guard: Guard, on_owner: OnOwner
-) -> None:
-    api = services.api
-
-    async def equity_here(
-        self: Any, request: aiohttp_web.Request, strategy_id: str
-    ) -> aiohttp_web.Response:
-        limit = parse_limit(request.query.get("limit"), DEFAULT_EQUITY_LIMIT)
-        return json_response(await api.equity(strategy_id, limit))
-
-    equity_routed = on_owner(Tables.PORTFOLIOS, equity_here)
-
-    async def equity(
-        self: Any, request: aiohttp_web.Request, strategy_id: str
-    ) -> aiohttp_web.StreamResponse:
-        await guard(request)
-        parse_limit(request.query.get("limit"), DEFAULT_EQUITY_LIMIT)
-        return await equity_routed(self, request, check_strategy_id(strategy_id))
-
-    page("/api/v1/portfolios/{strategy_id}/equity", equity)
+    return limited
 
 
 def register_rejection_views(services: ApiServices, page: Page, guard: Guard) -> None:
