@@ -41,6 +41,7 @@ from alpha_panda.jwt_secret import signing_key
 from alpha_panda.passwords import DEFAULT_ROUNDS, hash_password, verify_password
 from alpha_panda.settings import Settings
 from models.db import USER_ROLES, USERNAME_MAX_LENGTH
+from web import schemas
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +83,7 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+    return schemas.Error(error=schemas.ErrorDetail(code=code, message=message)).model_dump()
 
 
 def unauthorized(code: str, message: str, *, token_presented: bool = True) -> ApiError:
@@ -121,11 +122,12 @@ class IssuedToken:
     expires_at: datetime
 
     def as_json(self) -> dict[str, str]:
-        return {
-            "access_token": self.access_token,
-            "token_type": TOKEN_TYPE,
-            "expires_at": self.expires_at.isoformat(),
-        }
+        body = schemas.Token(
+            access_token=self.access_token,
+            token_type=TOKEN_TYPE,
+            expires_at=self.expires_at.isoformat(),
+        )
+        return body.model_dump()
 
 
 def _epoch(moment: datetime) -> int:
@@ -319,10 +321,6 @@ class UserLike(Protocol):
 
 
 UserLookup = Callable[[str], Awaitable[UserLike | None]]
-
-
-class AuthUnavailableError(Exception):
-    """The user store could not be read."""
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
 """The OpenAPI 3.0 document of the portfolio-manager worker, served at /api/v1/openapi.json.
 
-Written by hand (the views are plain Faust pages, there is nothing to generate it from)
-and kept honest by tests that compare it with the routes the worker actually registers,
-both ways. That includes Faust's own ``/router`` and ``/table`` endpoints while they are
-enabled, because they are served on the same port.
+The bodies (``components/schemas``) are generated from the pydantic models in
+``web/schemas.py`` that the views serialise; the paths are listed here (the views are plain
+Faust pages, there is no router to generate them from) and kept honest by tests that
+compare them with the routes the worker actually registers, both ways, and that validate
+real responses against the document (tests/unit/web/test_responses_match_openapi.py).
+The paths include Faust's own ``/router`` and ``/table`` endpoints while they are enabled,
+because they are served on the same port.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from models.events import STRATEGY_ID_FULL_PATTERN
+from web.auth import LoginRequest
+from web.schemas import COMPONENTS, component_schemas
 
 API_VERSION = "1.0.0"
 
@@ -63,7 +70,7 @@ STRATEGY_PATH_PARAM = {
     "name": "strategy_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
+    "schema": {"type": "string", "pattern": STRATEGY_ID_FULL_PATTERN},
 }
 
 
@@ -84,190 +91,6 @@ def _protected(
         "security": BEARER,
         "parameters": params or [],
         "responses": responses,
-    }
-
-
-def _schemas() -> Json:
-    summary_props: Json = {
-        "strategy_id": {"type": "string"},
-        "cash": _money("Cash after fills and fees."),
-        "equity": _money("cash + market_value."),
-        "market_value": _money("Signed value of open positions at last prices."),
-        "realised_pnl": _money("Realised on closed quantity, fees excluded."),
-        "unrealised_pnl": _money("Open positions marked at last prices."),
-        "net_pnl": _money("equity - starting_cash (fees included)."),
-        "fees_paid": _money("Total fees."),
-        "trade_count": {"type": "integer"},
-        "starting_cash": _money("Starting capital."),
-        "positions_count": {"type": "integer", "description": "Open (non-zero) positions."},
-        "last_fill_ts": {"type": "string", "format": "date-time", "nullable": True},
-        "source": {
-            "type": "string",
-            "enum": ["redis", "tables"],
-            "description": "Where the state was read: the Redis mirror or the worker's tables.",
-        },
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string", "example": "invalid_token"},
-                        "message": {"type": "string"},
-                    },
-                }
-            },
-        },
-        "LoginRequest": {
-            "type": "object",
-            "required": ["username", "password"],
-            "additionalProperties": False,
-            "properties": {
-                "username": {"type": "string", "minLength": 1, "maxLength": 64},
-                "password": {"type": "string", "minLength": 1, "maxLength": 1024},
-            },
-        },
-        "Token": {
-            "type": "object",
-            "required": ["access_token", "token_type", "expires_at"],
-            "properties": {
-                "access_token": {"type": "string", "description": "HS256 JWT."},
-                "token_type": {"type": "string", "enum": ["bearer"]},
-                "expires_at": {"type": "string", "format": "date-time"},
-            },
-        },
-        "PortfolioSummary": {
-            "type": "object",
-            "required": list(summary_props),
-            "properties": summary_props,
-        },
-        "PortfolioList": {
-            "type": "object",
-            "required": ["portfolios"],
-            "properties": {"portfolios": {"type": "array", "items": _ref("PortfolioSummary")}},
-        },
-        "Position": {
-            "type": "object",
-            "properties": {
-                "instrument_token": {"type": "integer"},
-                "symbol": {"type": "string"},
-                "quantity": {"type": "integer", "description": "Signed; 0 when flat."},
-                "avg_price": _money("Average cost."),
-                "last_price": _money("Mark price (average cost when unpriced)."),
-                "priced": {"type": "boolean", "description": "False: no tick seen yet."},
-                "market_value": _money("quantity * last_price."),
-                "unrealised_pnl": _money("(last_price - avg_price) * quantity."),
-                "realised_pnl": _money("Realised on this instrument."),
-            },
-        },
-        "PortfolioDetail": {
-            "allOf": [
-                _ref("PortfolioSummary"),
-                {
-                    "type": "object",
-                    "required": ["positions"],
-                    "properties": {"positions": {"type": "array", "items": _ref("Position")}},
-                },
-            ]
-        },
-        "Fill": {
-            "type": "object",
-            "properties": {
-                "fill_id": {"type": "string"},
-                "order_id": {"type": "string"},
-                "signal_event_id": {"type": "string"},
-                "instrument_token": {"type": "integer"},
-                "symbol": {"type": "string"},
-                "side": {"type": "string", "enum": ["BUY", "SELL"]},
-                "quantity": {"type": "integer"},
-                "fill_price": _money("Fill price."),
-                "notional": _money("fill_price * quantity."),
-                "fees": _money("All fees of this fill."),
-                "execution_mode": {"type": "string", "enum": ["paper", "live"]},
-                "filled_ts": {"type": "string", "format": "date-time"},
-                "reason": {
-                    "type": "string",
-                    "description": "Why the order was placed (the signal's reason); an MIS "
-                    "square-off starts with mis_square_off. Empty when unknown.",
-                },
-            },
-        },
-        "FillList": {
-            "type": "object",
-            "properties": {
-                "strategy_id": {"type": "string"},
-                "source": {"type": "string", "enum": ["redis", "tables"]},
-                "fills": {"type": "array", "items": _ref("Fill"), "description": "Newest first."},
-            },
-        },
-        "EquitySeries": {
-            "type": "object",
-            "properties": {
-                "strategy_id": {"type": "string"},
-                "source": {"type": "string", "enum": ["redis", "tables"]},
-                "samples": {
-                    "type": "array",
-                    "description": "Oldest first. From the tables: one point, now.",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "ts": {"type": "string", "format": "date-time"},
-                            "equity": _money("Equity at ts."),
-                        },
-                    },
-                },
-            },
-        },
-        "Rejection": {
-            "type": "object",
-            "properties": {
-                "event_id": {"type": "string"},
-                "signal_event_id": {"type": "string"},
-                "strategy_id": {"type": "string"},
-                "instrument_token": {"type": "integer"},
-                "symbol": {"type": "string"},
-                "side": {"type": "string", "enum": ["BUY", "SELL"]},
-                "quantity": {"type": "integer"},
-                "reference_price": _money("Last price the strategy saw."),
-                "reason": {
-                    "type": "string",
-                    "description": "Machine-readable reason code (models.events.RejectionReason).",
-                    "example": "max_order_quantity",
-                },
-                "detail": {"type": "string"},
-                "rejected_by": {"type": "string"},
-                "rejected_ts": {"type": "string", "format": "date-time"},
-            },
-        },
-        "RejectionList": {
-            "type": "object",
-            "properties": {
-                "source": {
-                    "type": "string",
-                    "enum": ["redis", "tables", "redis+tables"],
-                    "description": "redis+tables: the mirror lacked some lists this "
-                    "worker's tables hold (e.g. after Redis lost its data).",
-                },
-                "rejections": {
-                    "type": "array",
-                    "items": _ref("Rejection"),
-                    "description": "Newest first, merged across strategies and instruments.",
-                },
-            },
-        },
-        "Health": {
-            "type": "object",
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "unavailable"]},
-                "stage": {"type": "string"},
-                "failing": {"type": "array", "items": {"type": "string"}},
-                "checks": {"type": "object", "additionalProperties": True},
-            },
-        },
     }
 
 
@@ -447,20 +270,6 @@ def _ops_paths() -> Json:
 
 def _zerodha_paths() -> Json:
     """The daily Kite login (web/zerodha.py); no response carries a token or the secret."""
-    session = {
-        "type": "object",
-        "nullable": True,
-        "description": "The stored Kite session, without its access token.",
-        "properties": {
-            "broker": {"type": "string"},
-            "user_id": {"type": "string"},
-            "user_name": {"type": "string"},
-            "login_time": {"type": "string", "format": "date-time"},
-            "expires_at": {"type": "string", "format": "date-time"},
-            "expires_at_ist": {"type": "string", "format": "date-time"},
-            "valid": {"type": "boolean"},
-        },
-    }
     not_configured = _error("ALPHA_PANDA_ZERODHA_API_KEY or _API_SECRET is not set.")
     return {
         "/api/v1/zerodha/login-url": {
@@ -470,7 +279,7 @@ def _zerodha_paths() -> Json:
                 "security": BEARER,
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"login_url": {"type": "string"}}},
+                        _ref("ZerodhaLoginUrl"),
                         "Open it in a browser; Kite redirects to the callback below.",
                     ),
                     "401": UNAUTHORIZED,
@@ -499,7 +308,7 @@ def _zerodha_paths() -> Json:
                 ],
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"session": session}},
+                        _ref("ZerodhaLoggedIn"),
                         "Logged in; running stages pick the token up within zerodha.token_poll_s.",
                     ),
                     "400": _error("Bad or missing request token or state, or Kite refused."),
@@ -517,11 +326,7 @@ def _zerodha_paths() -> Json:
                 "security": BEARER,
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"configured": {"type": "boolean"}, "session": session},
-                        },
-                        "session is null when no token is stored.",
+                        _ref("ZerodhaSession"), "session is null when no token is stored."
                     ),
                     "401": UNAUTHORIZED,
                     "503": UNAVAILABLE,
@@ -604,7 +409,7 @@ def openapi_document(*, faust_router: bool = True, faust_tables: bool = True) ->
                     "description": "The same JWT, for EventSource (only /api/v1/stream).",
                 },
             },
-            "schemas": _schemas(),
+            "schemas": component_schemas((*COMPONENTS, LoginRequest)),
         },
     }
 

@@ -15,7 +15,7 @@ from typing import Any
 from alpha_panda.mirror import MirrorKeys
 from alpha_panda.settings import Settings
 from tables.portfolio import Portfolio
-from web.api import money, parse_prices
+from web.formatting import money, parse_prices
 
 TIMEOUT_S = 0.25
 MAX_PORTFOLIOS = 8

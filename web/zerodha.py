@@ -32,7 +32,9 @@ from alpha_panda.kite_login import (
     verify_state,
 )
 from alpha_panda.zerodha.errors import KiteError
+from web import schemas
 from web.auth import ApiError
+from web.plumbing import json_response
 
 if TYPE_CHECKING:
     from alpha_panda.runtime import StageContext
@@ -69,8 +71,6 @@ def register_zerodha_views(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    from web.api import json_response  # web.api imports this module
-
     settings = ctx.settings
     store = _Store(settings.database.url)
     services.on_close.append(store.close)
@@ -91,7 +91,9 @@ def register_zerodha_views(
         username = await admin(request)
         configured()
         state = issue_state(settings, username, now())
-        return json_response({"login_url": login_url(settings, state)})
+        return json_response(
+            schemas.ZerodhaLoginUrl(login_url=login_url(settings, state)).model_dump()
+        )
 
     async def callback(self: Any, request: aiohttp_web.Request) -> aiohttp_web.Response:
         configured()
@@ -128,7 +130,10 @@ def register_zerodha_views(
                 424, "kite_unavailable", f"cannot reach Kite: {type(exc).__name__}"
             ) from None
         log.info("zerodha_login_completed", user_id=record.user_id, started_by=started_by)
-        return json_response({"session": record.public(now())})
+        body = schemas.ZerodhaLoggedIn(
+            session=schemas.KiteSession.model_validate(record.public(now()))
+        )
+        return json_response(body.model_dump())
 
     async def session_view(self: Any, request: aiohttp_web.Request) -> aiohttp_web.Response:
         await services.authenticator.authenticate(request.headers.get("Authorization"))
@@ -142,12 +147,11 @@ def register_zerodha_views(
                 "the configuration database is unavailable",
                 {"Retry-After": "2"},
             ) from None
-        return json_response(
-            {
-                "configured": settings.zerodha.configured,
-                "session": record.public(now()) if record is not None else None,
-            }
+        session = record.public(now()) if record is not None else None
+        body = schemas.ZerodhaSession.model_validate(
+            {"configured": settings.zerodha.configured, "session": session}
         )
+        return json_response(body.model_dump())
 
     ctx.app.page("/api/v1/zerodha/login-url")(login_url_view)
     ctx.app.page("/api/v1/zerodha/callback")(callback)

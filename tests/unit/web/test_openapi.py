@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_urldispatcher import StaticResource
 
 from alpha_panda.factory import create_app
 from alpha_panda.settings import Stage, load_settings
@@ -19,11 +20,19 @@ def registered_operations(app: Any) -> set[tuple[str, str]]:
     # Faust adds its blueprints (/router, /table, its "/" index) when the server starts.
     web.blueprints.apply(web)
     return {
-        (route.method, route.resource.canonical)
+        (route.method, documented_path(route.resource))
         for route in web.web_app.router.routes()
         # aiohttp answers HEAD for every GET view; OpenAPI leaves HEAD implicit.
         if route.method != "HEAD" and route.resource is not None
     }
+
+
+def documented_path(resource: Any) -> str:
+    """A route's path as OpenAPI writes it: aiohttp's static route serves every file under
+    its prefix, which the document spells ``{prefix}/{filename}``."""
+    if isinstance(resource, StaticResource):
+        return f"{resource.canonical}/{{filename}}"
+    return str(resource.canonical)
 
 
 async def served_document(app: Any) -> dict[str, Any]:
