@@ -149,3 +149,24 @@ def test_the_broker_kind_turns_off_the_end_offset_confirmation_on_redpanda() -> 
     assert type(redpanda.recovery).on_recovery_completed is (
         type(embedded.recovery).on_recovery_completed
     )
+
+
+# The private names the workarounds reach; no other production module may use them.
+PRIVATE_NAMES = re.compile(
+    r"\.(_message_accumulator|_committed_offset|_fetch_max_wait_ms|_ensure_consumer|_fetcher"
+    r"|_runner|_client|_thread|_producer)\b|\b(_drain_messages|_build_highwaters"
+    r"|_resume_streams|_make_server)\b"
+)
+
+
+def test_no_module_outside_the_package_reaches_the_private_names() -> None:
+    offenders = []
+    for package in ("alpha_panda", "agents", "tables", "strategies", "models", "web"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.is_relative_to(ROOT / "alpha_panda" / "workarounds"):
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                code = re.sub(r"\bself\._\w+", "", line)  # a class's own private state is its own
+                if PRIVATE_NAMES.search(code):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == [], "move these into alpha_panda/workarounds/:\n" + "\n".join(offenders)
