@@ -17,10 +17,10 @@ from alpha_panda.log_identity import install_identity_check
 from alpha_panda.logging import faust_logging_config
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.parent_watch import install_parent_watch
-from alpha_panda.recovery import HardenedTableManager
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
 from alpha_panda.workarounds import faust_drain
+from alpha_panda.workarounds.recovery import table_manager_for
 from web.health import register_health_views
 from web.http_errors import install_json_errors
 
@@ -59,8 +59,9 @@ def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
         "topic_replication_factor": broker.replication_factor,
         "topic_disable_leader": True,
         "table_standby_replicas": 0,
-        # Faust's recovery, with two defects that lose or stale state fixed (see recovery.py).
-        "TableManager": HardenedTableManager,
+        # Faust's recovery, with two defects that lose or stale state fixed (see
+        # alpha_panda/workarounds/recovery.py); the second is the embedded broker's only.
+        "TableManager": table_manager_for(broker.kind),
         "web_enabled": True,
         "web_bind": settings.web.host,
         "web_host": settings.web.host,

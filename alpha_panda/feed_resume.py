@@ -22,9 +22,9 @@ from decimal import Decimal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from alpha_panda.end_offsets import watermarks
 from alpha_panda.settings import Settings
 from alpha_panda.topics import MARKET_TICKS
+from alpha_panda.workarounds.end_offsets import watermarks
 from models.codec import DecodeError, decode
 from models.events import MarketTick
 

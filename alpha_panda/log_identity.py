@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from alpha_panda.end_offsets import EndOffsetsUnconfirmed, watermarks
 from alpha_panda.topics import LOG_IDENTITY, LOG_IDENTITY_PARTITIONS
+from alpha_panda.workarounds.end_offsets import EndOffsetsUnconfirmed, watermarks
 
 if TYPE_CHECKING:
     from alpha_panda.runtime import StageContext

@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
-from alpha_panda.end_offsets import watermarks
+from alpha_panda.workarounds.end_offsets import watermarks
 
 MAGIC = b"ALPHA-PANDA-LOG 1\n"
 _RECORD = struct.Struct(">qqii")  # offset, timestamp ms, key length, value length

@@ -26,6 +26,7 @@ from alpha_panda.broker_probe import BrokerProbe
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.settings import Settings, Stage
 from alpha_panda.topics import OutgoingRecord, TopicSpec, dlq_name, partitions_of
+from alpha_panda.workarounds import faust_internals
 from alpha_panda.write_behind import WriteBehindFlusher, WriteBehindTable
 from models.codec import DecodeError, decode
 from models.envelope import EventEnvelope
@@ -170,13 +171,7 @@ class StageContext:
         signal, and it was a third of its time in the benchmark. Closing the open
         batches is what aiokafka's own transactional commit does for the same reason.
         """
-        producer = self.app.producer
-        await producer.buffer.flush()  # Faust's buffer drains into aiokafka in the background
-        client = producer._producer  # Faust keeps no public accessor
-        if client is None:
-            await producer.flush()
-            return
-        await client._message_accumulator.flush_for_commit()
+        await faust_internals.flush_open_batches(self.app.producer)
 
     async def forward(self, spec: TopicSpec, key: str, value: bytes) -> None:
         """Repartition: the same bytes under a new record key (see topics.py)."""
@@ -229,7 +224,7 @@ class StageContext:
                 highwater = consumer.highwater(tp)
                 if highwater is None:
                     continue
-                committed = consumer._committed_offset.get(tp)  # Faust keeps no public accessor
+                committed = faust_internals.committed_offset(consumer, tp)
                 # Faust stores the next offset to consume (last acked + 1), as Kafka does.
                 lag = highwater - (committed if committed is not None else 0)
                 self.metrics.consumer_lag.labels(self.source, tp.topic, str(tp.partition)).set(
@@ -243,12 +238,7 @@ class StageContext:
         so the value is set on the consumer's fetcher once partitions are assigned (the
         consumer exists then; every later fetch request reads it).
         """
-        wait_ms = self.settings.broker.fetch_wait_ms
-
-        @self.app.on_partitions_assigned.connect
-        async def apply_fetch_wait(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-            consumer = app.consumer._thread._ensure_consumer()  # Faust keeps no public accessor
-            consumer._fetcher._fetch_max_wait_ms = wait_ms
+        faust_internals.set_fetch_max_wait(self.app, self.settings.broker.fetch_wait_ms)
 
     async def process(self, stream: StreamT, routes: Mapping[str, Route]) -> None:
         """The agent body: consume `stream`, route each record by topic name."""
@@ -304,7 +294,7 @@ class StageContext:
 
         Our source topics are plain logs written without transactions, so their offsets
         are contiguous and a forward jump is a loss. Faust's recovery used to cause one at
-        the hand-over to the streams after a restart; :mod:`alpha_panda.recovery` closes
+        the hand-over to the streams after a restart; :mod:`alpha_panda.workarounds.recovery` closes
         that race, and this check stays as the alarm should any other path skip records:
         `offset_gap_detected` in the log and `alpha_panda_offset_gaps_total`, with the
         recovery (`alpha-panda replay STAGE --to-offset N`) in docs/RUNBOOK.md.
@@ -319,7 +309,7 @@ class StageContext:
         if tp in self._expected_offset:
             expected = self._expected_offset[tp]
         else:  # first record since the assignment: Faust resumed at the committed offset
-            expected = self.app.consumer._committed_offset.get(tp)
+            expected = faust_internals.committed_offset(self.app.consumer, tp)
         if expected is not None and message.offset > expected:
             self.metrics.offset_gaps.labels(self.source, tp.topic).inc(message.offset - expected)
             log.error(

@@ -87,7 +87,8 @@ class BrokerSettings(_Section):
     kind: BrokerKind = Field(
         default=BrokerKind.EMBEDDED,
         description="embedded or redpanda: picks the defaults that differ between them "
-        "(fetch_max_wait_ms).",
+        "(fetch_max_wait_ms) and turns off what only the embedded broker needs (table "
+        "recovery's end-offset confirmation).",
     )
     fetch_max_wait_ms: int | None = Field(
         default=None,

@@ -14,12 +14,9 @@ Two layers, both installed on every stage by :func:`install_json_errors`:
   the bearer token. :class:`JsonErrorRequestHandler` answers JSON instead and logs only
   the status, the exception's type and the peer address.
 
-aiohttp has no hook for its parse errors, so the handler class is swapped in through a
-``Server`` subclass (``__call__`` builds the per-connection handler) and an ``AppRunner``
-subclass that returns it; the runner replaces the one Faust's web driver builds in its
-constructor (``faust.web.drivers.aiohttp.Web._runner``). Checked with aiohttp 3.14.5 and
-faust-streaming 0.15.3; ``tests/unit/web/test_http_errors.py`` sends the oversized header
-to a real socket and fails if plain text comes back or the token reaches a log.
+aiohttp has no hook for its parse errors, so the handler class is swapped in by
+:mod:`alpha_panda.workarounds.aiohttp_handler` (the defect, the versions checked and the
+test that proves it is still needed are written there).
 """
 
 from __future__ import annotations
@@ -35,8 +32,8 @@ from aiohttp import web as aiohttp_web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
-from aiohttp.web_runner import AppRunner
-from aiohttp.web_server import Server
+
+from alpha_panda.workarounds.aiohttp_handler import install_request_handler
 
 log = structlog.get_logger(__name__)
 
@@ -123,25 +120,8 @@ class JsonErrorRequestHandler(RequestHandler):
         return response
 
 
-class _JsonErrorServer(Server):
-    def __call__(self) -> RequestHandler:
-        kwargs: Any = self._kwargs
-        return JsonErrorRequestHandler(self, loop=self._loop, **kwargs)
-
-
-class JsonErrorAppRunner(AppRunner):
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        # Same object, same state: only the per-connection handler class changes.
-        server.__class__ = _JsonErrorServer
-        return server
-
-
 def install_json_errors(app: Any) -> None:
     """Both layers on the Faust ``app``'s web server; call before the worker starts."""
     web = app.web
     web.web_app.middlewares.insert(0, json_error_middleware)
-    runner = web._runner
-    if not isinstance(runner, AppRunner) or runner.server is not None:
-        raise RuntimeError("Faust's web runner is not the expected unstarted AppRunner")
-    web._runner = JsonErrorAppRunner(web.web_app, access_log=None)
+    install_request_handler(app, JsonErrorRequestHandler)

@@ -17,9 +17,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from alpha_panda import end_offsets
 from alpha_panda.admin import admin_client, existing_partitions
 from alpha_panda.settings import Settings
+from alpha_panda.workarounds import end_offsets
 
 EXIT_OK = 0
 EXIT_REFUSED = 1  # not found, refused, or a difference that needs an operator
@@ -99,7 +99,8 @@ async def topic_partitions(settings: Settings, names: list[str]) -> dict[str, li
 async def watermarks(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition]
 ) -> dict[TopicPartition, tuple[int, int]]:
-    """(log start, confirmed high watermark) of each partition; see :mod:`alpha_panda.end_offsets`.
+    """(log start, confirmed high watermark) of each partition; see
+    :mod:`alpha_panda.workarounds.end_offsets`.
 
     Replaces the consumer's assignment.
     """

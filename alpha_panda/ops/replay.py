@@ -31,7 +31,6 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from alpha_panda.admin import admin_client
@@ -57,6 +56,7 @@ from alpha_panda.topics import (
     SIGNALS_VALIDATED,
     TopicSpec,
 )
+from alpha_panda.workarounds import stale_group_members
 
 # What each stage's agents subscribe to (see agents/*.py). The one place tools look it up.
 STAGE_INPUTS: Mapping[Stage, tuple[TopicSpec, ...]] = MappingProxyType(
@@ -299,10 +299,8 @@ async def _evict_and_watch(
     admin: AIOKafkaAdminClient, settings: Settings, group: str, description: GroupDescription
 ) -> Activity:
     """Ask the listed members to leave; a live one rejoins within the session timeout."""
-    node = await admin.find_coordinator(group)
     evicted = {m.member_id for m in description.members}
-    for member_id in evicted:
-        await admin._client.send(node, LeaveGroupRequest(group, member_id))
+    await stale_group_members.ask_to_leave(admin, group, evicted)
     window = settings.broker.session_timeout_s
     deadline = time.monotonic() + window
     while True:

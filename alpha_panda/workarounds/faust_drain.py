@@ -31,38 +31,34 @@ tests (``tests/integration/test_restarts.py``) and the scale-out test run on it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from importlib.metadata import version
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
 
+from alpha_panda.workarounds._versions import (
+    WorkaroundVersionError,
+    require_source,
+    require_versions,
+)
+
 CHECKED_VERSIONS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1"}
 _STOCK_CALL = "callback(message), self.suspend_flow.wait()"
 
-
-class WorkaroundVersionError(RuntimeError):
-    """The installed library is not the version this workaround was checked against."""
+__all__ = [
+    "CHECKED_VERSIONS",
+    "DirectDrainConsumer",
+    "WorkaroundVersionError",
+    "deliver",
+    "install",
+]
 
 
 def _check_versions() -> None:
-    for package, checked in CHECKED_VERSIONS.items():
-        installed = version(package)
-        if installed != checked:
-            raise WorkaroundVersionError(
-                f"alpha_panda.workarounds.faust_drain was checked against {package} "
-                f"{checked}, but {installed} is installed: re-check the defect (see the "
-                "module docstring) and update CHECKED_VERSIONS or drop the workaround"
-            )
-    stock = inspect.getsource(AIOKafkaConsumer._drain_messages)
-    if _STOCK_CALL not in stock:
-        raise WorkaroundVersionError(
-            "faust's Consumer._drain_messages no longer makes the call this workaround "
-            "replaces; re-check it"
-        )
+    require_versions(__name__, CHECKED_VERSIONS)
+    require_source(__name__, AIOKafkaConsumer._drain_messages, _STOCK_CALL)
 
 
 _check_versions()

@@ -19,10 +19,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from alpha_panda.end_offsets import high_watermarks as confirmed_high_watermarks
-from alpha_panda.end_offsets import watermarks
 from alpha_panda.settings import Stage
 from alpha_panda.topics import OutgoingRecord, partitions_of
+from alpha_panda.workarounds.end_offsets import high_watermarks as confirmed_high_watermarks
+from alpha_panda.workarounds.end_offsets import watermarks
 
 FAUST = str(Path(sys.executable).with_name("faust"))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from alpha_panda.broker import EmbeddedBroker
-from alpha_panda.end_offsets import high_watermarks
+from alpha_panda.workarounds.end_offsets import high_watermarks
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ def test_a_multi_record_batch_is_counted_to_its_last_record(
 ) -> None:
     topic = f"end-offsets-{unique}"
 
-    async def scenario() -> tuple[int, int, int]:
+    async def scenario() -> tuple[int, int, int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
         await admin.start()
         try:
@@ -44,8 +44,18 @@ def test_a_multi_record_batch_is_counted_to_its_last_record(
         marks = await high_watermarks([broker.bootstrap], tps)
         empty = await high_watermarks([broker.bootstrap], [])
         assert empty == {}
-        return marks[tps[0]], marks[tps[1]], len(futures)
+        # What the broker lists without a fetch (the defect the workaround exists for).
+        plain = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+        await plain.start()
+        try:
+            listed = await plain.end_offsets([tps[0]])
+        finally:
+            await plain.stop()
+        return marks[tps[0]], marks[tps[1]], len(futures), int(listed[tps[0]])
 
-    batched_end, single_end, sent = asyncio.run(scenario())
+    batched_end, single_end, sent, listed_end = asyncio.run(scenario())
     assert batched_end == sent == 6
     assert single_end == 1
+    # alpha_panda/workarounds/end_offsets.py is still needed while this holds: the broker
+    # lists the six-record batch's base offset + 1. Once it lists 6, drop the workaround.
+    assert listed_end == 1

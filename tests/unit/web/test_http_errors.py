@@ -21,7 +21,7 @@ from aiohttp.web_runner import TCPSite
 
 from alpha_panda.factory import create_app
 from alpha_panda.settings import Stage, load_settings
-from web.http_errors import JsonErrorAppRunner
+from alpha_panda.workarounds.aiohttp_handler import HandlerSwapAppRunner
 
 TOKEN_MARKER = "eyJTOKENMARKERxq7"
 
@@ -52,7 +52,7 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     web = app.web
     web.blueprints.apply(web)  # what Faust does when its web server starts
     runner = web._runner
-    assert isinstance(runner, JsonErrorAppRunner)
+    assert isinstance(runner, HandlerSwapAppRunner)
     await runner.setup()
     port = unused_port()
     site = TCPSite(runner, "127.0.0.1", port)

