@@ -70,17 +70,3 @@ class RuntimeConfig(ReadModel):
     @property
     def enabled_strategies(self) -> tuple[StrategyConfigRecord, ...]:
         return tuple(s for s in self.strategies if s.enabled)
-
-    def strategy(self, strategy_id: str) -> StrategyConfigRecord | None:
-        return next((s for s in self.strategies if s.strategy_id == strategy_id), None)
-
-    def is_halted(self, strategy_id: str) -> bool:
-        return self.halt_all or strategy_id in self.halted_strategies
-
-    def halt_reason(self, strategy_id: str) -> str | None:
-        """Why ``strategy_id`` may not trade; the global halt wins. None when not halted."""
-        if self.halt_all:
-            return self.halt_reasons.get(HALT_ALL, "")
-        if strategy_id in self.halted_strategies:
-            return self.halt_reasons.get(strategy_id, "")
-        return None
