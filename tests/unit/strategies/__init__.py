@@ -1,29 +1,19 @@
-"""Unit tests for the pure strategy logic, plus the tick helpers they share."""
+"""Unit tests for the pure strategy logic, plus the helpers they share (on tests/factories)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from models.events import MarketTick, TradingSignal
+from models.events import TradingSignal
 from strategies.base import BaseStrategy
+from tests.factories import tick as stub_tick
 
 TOKEN = 256265
 SYMBOL = "NIFTY"
-# 09:15 IST, the NSE open, as UTC.
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
-
-
-def tick(price: str, second: int, token: int = TOKEN) -> MarketTick:
-    return MarketTick(
-        instrument_token=token,
-        symbol=SYMBOL,
-        last_price=Decimal(price),
-        volume=1000 + second,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
+# The strategies' instrument; time as seconds after T0.
+tick = partial(stub_tick, token=TOKEN, symbol=SYMBOL)
 
 
 def run(
