@@ -7,6 +7,7 @@ that the redelivery emits and books nothing more (or only what carries the same 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,23 @@ import pytest
 
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
-from alpha_panda.settings import Stage
-from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
-from models.events import Side
-from tests.factories import RELIANCE, T0, tick
+from alpha_panda.settings import RedisSettings, Stage
+from alpha_panda.topics import (
+    ENGINE_SIGNALS_BY_INSTRUMENT,
+    MARKET_TICKS,
+    ORDERS_FILLED_PAPER,
+    RISK_SIGNALS_BY_STRATEGY,
+    SIGNALS_GENERATED,
+    SIGNALS_REJECTED,
+    SIGNALS_VALIDATED,
+    Tables,
+)
+from models.events import Side, ValidatedSignal
+from tables.portfolio import Portfolio
+from tests.factories import RELIANCE, T0, fill, signal, tick
 from tests.unit.stages.harness import running_stage
 
+D = Decimal
 FAST = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
 
 
@@ -55,3 +67,119 @@ async def test_strategy_runner_skips_a_tick_at_or_below_the_stored_offset(
         await stage.deliver(MARKET_TICKS, tick("90", 5), offset=2)  # the next new one
         assert [s.data.side for s in stage.sent_to(SIGNALS_GENERATED)] == [Side.BUY, Side.SELL]
         assert states[f"a:{RELIANCE}"]["offset"] == 2
+
+
+async def test_risk_manager_decides_a_redelivered_signal_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stage(
+        Stage.RISK_MANAGER, "risk-decide", tmp_path, monkeypatch, config("a")
+    ) as stage:
+        buy = signal(strategy_id="a", quantity=10)
+        await stage.deliver(RISK_SIGNALS_BY_STRATEGY, buy, offset=0, event_id="sig-1")
+        (validated,) = stage.sent_to(SIGNALS_VALIDATED)
+        state = stage.table(Tables.RISK_STATE)["a"]
+        assert state.position(RELIANCE) == 10
+
+        await stage.deliver(RISK_SIGNALS_BY_STRATEGY, buy, offset=0, event_id="sig-1")
+        # The same decision under the same id (downstream drops it); nothing booked twice.
+        again = stage.sent_to(SIGNALS_VALIDATED)
+        assert [v.id for v in again] == [validated.id, validated.id]
+        assert stage.table(Tables.RISK_STATE)["a"].position(RELIANCE) == 10
+        assert stage.sent_to(SIGNALS_REJECTED) == []
+
+        # A new signal (a new id) is decided on the state as it stands: 10 more.
+        await stage.deliver(RISK_SIGNALS_BY_STRATEGY, buy, offset=1, event_id="sig-2")
+        assert stage.table(Tables.RISK_STATE)["a"].position(RELIANCE) == 20
+
+
+async def test_trading_engine_ignores_a_stale_tick_and_a_redelivered_limit_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stage(
+        Stage.TRADING_ENGINE, "engine-execute", tmp_path, monkeypatch, config()
+    ) as stage:
+        await stage.deliver(MARKET_TICKS, tick("100", 5), offset=0)
+        order = ValidatedSignal(
+            signal_event_id="sig-1", signal=signal(limit="99.90", ts=T0), validated_ts=T0
+        )
+        await stage.deliver(ENGINE_SIGNALS_BY_INSTRUMENT, order, offset=0, event_id="val-1")
+        pending = stage.table(Tables.PENDING_ORDERS)
+        assert [o["signal_event_id"] for o in pending[str(RELIANCE)]] == ["sig-1"]
+
+        # The same validated signal again: it is resting already, nothing new rests.
+        await stage.deliver(ENGINE_SIGNALS_BY_INSTRUMENT, order, offset=0, event_id="val-1")
+        assert [o["signal_event_id"] for o in pending[str(RELIANCE)]] == ["sig-1"]
+        assert stage.sent == []
+
+        # An older tick (redelivered after a newer one) neither moves the last price
+        # nor fills the resting order, though its price would.
+        prices = stage.table(Tables.LAST_PRICES)
+        before = prices[str(RELIANCE)]
+        await stage.deliver(MARKET_TICKS, tick("99.85", 3), offset=1)
+        assert prices[str(RELIANCE)] == before
+        assert stage.sent_to(ORDERS_FILLED_PAPER) == []
+
+        await stage.deliver(MARKET_TICKS, tick("99.85", 6), offset=2)  # a new one fills
+        (filled,) = stage.sent_to(ORDERS_FILLED_PAPER)
+        assert (filled.data.signal_event_id, filled.data.quantity) == ("sig-1", 10)
+        assert pending[str(RELIANCE)] == []
+
+
+async def test_portfolio_books_a_fill_once_by_offset_and_by_fill_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stage(
+        Stage.PORTFOLIO_MANAGER,
+        "portfolio-fills",
+        tmp_path,
+        monkeypatch,
+        config(),
+        redis=RedisSettings(enabled=False),
+    ) as stage:
+        bought = fill("f1", Side.BUY, 10, "100", "1.50", strategy_id="a")
+        await stage.deliver(ORDERS_FILLED_PAPER, bought, offset=3, event_id="e-f1")
+        portfolios = stage.table(Tables.PORTFOLIOS)
+        booked = Portfolio.from_json_dict(portfolios["a"])
+        start = booked.cash + D("1001.50")
+        assert booked.positions[RELIANCE].quantity == 10
+        assert len(stage.table(Tables.RECENT_FILLS)["a"]) == 1
+
+        # Redelivered at its offset: the portfolio's source offsets say it is applied.
+        await stage.deliver(ORDERS_FILLED_PAPER, bought, offset=3, event_id="e-f1")
+        # The offset decides, not the fill id (whose memory is bounded, see
+        # RECENT_FILL_IDS_BOUND): whatever is read at an applied offset is not booked.
+        other = fill("f2", Side.BUY, 5, "100", strategy_id="a")
+        await stage.deliver(ORDERS_FILLED_PAPER, other, offset=3, event_id="e-f2")
+        assert portfolios["a"] == booked.to_json_dict()
+
+        # The same fill at a new offset (an upstream replay): recorded, not booked.
+        await stage.deliver(ORDERS_FILLED_PAPER, bought, offset=4, event_id="e-f1")
+        again = Portfolio.from_json_dict(portfolios["a"])
+        assert again.cash == booked.cash == start - D("1001.50")
+        assert again.positions[RELIANCE].quantity == 10 and again.trade_count == 1
+        assert len(stage.table(Tables.RECENT_FILLS)["a"]) == 1
+        assert stage.sent == [] and stage.dead_lettered == []
+
+
+async def test_portfolio_marks_a_price_once_per_offset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stage(
+        Stage.PORTFOLIO_MANAGER,
+        "portfolio-marks",
+        tmp_path,
+        monkeypatch,
+        config(),
+        redis=RedisSettings(enabled=False),
+    ) as stage:
+        await stage.deliver(MARKET_TICKS, tick("100", 0), offset=5)
+        prices = stage.table(Tables.LAST_PRICES)
+        assert prices[str(RELIANCE)]["price"] == "100"
+        # At or below the last offset marked: skipped, whatever price it carries.
+        await stage.deliver(MARKET_TICKS, tick("100.05", 1), offset=5)
+        await stage.deliver(MARKET_TICKS, tick("100.10", 2), offset=4)
+        assert prices[str(RELIANCE)]["price"] == "100"
+        assert prices[str(RELIANCE)]["offset"] == 5
+        await stage.deliver(MARKET_TICKS, tick("100.05", 3), offset=6)
+        assert prices[str(RELIANCE)]["price"] == "100.05"
