@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from models.events import (
     ExecutionMode,
@@ -87,6 +88,12 @@ def signal(
         signal_ts=ts,
         reason=reason,
     )
+
+
+# A live strategy's order: what the Kite order builder, the trader and the postback reader see.
+live_signal = partial(
+    signal, quantity=100, price="1250", strategy_id="live-momo", mode=ExecutionMode.LIVE
+)
 
 
 def fill(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 
 import pytest
 
@@ -19,12 +18,7 @@ from alpha_panda.domain.live_orders import (
 from alpha_panda.zerodha.models import KiteOrder, KiteTrade
 from models.events import ExecutionMode, Side
 from tests.factories import T0
-from tests.factories import signal as paper_signal
-
-# A live strategy's signal: what the order builder and the postback reader see.
-signal = partial(
-    paper_signal, quantity=100, price="1250", strategy_id="live-momo", mode=ExecutionMode.LIVE
-)
+from tests.factories import live_signal as signal
 
 D = Decimal
 
