@@ -26,9 +26,9 @@ from alpha_panda.topics import (
     SIGNALS_VALIDATED,
     Tables,
 )
-from models.events import Side, ValidatedSignal
+from models.events import RejectionReason, Side, ValidatedSignal
 from tables.portfolio import Portfolio
-from tests.factories import RELIANCE, T0, fill, signal, tick
+from tests.factories import RELIANCE, T0, fill, rejection, signal, tick
 from tests.unit.stages.harness import running_stage
 
 D = Decimal
@@ -183,3 +183,40 @@ async def test_portfolio_marks_a_price_once_per_offset(
         assert prices[str(RELIANCE)]["offset"] == 5
         await stage.deliver(MARKET_TICKS, tick("100.05", 3), offset=6)
         assert prices[str(RELIANCE)]["price"] == "100.05"
+
+
+async def test_trading_engine_fills_a_redelivered_market_order_under_the_same_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stage(
+        Stage.TRADING_ENGINE, "engine-execute", tmp_path, monkeypatch, config()
+    ) as stage:
+        await stage.deliver(MARKET_TICKS, tick("100", 0), offset=0)
+        order = ValidatedSignal(signal_event_id="sig-1", signal=signal(), validated_ts=T0)
+        await stage.deliver(ENGINE_SIGNALS_BY_INSTRUMENT, order, offset=0, event_id="val-1")
+        await stage.deliver(ENGINE_SIGNALS_BY_INSTRUMENT, order, offset=0, event_id="val-1")
+        # The engine keeps no memory of market orders: the replayed fill carries the
+        # same fill id and event id, which the portfolio manager books once.
+        first, again = stage.sent_to(ORDERS_FILLED_PAPER)
+        assert (again.id, again.data.fill_id) == (first.id, first.data.fill_id)
+        assert again.data == first.data
+
+
+async def test_portfolio_keeps_a_redelivered_rejection_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stage(
+        Stage.PORTFOLIO_MANAGER,
+        "portfolio-rejections",
+        tmp_path,
+        monkeypatch,
+        config(),
+        redis=RedisSettings(enabled=False),
+    ) as stage:
+        refused = rejection(signal(strategy_id="a"), RejectionReason.KILL_SWITCH, "halted")
+        for offset in (0, 0, 1):  # redelivered, then replayed upstream at a new offset
+            await stage.deliver(SIGNALS_REJECTED, refused, offset=offset, event_id="rej-1")
+        (kept,) = stage.table(Tables.RECENT_REJECTIONS)[f"a:{RELIANCE}"]
+        assert (kept["event_id"], kept["reason"]) == ("rej-1", "kill_switch")
+        await stage.deliver(SIGNALS_REJECTED, refused, offset=2, event_id="rej-2")
+        assert len(stage.table(Tables.RECENT_REJECTIONS)[f"a:{RELIANCE}"]) == 2
