@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -16,34 +16,14 @@ from alpha_panda.domain.strategy_host import (
     entry_is_behind,
 )
 from models.envelope import derived_event_id
-from models.events import MarketTick, Side, TradingSignal
-from strategies.base import BaseStrategy, StrategyParams
+from models.events import Side, TradingSignal
 from strategies.factory import STRATEGY_REGISTRY
 from tests.factories import INFY, RELIANCE, T0, tick
+from tests.unit.strategies import Exploding
 
 # lookback 1, 0.5 %: a rise of 1 % buys, a fall of 1 % sells.
 FAST = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
 PRICES = ["100", "101", "102", "100", "101", "103", "102", "100"]
-
-
-class Exploding(BaseStrategy[StrategyParams]):
-    """A plug-in with a bug: it raises on a price of 13, otherwise buys and holds."""
-
-    kind: ClassVar[str] = "exploding"
-    params_model: ClassVar[type[StrategyParams]] = StrategyParams
-
-    def _history_size(self) -> int:
-        return 1
-
-    def _entry_reason(self, tick: MarketTick) -> str | None:
-        if tick.last_price == 13:
-            raise RuntimeError("bug in the plug-in")
-        return "always"
-
-    def _exit_reason(self, tick: MarketTick) -> str | None:
-        if tick.last_price == 13:
-            raise RuntimeError("bug in the plug-in")
-        return None
 
 
 EXPLODING = Exploding.kind
