@@ -6,7 +6,7 @@ so its handlers, tables and guards are the production ones. Only the edges are r
   and offset (a redelivery is the same offset again);
 - what the stage sends (``send``, ``send_acked``, ``forward``, the DLQ) is captured
   instead of produced;
-- the configuration database is a fixed :class:`RuntimeConfig`.
+- the configuration database is a fixed :class:`RuntimeConfig`; the Redis mirror is off.
 Each :meth:`StageHarness.deliver` returns once the stage has handled that record.
 """
 
@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from alpha_panda import db
 from alpha_panda.factory import create_app
 from alpha_panda.runtime import StageContext
-from alpha_panda.settings import Stage, load_settings
+from alpha_panda.settings import RedisSettings, Stage, load_settings
 from alpha_panda.topics import OutgoingRecord, TopicSpec
 from models.codec import decode
 from models.envelope import EventEnvelope
@@ -148,6 +148,8 @@ async def running_stage(
         return config
 
     monkeypatch.setattr(db, "load_runtime_config", load)
+    # The Redis mirror is the outside world here: its copy is tested on its own.
+    settings.setdefault("redis", RedisSettings(enabled=False))
     app = create_app(load_settings(data_dir=tmp_path, **settings), stage)
     ctx: StageContext = app.alpha_panda  # type: ignore[attr-defined]
     database = ctx.health_checks.get("database")

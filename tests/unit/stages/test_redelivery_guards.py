@@ -15,7 +15,7 @@ import pytest
 
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
-from alpha_panda.settings import RedisSettings, Stage
+from alpha_panda.settings import Stage
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
     MARKET_TICKS,
@@ -135,7 +135,6 @@ async def test_portfolio_books_a_fill_once_by_offset_and_by_fill_id(
         tmp_path,
         monkeypatch,
         config(),
-        redis=RedisSettings(enabled=False),
     ) as stage:
         bought = fill("f1", Side.BUY, 10, "100", "1.50", strategy_id="a")
         await stage.deliver(ORDERS_FILLED_PAPER, bought, offset=3, event_id="e-f1")
@@ -171,7 +170,6 @@ async def test_portfolio_marks_a_price_once_per_offset(
         tmp_path,
         monkeypatch,
         config(),
-        redis=RedisSettings(enabled=False),
     ) as stage:
         await stage.deliver(MARKET_TICKS, tick("100", 0), offset=5)
         prices = stage.table(Tables.LAST_PRICES)
@@ -211,7 +209,6 @@ async def test_portfolio_keeps_a_redelivered_rejection_once(
         tmp_path,
         monkeypatch,
         config(),
-        redis=RedisSettings(enabled=False),
     ) as stage:
         refused = rejection(signal(strategy_id="a"), RejectionReason.KILL_SWITCH, "halted")
         for offset in (0, 0, 1):  # redelivered, then replayed upstream at a new offset
