@@ -35,14 +35,10 @@ from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_PAPER, SIGNALS_REJECTED
 from models.envelope import new_event_id
 from models.events import (
-    ExecutionMode,
-    MarketTick,
-    OrderFill,
-    RejectedSignal,
     RejectionReason,
     Side,
-    TradingSignal,
 )
+from tests.factories import INFY, RELIANCE, TCS, fill, rejection, signal, tick
 from tests.integration.harness import Deployment, StageProcess, produce, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -51,9 +47,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "dashboard-demo-pw"
-RELIANCE, TCS, INFY = 738561, 2953217, 408065
-SYMBOLS = {RELIANCE: "RELIANCE", TCS: "TCS", INFY: "INFY"}
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
+# Wall-clock time, not the stubs' RECENT: the dashboard's recent views must show the seed.
+RECENT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
 
 # momentum-nifty: BUY 20 @ 2895.50, SELL 10 @ 2912.80 (realises 173.00), BUY 10 @ 2901.10
 # -> 20 RELIANCE at average (2895.50 + 2901.10) / 2 = 2898.30.
@@ -76,72 +71,50 @@ def require_chromium() -> None:
     assert CHROMIUM.exists(), "install_chromium.sh did not install /usr/bin/chromium"
 
 
-def fill(
+def fill_record(
     fid: str, sid: str, side: Side, qty: int, token: int, price: str, fees: str, minute: int
 ) -> Any:
-    order = OrderFill(
-        fill_id=fid,
-        order_id=f"ord-{fid}",
-        signal_event_id=f"sig-{fid}",
+    order = fill(
+        fid,
+        side,
+        qty,
+        price,
+        fees,
         strategy_id=sid,
-        instrument_token=token,
-        symbol=SYMBOLS[token],
-        side=side,
-        quantity=qty,
-        fill_price=Decimal(price),
-        fees=Decimal(fees),
-        execution_mode=ExecutionMode.PAPER,
-        filled_ts=T0 + timedelta(minutes=minute),
+        token=token,
+        ts=RECENT + timedelta(minutes=minute),
     )
     return ORDERS_FILLED_PAPER.record(
         order, event_id=f"ev-{fid}", ts=order.filled_ts, source="test"
     )
 
 
-def rejection(
+def rejection_record(
     n: int, sid: str, token: int, side: Side, qty: int, reason: RejectionReason, detail: str
 ) -> Any:
-    ts = T0 + timedelta(minutes=20 + n)
-    signal = TradingSignal(
-        strategy_id=sid,
-        instrument_token=token,
-        symbol=SYMBOLS[token],
-        side=side,
-        quantity=qty,
-        reference_price=Decimal("2900") if token == RELIANCE else Decimal("1500"),
-        signal_ts=ts,
-    )
-    rejected = RejectedSignal(
-        signal_event_id=f"sig-rej-{n}",
-        signal=signal,
-        reason=reason,
-        detail=detail,
-        rejected_by="risk-manager",
-        rejected_ts=ts,
+    ts = RECENT + timedelta(minutes=20 + n)
+    price = "2900" if token == RELIANCE else "1500"
+    refused = signal(side, qty, price, token, strategy_id=sid, ts=ts)
+    rejected = rejection(
+        refused, reason, detail, signal_event_id=f"sig-rej-{n}", rejected_by="risk-manager"
     )
     return SIGNALS_REJECTED.record(rejected, event_id=f"rej-{n}", ts=ts, source="test")
 
 
-def tick(token: int, price: Decimal | str, when: datetime) -> Any:
-    payload = MarketTick(
-        instrument_token=token,
-        symbol=SYMBOLS[token],
-        last_price=Decimal(price),
-        volume=1000,
-        exchange_ts=when,
-    )
+def tick_record(token: int, price: Decimal | str, when: datetime) -> Any:
+    payload = tick(price, ts=when, token=token, volume=1000)
     return MARKET_TICKS.record(payload, event_id=new_event_id(), ts=when, source="test")
 
 
 def seed() -> list[Any]:
     return [
-        fill("m1", "momentum-nifty", Side.BUY, 20, RELIANCE, "2895.50", "23.41", 1),
-        fill("m2", "momentum-nifty", Side.SELL, 10, RELIANCE, "2912.80", "31.07", 6),
-        fill("m3", "momentum-nifty", Side.BUY, 10, RELIANCE, "2901.10", "11.74", 12),
-        fill("r1", "meanrev-it", Side.BUY, 15, TCS, "3921.40", "24.56", 3),
-        fill("r2", "meanrev-it", Side.BUY, 30, INFY, "1512.25", "18.93", 8),
-        fill("r3", "meanrev-it", Side.SELL, 30, INFY, "1519.60", "22.17", 15),
-        rejection(
+        fill_record("m1", "momentum-nifty", Side.BUY, 20, RELIANCE, "2895.50", "23.41", 1),
+        fill_record("m2", "momentum-nifty", Side.SELL, 10, RELIANCE, "2912.80", "31.07", 6),
+        fill_record("m3", "momentum-nifty", Side.BUY, 10, RELIANCE, "2901.10", "11.74", 12),
+        fill_record("r1", "meanrev-it", Side.BUY, 15, TCS, "3921.40", "24.56", 3),
+        fill_record("r2", "meanrev-it", Side.BUY, 30, INFY, "1512.25", "18.93", 8),
+        fill_record("r3", "meanrev-it", Side.SELL, 30, INFY, "1519.60", "22.17", 15),
+        rejection_record(
             1,
             "momentum-nifty",
             RELIANCE,
@@ -150,7 +123,7 @@ def seed() -> list[Any]:
             RejectionReason.MAX_ORDER_QUANTITY,
             "quantity 1200 exceeds max_order_quantity 1000",
         ),
-        rejection(
+        rejection_record(
             2,
             "meanrev-it",
             INFY,
@@ -159,7 +132,7 @@ def seed() -> list[Any]:
             RejectionReason.SHORT_SELLING_NOT_ALLOWED,
             "would leave INFY short by 30; allow_short is off",
         ),
-        rejection(
+        rejection_record(
             3,
             "momentum-nifty",
             RELIANCE,
@@ -168,9 +141,9 @@ def seed() -> list[Any]:
             RejectionReason.ORDER_RATE,
             "31 orders in the last minute; max_orders_per_minute 30",
         ),
-        tick(RELIANCE, "2899.00", T0 + timedelta(minutes=16)),
-        tick(TCS, "3921.40", T0 + timedelta(minutes=16)),
-        tick(INFY, "1519.60", T0 + timedelta(minutes=16)),
+        tick_record(RELIANCE, "2899.00", RECENT + timedelta(minutes=16)),
+        tick_record(TCS, "3921.40", RECENT + timedelta(minutes=16)),
+        tick_record(INFY, "1519.60", RECENT + timedelta(minutes=16)),
     ]
 
 
@@ -192,7 +165,7 @@ async def walk_prices(bootstrap: str, redis_url: str, steps: int) -> None:
     await producer.start()
     try:
         for step in range(steps):
-            when = T0 + timedelta(minutes=17, seconds=10 * step)
+            when = RECENT + timedelta(minutes=17, seconds=10 * step)
             for token in prices:
                 move = Decimal(rng.choice([-1, 1]) * rng.randint(1, 40)) * Decimal("0.05")
                 prices[token] += move
@@ -200,7 +173,7 @@ async def walk_prices(bootstrap: str, redis_url: str, steps: int) -> None:
                 prices[RELIANCE] = Decimal(LAST_WALK_PRICE)
             before = await client.llen(key)
             for t, p in prices.items():
-                record = tick(t, p, when)
+                record = tick_record(t, p, when)
                 await producer.send(record.topic, key=record.key, value=record.value)
             await producer.flush()
             deadline = time.monotonic() + 10
@@ -332,7 +305,7 @@ def test_dashboard_logs_in_and_follows_a_tick_live(
         assert texts("#positions tbody tr td")[:2] == ["RELIANCE", "20"]
 
         asyncio.run(
-            produce(fresh_broker.bootstrap, [tick(RELIANCE, FINAL_PRICE, datetime.now(UTC))])
+            produce(fresh_broker.bootstrap, [tick_record(RELIANCE, FINAL_PRICE, datetime.now(UTC))])
         )
         until(
             lambda d: texts("#detail-unrealised") == [UNREALISED_AFTER],

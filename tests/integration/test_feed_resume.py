@@ -8,7 +8,7 @@ on the same partition. Then the real feed stage starts and publishes a few ticks
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,24 +22,19 @@ from alpha_panda.topics import MARKET_TICKS
 from models.codec import DecodeError, decode
 from models.envelope import EventType, new_event_id
 from models.events import MarketTick
+from tests.factories import OPEN
+from tests.factories import tick as stub_tick
 from tests.integration.harness import Deployment, StageProcess, metric, produce, read_topic
 from tests.integration.harness import wait_for as wait_until
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 RELIANCE, INFY, TCS = 738561, 408065, 2953217
 FEED = Stage.MARKET_FEED.value
 
 
 def tick_record(token: int, price: str, volume: int, second: int, source: str) -> object:
-    tick = MarketTick(
-        instrument_token=token,
-        symbol={RELIANCE: "RELIANCE", INFY: "INFY", TCS: "TCS"}[token],
-        last_price=Decimal(price),
-        volume=volume,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
+    tick = stub_tick(price, ts=OPEN + timedelta(seconds=second), token=token, volume=volume)
     return MARKET_TICKS.record(tick, event_id=new_event_id(), ts=tick.exchange_ts, source=source)
 
 
@@ -99,7 +94,7 @@ def test_the_feed_continues_from_its_last_published_prices(
             envelope = decode(record.value, topic=record.topic, expect=EventType.MARKET_TICK)
         except DecodeError:
             continue  # the pill
-        if envelope.source == FEED and envelope.data.exchange_ts > T0 + timedelta(days=1):
+        if envelope.source == FEED and envelope.data.exchange_ts > OPEN + timedelta(days=1):
             first.setdefault(envelope.data.instrument_token, envelope.data)
     assert set(first) == {RELIANCE, INFY, TCS}
     assert near(first[RELIANCE].last_price, "2500.05"), first[RELIANCE]

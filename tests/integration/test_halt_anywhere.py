@@ -14,8 +14,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,24 +26,19 @@ from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import SIGNALS_GENERATED, SIGNALS_REJECTED, SIGNALS_VALIDATED
 from models.codec import decode
 from models.envelope import EventType, new_event_id
-from models.events import RejectionReason, Side, TradingSignal
+from models.events import RejectionReason
+from tests.factories import OPEN
+from tests.factories import signal as stub_signal
 from tests.integration.harness import Deployment, StageProcess, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 REFRESH_S = 0.3  # the harness's ALPHA_PANDA_DATABASE_CONFIG_REFRESH_S
 
 
 def signal_record(second: int) -> object:
-    signal = TradingSignal(
-        strategy_id="mom",
-        instrument_token=101,
-        symbol="S101",
-        side=Side.BUY,
-        quantity=1,
-        reference_price=Decimal("100"),
-        signal_ts=T0 + timedelta(seconds=second),
+    signal = stub_signal(
+        quantity=1, price="100", token=101, strategy_id="mom", ts=OPEN + timedelta(seconds=second)
     )
     return SIGNALS_GENERATED.record(
         signal, event_id=new_event_id(), ts=signal.signal_ts, source="test"

@@ -13,7 +13,6 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,10 @@ from alpha_panda.topics import (
     changelog_topic,
 )
 from models.envelope import new_event_id
-from models.events import ExecutionMode, MarketTick, OrderFill, Side
+from models.events import ExecutionMode, OrderFill, Side
 from tables.portfolio import Portfolio
-from tests.factories import make_fill
+from tests.factories import OPEN, fill
+from tests.factories import tick as stub_tick
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -54,7 +54,6 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 START_CASH = Decimal("1000000")
 GROUP = Stage.STRATEGY_RUNNER.consumer_group
 TICK_PARTITIONS = MARKET_TICKS.partitions
@@ -156,14 +155,8 @@ def _bindable(port: int) -> bool:
 
 
 def tick_bytes(token: int, price: str = "2900.5") -> tuple[bytes, bytes]:
-    tick = MarketTick(
-        instrument_token=token,
-        symbol=f"S{token}",
-        last_price=Decimal(price),
-        volume=1,
-        exchange_ts=T0,
-    )
-    record = MARKET_TICKS.record(tick, event_id=new_event_id(), ts=T0, source="test")
+    tick = stub_tick(price, ts=OPEN, token=token, symbol=f"S{token}")
+    record = MARKET_TICKS.record(tick, event_id=new_event_id(), ts=OPEN, source="test")
     return record.key, record.value
 
 
@@ -296,31 +289,6 @@ class GroupMember:
                 await runner.cleanup()
 
 
-def fill(
-    fill_id: str,
-    strategy_id: str,
-    side: Side,
-    quantity: int,
-    price: str,
-    fees: str,
-    *,
-    token: int = 738561,
-    mode: ExecutionMode = ExecutionMode.PAPER,
-) -> OrderFill:
-    return make_fill(
-        fill_id,
-        side,
-        quantity,
-        price,
-        fees=fees,
-        strategy_id=strategy_id,
-        token=token,
-        filled_ts=T0,
-        symbol="RELIANCE",
-        mode=mode,
-    )
-
-
 def fold(fills: Sequence[OrderFill], strategy_id: str) -> Portfolio:
     """The expected portfolio, folded here fill by fill (duplicates skipped)."""
     portfolio = Portfolio.new(strategy_id, START_CASH)
@@ -332,7 +300,7 @@ def fold(fills: Sequence[OrderFill], strategy_id: str) -> Portfolio:
 
 def fill_record(f: OrderFill) -> Sent:
     spec = ORDERS_FILLED_LIVE if f.execution_mode is ExecutionMode.LIVE else ORDERS_FILLED_PAPER
-    record = spec.record(f, event_id=new_event_id(), ts=T0, source="trading-engine")
+    record = spec.record(f, event_id=new_event_id(), ts=OPEN, source="trading-engine")
     return (record.topic, None, record.key, record.value, None, [])
 
 
@@ -595,7 +563,7 @@ def test_broker_unreachable_is_one_line_exit_1(
 
 
 def test_replay_to_datetime(cli: Cli) -> None:
-    base_ms = int(T0.timestamp() * 1000)
+    base_ms = int(OPEN.timestamp() * 1000)
     asyncio.run(fill_ticks(cli.bootstrap, per_partition=5, base_ms=base_ms))
 
     def run_to(at: str) -> list[int | None]:
@@ -603,11 +571,11 @@ def test_replay_to_datetime(cli: Cli) -> None:
         assert result.code == 0, result.err
         return asyncio.run(committed(cli.bootstrap, GROUP, MARKET_TICKS.name, TICK_PARTITIONS))
 
-    # T0 is 03:45Z = 09:15 IST; records sit at T0 + 0..4 minutes.
-    assert run_to("2026-01-05T09:17:30+05:30") == [3] * TICK_PARTITIONS
-    assert run_to("2026-01-05T03:47:00Z") == [2] * TICK_PARTITIONS  # exactly on record 2
-    assert run_to("2026-01-05T03:00:00Z") == [0] * TICK_PARTITIONS
-    after = cli("replay", "strategy-runner", "--to-datetime", "2026-01-05T04:00:00Z")
+    # OPEN is 03:45Z = 09:15 IST; records sit at OPEN + 0..4 minutes.
+    assert run_to("2026-03-02T09:17:30+05:30") == [3] * TICK_PARTITIONS
+    assert run_to("2026-03-02T03:47:00Z") == [2] * TICK_PARTITIONS  # exactly on record 2
+    assert run_to("2026-03-02T03:00:00Z") == [0] * TICK_PARTITIONS
+    after = cli("replay", "strategy-runner", "--to-datetime", "2026-03-02T04:00:00Z")
     assert after.code == 0
     assert "(no record at or after that time: end of the log)" in after.out
     assert (
@@ -633,7 +601,7 @@ def test_replay_bad_input_exits_2(cli: Cli) -> None:
     feed = cli("replay", "market-feed", "--to-earliest")
     assert feed.code == 2 and "market-feed consumes no topics" in feed.err
     assert cli("group", "market-feed").code == 2
-    naive = cli("replay", "strategy-runner", "--to-datetime", "2026-01-05T09:15:00")
+    naive = cli("replay", "strategy-runner", "--to-datetime", "2026-03-02T09:15:00")
     assert naive.code == 2 and "has no UTC offset" in naive.err
     with pytest.raises(SystemExit) as exited:
         cli("replay", "no-such-stage", "--to-earliest")
@@ -644,12 +612,12 @@ def test_replay_bad_input_exits_2(cli: Cli) -> None:
 # rebuild portfolios
 
 FILLS = [
-    fill("m1", "momo", Side.BUY, 10, "2900", "1.50"),
-    fill("r1", "meanrev", Side.BUY, 5, "2890", "0.75"),
-    fill("m2", "momo", Side.SELL, 4, "2950.05", "1.25"),
-    fill("m1", "momo", Side.BUY, 10, "2900", "1.50"),  # redelivered
-    fill("r2", "meanrev", Side.SELL, 5, "2880", "0.70"),
-    fill("l1", "lonely", Side.BUY, 1, "2900", "0.10"),
+    fill("m1", Side.BUY, 10, "2900", "1.50", strategy_id="momo", ts=OPEN),
+    fill("r1", Side.BUY, 5, "2890", "0.75", strategy_id="meanrev", ts=OPEN),
+    fill("m2", Side.SELL, 4, "2950.05", "1.25", strategy_id="momo", ts=OPEN),
+    fill("m1", Side.BUY, 10, "2900", "1.50", strategy_id="momo", ts=OPEN),  # redelivered
+    fill("r2", Side.SELL, 5, "2880", "0.70", strategy_id="meanrev", ts=OPEN),
+    fill("l1", Side.BUY, 1, "2900", "0.10", strategy_id="lonely", ts=OPEN),
 ]
 
 

@@ -4,8 +4,7 @@ good record around it is processed; /metrics counts say so (parsed from the text
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,11 @@ from alpha_panda.topics import (
 from models.envelope import EventType
 from models.events import (
     ExecutionMode,
-    MarketTick,
-    OrderFill,
-    RejectedSignal,
     RejectionReason,
     Side,
-    TradingSignal,
     ValidatedSignal,
 )
+from tests.factories import OPEN, fill, rejection, signal, tick
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -47,7 +43,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 PILL = b'{"type": "market.tick", "version": 1, "data": "not an object"'
 
 # topic -> the stages that consume it
@@ -63,60 +58,34 @@ CONSUMERS: dict[str, list[Stage]] = {
 }
 
 
-def signal(i: int) -> TradingSignal:
-    return TradingSignal(
-        strategy_id="nobody",
-        instrument_token=101,
-        symbol="S101",
-        side=Side.BUY,
-        quantity=1,
-        reference_price=Decimal("100"),
-        signal_ts=T0 + timedelta(seconds=i),
-    )
-
-
 def good_records(spec: TopicSpec, n: int) -> list[OutgoingRecord]:
     out = []
     for i in range(n):
-        ts = T0 + timedelta(seconds=i)
+        ts = OPEN + timedelta(seconds=i)
         payload: object
         kind = spec.event_type
+        nobody = signal(quantity=1, price="100", token=101, strategy_id="nobody", ts=ts)
         if kind is EventType.MARKET_TICK:
-            payload = MarketTick(
-                instrument_token=101,
-                symbol="S101",
-                last_price=Decimal("100"),
-                volume=i,
-                exchange_ts=ts,
-            )
+            payload = tick("100", ts=ts, token=101, volume=i)
         elif kind is EventType.SIGNAL_GENERATED:
-            payload = signal(i)
+            payload = nobody
         elif kind is EventType.SIGNAL_VALIDATED:
-            payload = ValidatedSignal(signal_event_id=f"v{i}", signal=signal(i), validated_ts=ts)
+            payload = ValidatedSignal(signal_event_id=f"v{i}", signal=nobody, validated_ts=ts)
         elif kind is EventType.SIGNAL_REJECTED:
-            payload = RejectedSignal(
-                signal_event_id=f"r{i}",
-                signal=signal(i),
-                reason=RejectionReason.MAX_POSITION,
-                rejected_by="test",
-                rejected_ts=ts,
+            payload = rejection(
+                nobody, RejectionReason.MAX_POSITION, signal_event_id=f"r{i}", rejected_by="test"
             )
         else:
-            payload = OrderFill(
-                fill_id=f"{spec.name}-{i}",
-                order_id=f"o{i}",
-                signal_event_id=f"s{i}",
+            live = spec is ORDERS_FILLED_LIVE
+            payload = fill(
+                f"{spec.name}-{i}",
+                Side.BUY,
+                1,
+                "100",
                 strategy_id="nobody",
-                instrument_token=101,
-                symbol="S101",
-                side=Side.BUY,
-                quantity=1,
-                fill_price=Decimal("100"),
-                fees=Decimal("0"),
-                execution_mode=ExecutionMode.LIVE
-                if spec is ORDERS_FILLED_LIVE
-                else ExecutionMode.PAPER,
-                filled_ts=ts,
+                token=101,
+                ts=ts,
+                mode=ExecutionMode.LIVE if live else ExecutionMode.PAPER,
             )
         out.append(spec.record(payload, event_id=f"{spec.name}-good-{i}", ts=ts, source="test"))  # type: ignore[arg-type]
     return out

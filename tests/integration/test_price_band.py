@@ -12,8 +12,6 @@ an empty signal topic show the bad ticks changed nothing.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED, Tables
 from models.envelope import new_event_id
-from models.events import MarketTick
+from tests.factories import tick as stub_tick
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -36,19 +34,12 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 TOKEN = 101
 STAGES = [Stage.STRATEGY_RUNNER, Stage.TRADING_ENGINE, Stage.PORTFOLIO_MANAGER]
 
 
-def tick(price: str, second: int) -> object:
-    t = MarketTick(
-        instrument_token=TOKEN,
-        symbol=f"S{TOKEN}",
-        last_price=Decimal(price),
-        volume=second + 1,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
+def tick_record(price: str, second: int) -> object:
+    t = stub_tick(price, second, TOKEN)
     return MARKET_TICKS.record(t, event_id=new_event_id(), ts=t.exchange_ts, source="test-feed")
 
 
@@ -87,7 +78,12 @@ def test_out_of_band_and_off_grid_ticks_are_dead_lettered_by_every_tick_stage(
     try:
         for w in workers:
             w.wait_ready()
-        ticks = [tick("100.00", 0), tick("1000000000000", 1), tick("100.03", 2), tick("100.50", 3)]
+        ticks = [
+            tick_record("100.00", 0),
+            tick_record("1000000000000", 1),
+            tick_record("100.03", 2),
+            tick_record("100.50", 3),
+        ]
         asyncio.run(produce(bootstrap, ticks))
 
         dlq = asyncio.run(read_topic(bootstrap, MARKET_TICKS.dlq_name, until=2 * len(STAGES)))

@@ -4,8 +4,7 @@ order, --from-offset and --from-time, and unreadable records reported, not writt
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,12 @@ from alpha_panda.backtest.sources import BadInput, jsonl_ticks
 from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.settings import load_settings
 from alpha_panda.topics import MARKET_TICKS
-from models.events import MarketTick
+from tests.factories import T0, tick
 from tests.integration.harness import produce
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 TOKENS = (256265, 738561, 2953217)  # keyed by token: they land on different partitions
-
-
-def tick(token: int, second: int) -> MarketTick:
-    return MarketTick(
-        instrument_token=token,
-        symbol=f"S{token}",
-        last_price=Decimal(100 + second),
-        volume=second,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
 
 
 def test_record_merges_partitions_by_event_time_and_reports_bad_records(
@@ -40,7 +28,7 @@ def test_record_merges_partitions_by_event_time_and_reports_bad_records(
 ) -> None:
     settings = load_settings(broker={"url": fresh_broker.bootstrap})
     asyncio.run(ensure_topics(settings))
-    ticks = [tick(TOKENS[n % 3], n) for n in range(9)]
+    ticks = [tick(str(100 + n), n, TOKENS[n % 3]) for n in range(9)]
     records = [
         MARKET_TICKS.record(t, event_id=f"e{n}", ts=t.exchange_ts, source="test")
         for n, t in enumerate(ticks)

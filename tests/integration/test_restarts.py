@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,9 +28,11 @@ from alpha_panda.topics import (
 )
 from models.codec import decode
 from models.envelope import derived_event_id
-from models.events import ExecutionMode, OrderFill, Side, TradingSignal
+from models.events import ExecutionMode, OrderFill, Side
 from tables.portfolio import Portfolio
 from tables.risk_state import KillSwitch, RiskLimits, StrategyRiskState
+from tests.factories import OPEN
+from tests.factories import signal as stub_signal
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -43,7 +45,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 STARTING_CASH = Decimal("1000000")
 
 
@@ -85,7 +86,7 @@ def make_fills(n: int) -> list[OrderFill]:
                 fees=breakdown.total,
                 fee_breakdown=breakdown,
                 execution_mode=ExecutionMode.PAPER,
-                filled_ts=T0 + timedelta(seconds=i),
+                filled_ts=OPEN + timedelta(seconds=i),
             )
         )
     return fills
@@ -176,14 +177,13 @@ def test_risk_worker_killed_mid_stream_decides_exactly_as_an_uninterrupted_run(
         signals.append(
             (
                 f"sig-{i:04d}",
-                TradingSignal(
+                stub_signal(
+                    side,
+                    rng.randint(1, 18),
+                    str(Decimal(100) + Decimal(rng.randint(-50, 50)) / 10),
+                    token=101,
                     strategy_id="r1",
-                    instrument_token=101,
-                    symbol="S101",
-                    side=side,
-                    quantity=rng.randint(1, 18),
-                    reference_price=Decimal(100) + Decimal(rng.randint(-50, 50)) / 10,
-                    signal_ts=T0 + timedelta(seconds=3 * i),
+                    ts=OPEN + timedelta(seconds=3 * i),
                 ),
             )
         )

@@ -9,8 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,10 @@ from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED, SIGNALS_VALIDATE
 from models.codec import decode
 from models.db import StrategyConfiguration
 from models.envelope import new_event_id
-from models.events import MarketTick, Side
+from models.events import Side
 from strategies.base import StrategyConfig
 from strategies.factory import StrategyFactory
+from tests.factories import OPEN, tick
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -39,7 +39,6 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 TOKEN = 738561
-T0 = datetime(2026, 3, 2, 3, 45, tzinfo=UTC)
 PRICES = ["100", "101", "99", "101", "101.05", "100", "98.9", "98.95", "99.5", "101.1"]
 CLI = str(Path(sys.executable).with_name("alpha-panda"))
 
@@ -122,13 +121,7 @@ def test_example_plugin_trades_in_the_pipeline_and_a_broken_one_is_skipped(
         runner.wait_ready(require="2 strategies enabled")
         risk.wait_ready(require="2 strategies enabled")
         ticks = [
-            MarketTick(
-                instrument_token=TOKEN,
-                symbol="RELIANCE",
-                last_price=Decimal(p),
-                volume=i + 1,
-                exchange_ts=T0 + timedelta(seconds=i),
-            )
+            tick(p, ts=OPEN + timedelta(seconds=i), token=TOKEN, volume=i + 1)
             for i, p in enumerate(PRICES)
         ]
         records = [

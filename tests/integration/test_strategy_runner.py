@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
 from models.codec import decode
 from models.envelope import EventType, new_event_id
 from models.events import MarketTick
+from tests.factories import T0, tick
 from tests.integration.harness import (
     Deployment,
     StageProcess,
@@ -28,18 +29,7 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 MOM, MR = 101, 202
-
-
-def tick(token: int, price: str, second: int) -> MarketTick:
-    return MarketTick(
-        instrument_token=token,
-        symbol=f"S{token}",
-        last_price=Decimal(price),
-        volume=second + 1,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
 
 
 def tick_record(t: MarketTick):  # type: ignore[no-untyped-def]
@@ -106,7 +96,7 @@ def test_known_ticks_give_exactly_the_expected_signals_with_keys(deployment: Dep
     runner = StageProcess(deployment, Stage.STRATEGY_RUNNER).start()
     try:
         runner.wait_ready(require="2 strategies enabled")
-        ticks = [tick(MOM, p, i) for i, p in enumerate(MOM_PRICES)]
+        ticks = [tick(p, i, MOM) for i, p in enumerate(MOM_PRICES)]
         # a malformed record in the middle of the stream: dead-lettered, the rest processed
         records: list = [tick_record(t) for t in ticks[:4]]  # type: ignore[type-arg]
         records.append((MARKET_TICKS.name, str(MOM).encode(), b'{"type": "market.tick", "oops"'))
@@ -146,7 +136,7 @@ def test_disabling_a_strategy_stops_its_signals_without_a_restart(deployment: De
     runner = StageProcess(deployment, Stage.STRATEGY_RUNNER).start()
     try:
         runner.wait_ready(require="2 strategies enabled")
-        first = [tick(MOM, "100", 0), tick(MOM, "102", 1), tick(MR, "100", 0), tick(MR, "102", 1)]
+        first = [tick("100", 0, MOM), tick("102", 1, MOM), tick("100", 0, MR), tick("102", 1, MR)]
         asyncio.run(produce(deployment.bootstrap, [tick_record(t) for t in first]))
         before = _signals(
             asyncio.run(read_topic(deployment.bootstrap, SIGNALS_GENERATED.name, until=2))
@@ -157,7 +147,7 @@ def test_disabling_a_strategy_stops_its_signals_without_a_restart(deployment: De
         runner.wait_ready(require="1 strategies enabled", timeout=10)
 
         # Both would SELL on a -2 % move; only the still-enabled control may.
-        second = [tick(MOM, "99.9", 2), tick(MR, "99.9", 2)]
+        second = [tick("99.9", 2, MOM), tick("99.9", 2, MR)]
         asyncio.run(produce(deployment.bootstrap, [tick_record(t) for t in second]))
         after = _signals(
             asyncio.run(read_topic(deployment.bootstrap, SIGNALS_GENERATED.name, until=3))
@@ -189,7 +179,7 @@ def test_runner_killed_mid_sequence_emits_what_an_uninterrupted_run_would(
     prices = [
         str(Decimal(100) + Decimal(i % 7) * Decimal("1.5") - Decimal(i % 3)) for i in range(120)
     ]
-    ticks = [tick(MOM, p, i) for i, p in enumerate(prices)]
+    ticks = [tick(p, i, MOM) for i, p in enumerate(prices)]
 
     # The uninterrupted run, computed with the same pure strategy the runner hosts.
     from strategies.base import StrategyConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import aiohttp
@@ -22,28 +22,13 @@ from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.zerodha.fake_server import FakeKite
 from alpha_panda.zerodha.rest import KiteRestClient
 from alpha_panda.zerodha_trader import Placed, RateLimiter, Refused, ZerodhaTrader
-from models.events import ExecutionMode, OrderFill, OrderType, RejectionReason, Side, TradingSignal
+from models.events import ExecutionMode, OrderFill, RejectionReason
+from tests.factories import RELIANCE, T0
+from tests.factories import live_signal as signal
 
 pytestmark = pytest.mark.integration
 
-RELIANCE = 738561
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 D = Decimal
-
-
-def signal(quantity: int = 100, side: Side = Side.BUY, limit: str | None = None) -> TradingSignal:
-    return TradingSignal(
-        strategy_id="live-momo",
-        instrument_token=RELIANCE,
-        symbol="RELIANCE",
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-        limit_price=D(limit) if limit else None,
-        reference_price=D("1250"),
-        execution_mode=ExecutionMode.LIVE,
-        signal_ts=T0,
-    )
 
 
 @dataclass
@@ -103,7 +88,7 @@ async def rig() -> AsyncIterator[Rig]:
 
 async def test_a_market_order_fills_across_levels_one_fill_per_trade(rig: Rig) -> None:
     trader = rig.trader()
-    outcome = await trader.submit("sig-1", signal(100))
+    outcome = await trader.submit("sig-1", signal(quantity=100))
     assert isinstance(outcome, Placed) and not outcome.already_placed
     order_id = outcome.order.order_id
     kite_order = rig.kite.orders[order_id]
@@ -129,7 +114,7 @@ async def test_order_updates_and_polls_together_send_each_trade_once(rig: Rig) -
     """WebSocket order updates are the primary source, the poll the fallback after a
     reconnect: whichever sees a trade first, it becomes exactly one fill."""
     trader = rig.trader()
-    outcome = await trader.submit("sig-ws", signal(70))
+    outcome = await trader.submit("sig-ws", signal(quantity=70))
     assert isinstance(outcome, Placed)
     order_id = outcome.order.order_id
     snapshot = rig.kite.orders[order_id].snapshot()
@@ -146,24 +131,24 @@ async def test_order_updates_and_polls_together_send_each_trade_once(rig: Rig) -
 
 
 async def test_a_restarted_trader_finds_the_placed_order_by_its_tag(rig: Rig) -> None:
-    first = await rig.trader().submit("sig-restart", signal(10))
+    first = await rig.trader().submit("sig-restart", signal(quantity=10))
     assert isinstance(first, Placed)
     # A new process meets the same signal again (its offset was never committed).
-    again = await rig.trader().submit("sig-restart", signal(10))
+    again = await rig.trader().submit("sig-restart", signal(quantity=10))
     assert isinstance(again, Placed) and again.already_placed
     assert again.order.order_id == first.order.order_id
     assert len(rig.kite.orders) == 1  # no second order at Kite
 
 
 async def test_a_stale_signal_is_refused_unless_its_order_was_already_placed(rig: Rig) -> None:
-    first = await rig.trader().submit("sig-old", signal(1))
+    first = await rig.trader().submit("sig-old", signal(quantity=1))
     assert isinstance(first, Placed)
     rig.now = T0 + timedelta(seconds=61)
-    stale = await rig.trader().submit("sig-new-but-late", signal(1))
+    stale = await rig.trader().submit("sig-new-but-late", signal(quantity=1))
     assert isinstance(stale, Refused) and stale.reason is RejectionReason.BROKER_REJECTED
     assert stale.detail == ("zerodha: signal is 61s old (limit 60s): not placed at a stale price")
     # A restart long after placing still adopts the order it placed (found by its tag).
-    again = await rig.trader().submit("sig-old", signal(1))
+    again = await rig.trader().submit("sig-old", signal(quantity=1))
     assert isinstance(again, Placed) and again.already_placed
     assert len(rig.kite.orders) == 1
 
@@ -171,7 +156,7 @@ async def test_a_stale_signal_is_refused_unless_its_order_was_already_placed(rig
 async def test_kite_refusals_become_rejections_with_kites_message(rig: Rig) -> None:
     trader = rig.trader()
     # Refused at placing: a LIMIT price off the tick grid.
-    off_tick = await trader.submit("sig-tick", signal(1, limit="1250.01"))
+    off_tick = await trader.submit("sig-tick", signal(quantity=1, limit="1250.01"))
     assert isinstance(off_tick, Refused)
     assert off_tick.reason is RejectionReason.BROKER_REJECTED
     assert off_tick.detail == (
@@ -179,14 +164,14 @@ async def test_kite_refusals_become_rejections_with_kites_message(rig: Rig) -> N
     )
     assert rig.kite.orders == {}  # refused before Kite: the instruments master has the tick
     # Refused by Kite at placing (an index is not orderable): Kite's own message.
-    index = signal(1).model_copy(update={"instrument_token": 256265, "symbol": "NIFTY 50"})
+    index = signal(quantity=1).model_copy(update={"instrument_token": 256265, "symbol": "NIFTY 50"})
     refused = await trader.submit("sig-index", index)
     assert isinstance(refused, Refused)
     assert refused.reason is RejectionReason.BROKER_REJECTED
     assert refused.detail == "zerodha: InputException (HTTP 400): Invalid `tradingsymbol`."
     # Accepted, then rejected by the RMS/exchange: a rejection event with the message.
     rig.kite.reject_next("Insufficient funds. Required margin is 125000.00.")
-    accepted = await trader.submit("sig-rms", signal(100))
+    accepted = await trader.submit("sig-rms", signal(quantity=100))
     assert isinstance(accepted, Placed)
     await trader.poll()
     assert [(o.signal_event_id, d) for o, d in rig.rejections] == [
@@ -199,13 +184,13 @@ async def test_500s_open_the_breaker_and_orders_are_refused_with_a_reason(rig: R
     breaker = CircuitBreaker("zerodha-rest", failure_threshold=2, reset_timeout_s=60)
     trader = rig.trader(breaker=breaker)
     rig.kite.fail_next(2, 500)  # the first GET /orders and its retry-less successor fail
-    first = await trader.submit("sig-500a", signal(1))
+    first = await trader.submit("sig-500a", signal(quantity=1))
     assert isinstance(first, Refused) and first.reason is RejectionReason.BROKER_UNAVAILABLE
-    second = await trader.submit("sig-500b", signal(1))
+    second = await trader.submit("sig-500b", signal(quantity=1))
     assert isinstance(second, Refused) and second.reason is RejectionReason.BROKER_UNAVAILABLE
     assert breaker.state is BreakerState.OPEN
     calls = rig.kite.rest_calls
-    third = await trader.submit("sig-500c", signal(1))
+    third = await trader.submit("sig-500c", signal(quantity=1))
     assert isinstance(third, Refused) and "circuit" in third.detail
     assert rig.kite.rest_calls == calls  # open: Kite is not called at all
     assert rig.kite.orders == {}
@@ -215,9 +200,9 @@ async def test_500s_open_the_breaker_and_orders_are_refused_with_a_reason(rig: R
 
 async def test_a_429_is_retried_and_the_order_placed_once(rig: Rig) -> None:
     trader = rig.trader()
-    await trader.submit("warm-up", signal(1))  # lists orders and instruments first
+    await trader.submit("warm-up", signal(quantity=1))  # lists orders and instruments first
     rig.kite.fail_next(1, 429)
-    outcome = await trader.submit("sig-429", signal(1))
+    outcome = await trader.submit("sig-429", signal(quantity=1))
     assert isinstance(outcome, Placed)
     assert ("rate_limited", "429") in rig.events
     assert sum(1 for o in rig.kite.orders.values() if o.tag == outcome.order.tag) == 1
@@ -226,23 +211,23 @@ async def test_a_429_is_retried_and_the_order_placed_once(rig: Rig) -> None:
 async def test_an_expired_token_stops_trading_until_a_new_one_arrives(rig: Rig) -> None:
     trader = rig.trader()
     await rig.kite.expire_tokens()
-    refused = await trader.submit("sig-exp", signal(1))
+    refused = await trader.submit("sig-exp", signal(quantity=1))
     assert isinstance(refused, Refused)
     assert refused.detail == "zerodha: token expired; log in"
     ok, detail = trader.health()
     assert not ok and detail == "zerodha: token expired"
     calls = rig.kite.rest_calls
-    assert isinstance(await trader.submit("sig-exp2", signal(1)), Refused)
+    assert isinstance(await trader.submit("sig-exp2", signal(quantity=1)), Refused)
     assert rig.kite.rest_calls == calls  # the refused token is not tried again
     rig.token[0] = rig.kite.issue_token()  # a new login
-    placed = await trader.submit("sig-exp3", signal(1))
+    placed = await trader.submit("sig-exp3", signal(quantity=1))
     assert isinstance(placed, Placed)
     assert trader.health()[0]
 
 
 async def test_manual_orders_are_counted_once_and_never_booked(rig: Rig) -> None:
     trader = rig.trader()
-    await trader.submit("sig-own", signal(10))
+    await trader.submit("sig-own", signal(quantity=10))
     manual = await rig.kite.place_manual_order("RELIANCE", "BUY", 5)
     await trader.poll()
     await trader.poll()

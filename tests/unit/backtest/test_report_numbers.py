@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -39,10 +39,10 @@ from alpha_panda.domain.paper_trader import PaperTrader
 from alpha_panda.settings import RiskSettings
 from models.events import MarketTick, Side
 from tables.risk_state import RiskLimits
+from tests.factories import OPEN
 
 D = Decimal
 C = D("1000000")
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)  # 09:15 IST
 TOKEN = 738561
 PRICES = ["100", "101", "102", "100", "101", "103", "102", "102"]
 
@@ -53,7 +53,7 @@ def setup() -> BacktestSetup:
         "momentum",
         [(TOKEN, "RELIANCE")],
         {"lookback": 1, "threshold_pct": "0.5", "quantity": 10},
-        updated_at=T0,
+        updated_at=OPEN,
     )
     return BacktestSetup(
         config=runtime_config([record]),
@@ -71,7 +71,7 @@ def ticks() -> list[tuple[MarketTick, str]]:
                 symbol="RELIANCE",
                 last_price=D(price),
                 volume=100 * (n + 1),
-                exchange_ts=T0 + timedelta(minutes=n),
+                exchange_ts=OPEN + timedelta(minutes=n),
             ),
             f"tick-{n}",
         )
@@ -91,7 +91,9 @@ def test_fills_prices_and_fees(result) -> None:  # type: ignore[no-untyped-def]
         (Side.BUY, 10, D("101"), D("0.42")),
         (Side.SELL, 10, D("102"), D("0.66")),
     ]
-    assert [f.filled_ts for f in result.fills] == [T0 + timedelta(minutes=m) for m in (1, 3, 4, 6)]
+    assert [f.filled_ts for f in result.fills] == [
+        OPEN + timedelta(minutes=m) for m in (1, 3, 4, 6)
+    ]
 
 
 def test_summary_numbers(result) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,20 +24,10 @@ from alpha_panda.backtest.sources import (
 from alpha_panda.domain.random_walk import parse_instruments
 from alpha_panda.topics import MARKET_TICKS
 from models.events import MarketTick
+from tests.factories import T0, tick
 
 D = Decimal
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 A, B = 738561, 408065
-
-
-def tick(token: int, price: str, seconds: int) -> MarketTick:
-    return MarketTick(
-        instrument_token=token,
-        symbol="RELIANCE" if token == A else "INFY",
-        last_price=D(price),
-        volume=1,
-        exchange_ts=T0 + timedelta(seconds=seconds),
-    )
 
 
 def line(t: MarketTick, event_id: str) -> bytes:
@@ -57,7 +47,7 @@ def test_jsonl_file_yields_ticks_with_their_envelope_ids_and_line_numbers(
     tmp_path: Path, name: str
 ) -> None:
     path = tmp_path / name
-    write(path, [line(tick(A, "100", 0), "e1"), b"", line(tick(B, "50", 1), "e2")])
+    write(path, [line(tick("100", 0, A), "e1"), b"", line(tick("50", 1, B), "e2")])
     items = list(jsonl_ticks(path))
     assert [(pos, t.last_price, event_id) for pos, t, event_id in items] == [  # type: ignore[misc]
         (1, D("100"), "e1"),
@@ -67,7 +57,7 @@ def test_jsonl_file_yields_ticks_with_their_envelope_ids_and_line_numbers(
 
 def test_a_malformed_line_is_refused_with_its_line_number(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    write(path, [line(tick(A, "100", 0), "e1"), b'{"type": "market.tick", "oops"', b"[]"])
+    write(path, [line(tick("100", 0, A), "e1"), b'{"type": "market.tick", "oops"', b"[]"])
     guard = TickGuard(frozenset({A}), OnBadInput.REFUSE)
     with pytest.raises(BadInputError, match=r"bad\.jsonl:2: malformed: .*--on-bad-input skip"):
         list(guard.ticks(jsonl_ticks(path)))
@@ -78,11 +68,11 @@ def test_skip_counts_and_reports_every_kind_of_bad_input(tmp_path: Path) -> None
     write(
         path,
         [
-            line(tick(A, "100", 10), "e1"),
+            line(tick("100", 10, A), "e1"),
             b"not json",
-            line(tick(B, "50", 11), "e2"),  # no strategy trades B
-            line(tick(A, "101", 5), "e3"),  # older than the tick before it
-            line(tick(A, "102", 12), "e4"),
+            line(tick("50", 11, B), "e2"),  # no strategy trades B
+            line(tick("101", 5, A), "e3"),  # older than the tick before it
+            line(tick("102", 12, A), "e4"),
         ],
     )
     guard = TickGuard(frozenset({A}), OnBadInput.SKIP, label=f"{path}:")
@@ -99,12 +89,12 @@ def test_skip_counts_and_reports_every_kind_of_bad_input(tmp_path: Path) -> None
     )
     assert f"{path}:2: malformed" in report
     assert f"{path}:3: unknown_instrument: instrument 408065 (INFY)" in report
-    assert f"{path}:4: out_of_order: exchange_ts 2026-01-05T03:45:05+00:00 is before" in report
+    assert f"{path}:4: out_of_order: exchange_ts 2026-03-02T04:00:05+00:00 is before" in report
 
 
 def test_unknown_instrument_is_refused_by_default_policy() -> None:
     guard = TickGuard(frozenset({A}), OnBadInput.REFUSE, label="walk step ")
-    items = [(0, tick(B, "50", 0), "e")]
+    items = [(0, tick("50", 0, B), "e")]
     with pytest.raises(BadInputError, match="walk step 0: unknown_instrument"):
         list(guard.ticks(items))
 
@@ -173,7 +163,7 @@ def test_candle_ticks_spread_over_the_interval_with_cumulative_volume() -> None:
 
 
 def test_recorded_file_keeps_record_bytes_and_reads_back(tmp_path: Path) -> None:
-    ticks = [tick(A, "100", 0), tick(A, "100.05", 1)]
+    ticks = [tick("100", 0, A), tick("100.05", 1, A)]
     values = [line(t, f"id{n}") for n, t in enumerate(ticks)]
     read = TopicRead(
         [
@@ -192,7 +182,7 @@ def test_topic_source_reports_unreadable_records_by_partition_and_offset() -> No
     from alpha_panda.backtest.runner import TopicSource
     from alpha_panda.backtest.sources import Problem
 
-    good = tick(A, "100", 0)
+    good = tick("100", 0, A)
     read = TopicRead(
         [TopicTick(good.exchange_ts, 3, 7, line(good, "e1"), good, "e1")],
         [Problem("market.ticks[1]@4", BadInput.MALFORMED, "invalid_json: oops")],
@@ -207,7 +197,7 @@ def test_topic_source_reports_unreadable_records_by_partition_and_offset() -> No
 
 
 def test_bad_utf8_and_a_truncated_gzip_file_are_bad_input_with_their_line(tmp_path: Path) -> None:
-    ok = [line(tick(A, str(100 + n), n), f"e{n}") for n in range(200)]
+    ok = [line(tick(str(100 + n), n, A), f"e{n}") for n in range(200)]
     plain = tmp_path / "latin.jsonl"
     write(plain, [ok[0], b'{"type": "market.tick", "symbol": "\xe9"}', ok[1]])
     guard = TickGuard(frozenset({A}), OnBadInput.SKIP)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,25 +16,11 @@ from alpha_panda.domain.live_orders import (
     order_tag,
 )
 from alpha_panda.zerodha.models import KiteOrder, KiteTrade
-from models.events import ExecutionMode, OrderType, Side, TradingSignal
+from models.events import ExecutionMode, Side
+from tests.factories import T0
+from tests.factories import live_signal as signal
 
 D = Decimal
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
-
-
-def signal(side: Side = Side.BUY, quantity: int = 100, limit: str | None = None) -> TradingSignal:
-    return TradingSignal(
-        strategy_id="live-momo",
-        instrument_token=738561,
-        symbol="RELIANCE",
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-        limit_price=D(limit) if limit else None,
-        reference_price=D("1250"),
-        execution_mode=ExecutionMode.LIVE,
-        signal_ts=T0,
-    )
 
 
 def live_order(product: str = "MIS", side: Side = Side.BUY) -> LiveOrder:
@@ -103,7 +89,7 @@ def test_a_market_order_carries_market_protection_and_a_limit_its_price() -> Non
         "tag": "ap123",
     }
     limit = order_form(
-        signal(Side.SELL, 5, limit="1251.05"),
+        signal(Side.SELL, quantity=5, limit="1251.05"),
         tradingsymbol="RELIANCE",
         exchange="NSE",
         product="CNC",

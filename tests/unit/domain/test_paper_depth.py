@@ -5,7 +5,6 @@ Every expected value is computed by hand in the comments (intraday schedule, doc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -13,26 +12,12 @@ import pytest
 from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder, fill_id_for
 from models.envelope import derived_event_id
-from models.events import DepthLevel, MarketDepth, OrderFill, OrderType, Side, TradingSignal
+from models.events import DepthLevel, MarketDepth, OrderFill, Side
 from tables.portfolio import Portfolio
+from tests.factories import T0, signal
 
 D = Decimal
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 TOKEN = 738561
-
-
-def signal(side: Side, quantity: int, limit: str | None = None) -> TradingSignal:
-    return TradingSignal(
-        strategy_id="momo",
-        instrument_token=TOKEN,
-        symbol="RELIANCE",
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-        limit_price=D(limit) if limit else None,
-        reference_price=D("2901.35"),
-        signal_ts=T0,
-    )
 
 
 def book(

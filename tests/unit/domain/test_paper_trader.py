@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,43 +13,14 @@ from alpha_panda.domain.paper_trader import PaperTrader, PendingLimitOrder
 from models.envelope import derived_event_id
 from models.events import (
     ExecutionMode,
-    MarketTick,
     OrderFill,
-    OrderType,
     Side,
-    TradingSignal,
 )
+from tests.factories import T0, signal, tick
 
 D = Decimal
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 TOKEN = 738561
 OTHER = 408065
-
-
-def signal(
-    side: Side,
-    quantity: int = 10,
-    limit: str | None = None,
-    reference: str = "2900.10",
-    token: int = TOKEN,
-) -> TradingSignal:
-    return TradingSignal(
-        strategy_id="momo",
-        instrument_token=token,
-        symbol="RELIANCE",
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-        limit_price=D(limit) if limit else None,
-        reference_price=D(reference),
-        signal_ts=T0,
-    )
-
-
-def tick(price: str, ts: datetime = T0 + timedelta(seconds=1), token: int = TOKEN) -> MarketTick:
-    return MarketTick(
-        instrument_token=token, symbol="X", last_price=D(price), volume=1, exchange_ts=ts
-    )
 
 
 def trader(bps: str = "5") -> PaperTrader:
@@ -138,10 +109,10 @@ def rest(side: Side, limit: str, event_id: str, token: int = TOKEN) -> PendingLi
 
 def test_resting_buy_fills_at_its_limit_only_when_traded_through() -> None:
     order = rest(Side.BUY, "2899.95", "a")
-    fills, left = trader().on_tick([order], tick("2899.95"))
+    fills, left = trader().on_tick([order], tick("2899.95", 1))
     assert fills == [] and left == [order]
     later = T0 + timedelta(seconds=5)
-    fills, left = trader().on_tick([order], tick("2899.90", later))
+    fills, left = trader().on_tick([order], tick("2899.90", ts=later))
     assert left == []
     [fill] = fills
     # Passive fill: the limit price, no slippage, at the tick's time, same derived ids.
@@ -153,8 +124,8 @@ def test_resting_buy_fills_at_its_limit_only_when_traded_through() -> None:
 
 def test_resting_sell_fills_at_its_limit_only_when_traded_through() -> None:
     order = rest(Side.SELL, "2905", "a")
-    assert trader().on_tick([order], tick("2905")) == ([], [order])
-    fills, left = trader().on_tick([order], tick("2905.05"))
+    assert trader().on_tick([order], tick("2905", 1)) == ([], [order])
+    fills, left = trader().on_tick([order], tick("2905.05", 1))
     assert left == [] and [f.fill_price for f in fills] == [D("2905")]
 
 
@@ -163,14 +134,14 @@ def test_on_tick_touches_only_the_ticks_instrument_and_keeps_order() -> None:
     b = rest(Side.BUY, "2890", "b", token=OTHER)
     c = rest(Side.SELL, "2910", "c")
     d = rest(Side.BUY, "2895", "d")
-    fills, left = trader().on_tick([a, b, c, d], tick("2889"))
+    fills, left = trader().on_tick([a, b, c, d], tick("2889", 1))
     assert [f.signal_event_id for f in fills] == ["a", "d"]
     assert left == [b, c]
 
 
 def test_a_tick_older_than_the_order_does_not_fill_it() -> None:
     order = rest(Side.BUY, "2890", "a")
-    assert trader().on_tick([order], tick("2880", T0 - timedelta(seconds=1))) == ([], [order])
+    assert trader().on_tick([order], tick("2880", -1)) == ([], [order])
 
 
 def test_pending_order_json_round_trip() -> None:

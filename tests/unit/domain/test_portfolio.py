@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from models.events import OrderFill, Side
 from tables.portfolio import RECENT_FILL_IDS_BOUND, Portfolio
-from tests.factories import make_fill
+from tests.factories import T0, fill
 
 D = Decimal
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 A = 738561
 B = 408065
 START = D("1000000")
-
-
-def fill(
-    fill_id: str,
-    side: Side,
-    quantity: int,
-    price: str,
-    fees: str = "0",
-    token: int = A,
-    ts: datetime = T0,
-    strategy_id: str = "momo",
-) -> OrderFill:
-    return make_fill(
-        fill_id,
-        side,
-        quantity,
-        price,
-        fees=fees,
-        strategy_id=strategy_id,
-        token=token,
-        filled_ts=ts,
-    )
 
 
 def apply(portfolio: Portfolio, *fills: OrderFill) -> Portfolio:

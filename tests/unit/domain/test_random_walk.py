@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,8 +13,8 @@ from alpha_panda.domain.random_walk import (
     RandomWalkFeed,
     parse_instruments,
 )
+from tests.factories import T0
 
-T0 = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 SPECS = [
     InstrumentSpec(738561, "RELIANCE", Decimal("2900")),
     InstrumentSpec(408065, "INFY", Decimal("1500")),

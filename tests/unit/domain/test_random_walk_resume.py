@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from alpha_panda.domain.price_band import PriceBand, check_tick_price
 from alpha_panda.domain.random_walk import InstrumentSpec, RandomWalkFeed
+from tests.factories import T0
 
-TS = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 NIFTY = InstrumentSpec(256265, "NIFTY 50", Decimal("22000"))
 
 
@@ -18,7 +17,7 @@ def test_resume_continues_from_the_given_price_and_volume() -> None:
     feed = RandomWalkFeed([NIFTY], seed=1, volatility_bps=Decimal("8"))
     feed.resume(NIFTY.token, Decimal("23456.75"), 90_000)
 
-    tick = feed.step(TS)
+    tick = feed.step(T0)
     # One step of 8 bps volatility from 23456.75, on the tick grid, within any band.
     assert abs(tick.last_price - Decimal("23456.75")) < Decimal("23456.75") * Decimal("0.01")
     assert check_tick_price(tick.last_price, Decimal("23456.75"), PriceBand(Decimal(2))) is None

@@ -11,7 +11,7 @@ import pytest
 
 from alpha_panda.domain.risk_rules import RiskDecision, evaluate
 from alpha_panda.settings import RiskSettings
-from models.events import OrderType, RejectionReason, Side, TradingSignal
+from models.events import RejectionReason, Side, TradingSignal
 from tables.risk_state import (
     SEEN_SIGNALS_BOUND,
     KillSwitch,
@@ -19,10 +19,9 @@ from tables.risk_state import (
     RiskLimits,
     StrategyRiskState,
 )
+from tests.factories import T0, signal
 
 D = Decimal
-# 09:30 IST on Monday 2 March 2026.
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 A = 738561
 B = 408065
 NO_KILL = KillSwitch()
@@ -42,28 +41,6 @@ def limits(**overrides: Any) -> RiskLimits:
     }
     base.update(overrides)
     return RiskLimits(**base)
-
-
-def signal(
-    side: Side = Side.BUY,
-    quantity: int = 10,
-    price: str = "1000",
-    token: int = A,
-    ts: datetime = T0,
-    strategy_id: str = "momo",
-    limit: str | None = None,
-) -> TradingSignal:
-    return TradingSignal(
-        strategy_id=strategy_id,
-        instrument_token=token,
-        symbol="RELIANCE" if token == A else "INFY",
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-        limit_price=D(limit) if limit else None,
-        reference_price=D(price),
-        signal_ts=ts,
-    )
 
 
 class Book:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from models.events import (
     TradingSignal,
 )
 from tables.risk_state import KillSwitch, RiskLimits, StrategyRiskState
+from tests.factories import signal as stub_signal
 
 D = Decimal
 R = RejectionReason
@@ -39,22 +41,12 @@ RULES = SessionRules(NseCalendar.default(), timedelta(minutes=10))
 MONDAY = date(2026, 3, 2)
 WEDNESDAY = date(2026, 3, 4)  # Tuesday 3 March is Holi
 TOKEN = 738561
+# The MIS strategy every test here trades as.
+signal = partial(stub_signal, strategy_id="mis-1")
 
 
 def ist(day: date, hh: int, mm: int, ss: int = 0) -> datetime:
     return datetime.combine(day, time(hh, mm, ss), tzinfo=IST).astimezone(UTC)
-
-
-def signal(side: Side, ts: datetime, quantity: int = 10, price: str = "1000") -> TradingSignal:
-    return TradingSignal(
-        strategy_id="mis-1",
-        instrument_token=TOKEN,
-        symbol="RELIANCE",
-        side=side,
-        quantity=quantity,
-        reference_price=D(price),
-        signal_ts=ts,
-    )
 
 
 class Book:
@@ -86,13 +78,13 @@ class Book:
 def test_an_exit_is_judged_by_market_hours_alone(hh: int, mm: int, expected: Any) -> None:
     # A CNC SELL from flat (shorts allowed): only the market-hours rule applies.
     book = Book(allow_short=True, product="CNC")
-    assert book.send(signal(Side.SELL, ist(MONDAY, hh, mm))) is expected
+    assert book.send(signal(Side.SELL, ts=ist(MONDAY, hh, mm))) is expected
 
 
 def test_weekend_and_holiday_signals_are_market_closed_with_the_reason() -> None:
     book = Book()
     decision = evaluate(
-        signal(Side.BUY, ist(date(2026, 3, 3), 10, 0)),
+        signal(Side.BUY, ts=ist(date(2026, 3, 3), 10, 0)),
         "x",
         book.limits,
         book.state,
@@ -102,33 +94,35 @@ def test_weekend_and_holiday_signals_are_market_closed_with_the_reason() -> None
     assert decision.rejection is not None
     assert decision.rejection.reason is R.MARKET_CLOSED
     assert "holiday: Holi" in decision.rejection.detail
-    assert book.send(signal(Side.BUY, ist(date(2026, 3, 7), 10, 0))) is R.MARKET_CLOSED
+    assert book.send(signal(Side.BUY, ts=ist(date(2026, 3, 7), 10, 0))) is R.MARKET_CLOSED
 
 
 def test_pre_open_is_admitted_per_strategy() -> None:
-    assert Book().send(signal(Side.BUY, ist(MONDAY, 9, 3))) is R.MARKET_CLOSED
-    assert Book(allow_pre_open=True).send(signal(Side.BUY, ist(MONDAY, 9, 3))) is None
+    assert Book().send(signal(Side.BUY, ts=ist(MONDAY, 9, 3))) is R.MARKET_CLOSED
+    assert Book(allow_pre_open=True).send(signal(Side.BUY, ts=ist(MONDAY, 9, 3))) is None
     # ... but not the gap between pre-open and the open.
-    assert Book(allow_pre_open=True).send(signal(Side.BUY, ist(MONDAY, 9, 10))) is R.MARKET_CLOSED
+    assert (
+        Book(allow_pre_open=True).send(signal(Side.BUY, ts=ist(MONDAY, 9, 10))) is R.MARKET_CLOSED
+    )
 
 
 def test_no_new_mis_entry_after_square_off_but_exits_pass() -> None:
     book = Book()
-    assert book.send(signal(Side.BUY, ist(MONDAY, 15, 19, 59))) is None
-    assert book.send(signal(Side.BUY, ist(MONDAY, 15, 20))) is R.MIS_CUTOFF
+    assert book.send(signal(Side.BUY, ts=ist(MONDAY, 15, 19, 59))) is None
+    assert book.send(signal(Side.BUY, ts=ist(MONDAY, 15, 20))) is R.MIS_CUTOFF
     assert book.state.positions[TOKEN] == 10
-    assert book.send(signal(Side.SELL, ist(MONDAY, 15, 21))) is None
+    assert book.send(signal(Side.SELL, ts=ist(MONDAY, 15, 21))) is None
     assert book.state.positions[TOKEN] == 0
 
 
 def test_cnc_entries_are_not_cut_off() -> None:
-    assert Book(product="CNC").send(signal(Side.BUY, ist(MONDAY, 15, 25))) is None
+    assert Book(product="CNC").send(signal(Side.BUY, ts=ist(MONDAY, 15, 25))) is None
 
 
 def test_without_session_rules_any_hour_is_judged_as_before() -> None:
     book = Book()
     decision = evaluate(
-        signal(Side.BUY, ist(MONDAY, 3, 0)), "x", book.limits, book.state, KillSwitch()
+        signal(Side.BUY, ts=ist(MONDAY, 3, 0)), "x", book.limits, book.state, KillSwitch()
     )
     assert decision.approved
 
@@ -137,18 +131,18 @@ def test_counters_roll_at_the_ist_day_in_session_time() -> None:
     # Monday: a loss halt at 15:00 IST. The next trading day's open (Wednesday 09:15 IST,
     # 03:45Z) starts afresh: halt lifted, realized P&L and the rate window reset.
     book = Book(max_daily_loss="1000")
-    assert book.send(signal(Side.BUY, ist(MONDAY, 15, 0), quantity=100, price="100")) is None
-    assert book.send(signal(Side.SELL, ist(MONDAY, 15, 0, 1), quantity=100, price="95")) is None
-    assert book.send(signal(Side.BUY, ist(MONDAY, 15, 0, 2), quantity=100, price="95")) is None
+    assert book.send(signal(Side.BUY, ts=ist(MONDAY, 15, 0), quantity=100, price="100")) is None
+    assert book.send(signal(Side.SELL, ts=ist(MONDAY, 15, 0, 1), quantity=100, price="95")) is None
+    assert book.send(signal(Side.BUY, ts=ist(MONDAY, 15, 0, 2), quantity=100, price="95")) is None
     assert book.state.realized_pnl_today == D("-500")
     # -500 realized and (90 - 95) x 100 unrealized reach -1000: halted for Monday.
-    assert book.send(signal(Side.BUY, ist(MONDAY, 15, 1), quantity=1, price="90")) is (
+    assert book.send(signal(Side.BUY, ts=ist(MONDAY, 15, 1), quantity=1, price="90")) is (
         R.DAILY_LOSS_HALT
     )
     assert book.state.halted_for_day
     wednesday_open = ist(WEDNESDAY, 9, 15)
     assert wednesday_open == datetime(2026, 3, 4, 3, 45, tzinfo=UTC)
-    assert book.send(signal(Side.SELL, wednesday_open, quantity=100, price="95")) is None
+    assert book.send(signal(Side.SELL, ts=wednesday_open, quantity=100, price="95")) is None
     assert book.state.trading_day == WEDNESDAY
     assert book.state.realized_pnl_today == 0  # sold at cost; Monday's -500 is gone
     assert len(book.state.recent_order_ts) == 1
@@ -296,7 +290,7 @@ def test_host_state_survives_export_with_the_opening_time() -> None:
 
 def test_a_square_off_fill_carries_its_reason_and_plain_fills_encode_as_before() -> None:
     trader = PaperTrader(slippage_bps=D("0"), fees=FeeSchedule.intraday())
-    exit_signal = signal(Side.SELL, ist(MONDAY, 15, 20)).model_copy(
+    exit_signal = signal(Side.SELL, ts=ist(MONDAY, 15, 20)).model_copy(
         update={"reason": f"{SQUARE_OFF_REASON}: intraday (MIS) position closed at 15:20 IST"}
     )
     fill = trader.fill_market(exit_signal, "sig-1", D("1000"), exit_signal.signal_ts)
@@ -304,7 +298,7 @@ def test_a_square_off_fill_carries_its_reason_and_plain_fills_encode_as_before()
     assert encoded["reason"].startswith(SQUARE_OFF_REASON)
     assert OrderFill.model_validate_json(fill.model_dump_json()) == fill
     plain = trader.fill_market(
-        signal(Side.BUY, ist(MONDAY, 10, 0)), "sig-2", D("1000"), ist(MONDAY, 10, 0)
+        signal(Side.BUY, ts=ist(MONDAY, 10, 0)), "sig-2", D("1000"), ist(MONDAY, 10, 0)
     )
     assert "reason" not in json.loads(plain.model_dump_json())
 

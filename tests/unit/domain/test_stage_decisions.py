@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
@@ -14,9 +15,7 @@ from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.settings import RiskSettings
 from models.events import (
     ExecutionMode,
-    MarketTick,
     OrderFill,
-    OrderType,
     RejectionReason,
     Side,
     TradingSignal,
@@ -24,29 +23,14 @@ from models.events import (
 )
 from tables.portfolio import Portfolio, book_fill
 from tables.risk_state import RiskLimits, StrategyRiskState
-from tests.factories import make_fill
+from tests.factories import T0, fill, tick
+from tests.factories import signal as stub_signal
 
 D = Decimal
-T0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
 A = 738561
+# Strategy "s" on RELIANCE, deciding at a reference price of 100.
+signal = partial(stub_signal, price="100", strategy_id="s")
 TRADER = PaperTrader(slippage_bps=D("0"), fees=FeeSchedule.intraday())
-
-
-def signal(
-    strategy_id: str = "s", *, mode: ExecutionMode = ExecutionMode.PAPER, limit: str | None = None
-) -> TradingSignal:
-    return TradingSignal(
-        strategy_id=strategy_id,
-        instrument_token=A,
-        symbol="RELIANCE",
-        side=Side.BUY,
-        quantity=10,
-        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-        limit_price=D(limit) if limit else None,
-        reference_price=D("100"),
-        execution_mode=mode,
-        signal_ts=T0,
-    )
 
 
 def policy(*, enabled: bool = True, risk: dict[str, object] | None = None) -> RiskPolicy:
@@ -70,7 +54,7 @@ def test_policy_decides_and_returns_the_state_to_store() -> None:
 
 
 def test_policy_precheck_rejections_store_nothing() -> None:
-    unknown = policy().decide(signal("other"), "sig-1", StrategyRiskState.new("other"))
+    unknown = policy().decide(signal(strategy_id="other"), "sig-1", StrategyRiskState.new("other"))
     assert unknown.rejection is not None
     assert unknown.rejection.reason is RejectionReason.STRATEGY_UNKNOWN
     assert unknown.new_state is None
@@ -88,16 +72,6 @@ def test_policy_reports_invalid_limits_and_refuses_the_strategy() -> None:
     decision = p.decide(signal(), "sig-1", StrategyRiskState.new("s"))
     assert decision.rejection is not None and decision.rejection.detail.startswith(
         "risk limits invalid"
-    )
-
-
-def tick(price: str, seconds: int = 0) -> MarketTick:
-    return MarketTick(
-        instrument_token=A,
-        symbol="RELIANCE",
-        last_price=D(price),
-        volume=1,
-        exchange_ts=T0 + timedelta(seconds=seconds),
     )
 
 
@@ -132,13 +106,13 @@ def test_execute_validated_outcomes() -> None:
 
 def test_book_fill_redelivery_and_duplicates() -> None:
     portfolio = Portfolio.new("s", D("1000"))
-    fill = make_fill("f1", Side.BUY, 1, "10", strategy_id="s", token=A, filled_ts=T0)
-    booking = book_fill(portfolio, fill, ("orders.filled.paper:0", 5))
+    filled = fill("f1", Side.BUY, 1, "10", strategy_id="s")
+    booking = book_fill(portfolio, filled, ("orders.filled.paper:0", 5))
     assert booking is not None and booking.booked
     assert booking.portfolio.cash == D("990")
     assert booking.portfolio.source_offsets == {"orders.filled.paper:0": 5}
-    assert book_fill(booking.portfolio, fill, ("orders.filled.paper:0", 5)) is None
-    again = book_fill(booking.portfolio, fill, ("orders.filled.paper:0", 6))
+    assert book_fill(booking.portfolio, filled, ("orders.filled.paper:0", 5)) is None
+    again = book_fill(booking.portfolio, filled, ("orders.filled.paper:0", 6))
     assert again is not None and not again.booked and again.portfolio.cash == D("990")
-    unlogged = book_fill(portfolio, fill, None)
+    unlogged = book_fill(portfolio, filled, None)
     assert unlogged is not None and unlogged.portfolio.source_offsets == {}

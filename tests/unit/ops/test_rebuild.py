@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,43 +20,18 @@ from alpha_panda.ops.rebuild import (
     recompute,
     table_key,
 )
-from models.events import OrderFill, Side
+from models.events import Side
 from tables.portfolio import Portfolio
-from tests.factories import make_fill
+from tests.factories import INFY, RELIANCE, T0, fill
 
 D = Decimal
 START = D("1000000")
-T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
-RELIANCE, INFY = 738561, 408065
-
-
-def fill(
-    fill_id: str,
-    side: Side,
-    quantity: int,
-    price: str,
-    *,
-    strategy_id: str = "momo",
-    token: int = RELIANCE,
-    fees: str = "0",
-    minute: int = 0,
-) -> OrderFill:
-    return make_fill(
-        fill_id,
-        side,
-        quantity,
-        price,
-        fees=fees,
-        strategy_id=strategy_id,
-        token=token,
-        filled_ts=T0 + timedelta(minutes=minute),
-    )
 
 
 FILLS = [
     fill("f1", Side.BUY, 10, "2900", fees="1.50"),
     fill("g1", Side.BUY, 5, "1500", strategy_id="meanrev", token=INFY, fees="0.75"),
-    fill("f2", Side.SELL, 4, "2950", fees="1.25", minute=1),
+    fill("f2", Side.SELL, 4, "2950", fees="1.25", ts=T0 + timedelta(minutes=1)),
     fill("f1", Side.BUY, 10, "2900", fees="1.50"),  # redelivered duplicate
 ]
 

@@ -1,29 +1,19 @@
-"""Unit tests for the pure strategy logic, plus the tick helpers they share."""
+"""Unit tests for the pure strategy logic, plus the helpers they share (on tests/factories)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 from models.events import MarketTick, TradingSignal
-from strategies.base import BaseStrategy
+from strategies.base import BaseStrategy, StrategyParams
+from tests.factories import tick as stub_tick
 
 TOKEN = 256265
 SYMBOL = "NIFTY"
-# 09:15 IST, the NSE open, as UTC.
-T0 = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
-
-
-def tick(price: str, second: int, token: int = TOKEN) -> MarketTick:
-    return MarketTick(
-        instrument_token=token,
-        symbol=SYMBOL,
-        last_price=Decimal(price),
-        volume=1000 + second,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
+# The strategies' instrument; time as seconds after T0.
+tick = partial(stub_tick, token=TOKEN, symbol=SYMBOL)
 
 
 def run(
@@ -40,3 +30,23 @@ def run(
 def fired(strategy: BaseStrategy[Any], prices: Sequence[str]) -> list[tuple[int, str]]:
     """(tick index, side) of every signal: the compact form the pinned tests assert."""
     return [(i, s.side.value) for i, s in run(strategy, prices)]
+
+
+class Exploding(BaseStrategy[StrategyParams]):
+    """A plug-in with a bug: it raises on a price of 13, otherwise buys and holds."""
+
+    kind: ClassVar[str] = "exploding"
+    params_model: ClassVar[type[StrategyParams]] = StrategyParams
+
+    def _history_size(self) -> int:
+        return 1
+
+    def _entry_reason(self, tick: MarketTick) -> str | None:
+        if tick.last_price == 13:
+            raise RuntimeError("bug in the plug-in")
+        return "always"
+
+    def _exit_reason(self, tick: MarketTick) -> str | None:
+        if tick.last_price == 13:
+            raise RuntimeError("bug in the plug-in")
+        return None

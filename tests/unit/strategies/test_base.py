@@ -94,7 +94,7 @@ def test_export_state_is_plain_json_with_decimals_as_strings(make: Factory) -> N
     state = strategy.export_state()
     assert json.loads(json.dumps(state)) == state
     assert state["prices"] == ["100.05", "100.10"]
-    assert state["last_exchange_ts"] == "2026-01-05T03:45:01Z"
+    assert state["last_exchange_ts"] == "2026-03-02T04:00:01Z"
     assert state["position"] == 0
 
 

@@ -11,7 +11,8 @@ import pytest
 from models.events import Side
 from strategies.base import StrategyConfig
 from strategies.mean_reversion import MeanReversionParams, MeanReversionStrategy
-from tests.unit.strategies import SYMBOL, T0, TOKEN, fired, run, tick
+from tests.factories import T0
+from tests.unit.strategies import SYMBOL, TOKEN, fired, run, tick
 
 CONFIG = StrategyConfig(strategy_id="mr-1", instrument_token=TOKEN, symbol=SYMBOL)
 

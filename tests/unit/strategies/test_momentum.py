@@ -10,7 +10,8 @@ import pytest
 from models.events import ExecutionMode, OrderType, Side
 from strategies.base import StrategyConfig
 from strategies.momentum import MomentumParams, SimpleMomentumStrategy
-from tests.unit.strategies import SYMBOL, T0, TOKEN, fired, run, tick
+from tests.factories import T0
+from tests.unit.strategies import SYMBOL, TOKEN, fired, run, tick
 
 
 def make(
