@@ -134,7 +134,14 @@ class StrategyHost:
             return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
-        emitted = _emit(self.sessions, assignment, strategy, tick, tick_event_id)
+        try:
+            emitted = _emit(self.sessions, assignment, strategy, tick, tick_event_id)
+        except Exception:
+            # The strategy may have taken the tick into its window before it raised, and
+            # its stored entry was not advanced: the next tick must start again from the
+            # stored state, as a restarted runner would, not from this half-moved object.
+            self._cache.pop(assignment.key, None)
+            raise
         new_entry = {
             "v": ENTRY_VERSION,
             "fp": assignment.fingerprint,

@@ -210,3 +210,31 @@ def test_one_strategy_raising_leaves_the_others_on_the_same_tick_untouched() -> 
     # The bad one entered on its first tick and stays long; the tick it failed on wrote
     # no entry, the next one did.
     assert bad is not None and bad["offset"] == 2 and bad["state"]["position"] == 1
+
+
+class _ExplodingWide(Exploding):
+    """Exploding with a three-price window, so a half-taken tick would show in it."""
+
+    kind = "exploding-wide"
+
+    def _history_size(self) -> int:
+        return 3
+
+
+def test_after_a_strategy_raises_the_next_tick_starts_from_the_stored_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(STRATEGY_REGISTRY, _ExplodingWide.kind, _ExplodingWide)
+    live = host_for(record("bad", kind=_ExplodingWide.kind))
+    (assignment,) = live.assignments_for(RELIANCE)
+    first = live.on_tick(assignment, tick("12", 0), "t0", 0, None).new_entry
+    with pytest.raises(RuntimeError):
+        live.on_tick(assignment, tick("13", 1), "t1", 1, first)
+    after_failure = live.on_tick(assignment, tick("14", 2), "t2", 2, first).new_entry
+
+    # A runner restarted after the failure sees only the stored entry: the same answer.
+    restarted = host_for(record("bad", kind=_ExplodingWide.kind))
+    (same,) = restarted.assignments_for(RELIANCE)
+    replayed = restarted.on_tick(same, tick("14", 2), "t2", 2, first).new_entry
+    assert after_failure is not None and replayed is not None
+    assert after_failure["state"]["prices"] == replayed["state"]["prices"] == ["12", "14"]
