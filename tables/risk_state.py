@@ -164,6 +164,41 @@ class SeenSignal(_Frozen):
     rejection: RejectionReason | None = Field(description="None when it was approved.")
 
 
+class _SeenLog(tuple[SeenSignal, ...]):
+    """``seen_signals`` with an index by event id, so :meth:`StrategyRiskState.seen` is one
+    dict lookup instead of a scan of up to SEEN_SIGNALS_BOUND decisions per signal.
+
+    A plain tuple to everything else (equality, JSON, pydantic's serializer): the stored
+    shape does not change. Built only by :meth:`StrategyRiskState.with_seen` (a state read
+    from JSON holds a plain tuple and is scanned until its first new decision). Never
+    mutated after construction: every state keeps its own index.
+    """
+
+    _index: dict[str, SeenSignal]
+
+    @classmethod
+    def appended(cls, log: tuple[SeenSignal, ...], seen: SeenSignal) -> _SeenLog:
+        kept = (*log, seen)[-SEEN_SIGNALS_BOUND:]
+        new = cls(kept)
+        if isinstance(log, _SeenLog):
+            index = dict(log._index)
+            # What fell off the front; an id is dropped only if the dropped decision is
+            # the one indexed (a later decision of the same id stays findable, as a
+            # scan from the newest end would find it).
+            for dropped in log[: len(log) + 1 - len(kept)]:
+                if index.get(dropped.event_id) is dropped:
+                    del index[dropped.event_id]
+            index[seen.event_id] = seen
+        else:
+            # Oldest first, so the newest decision of a repeated id wins, as in a scan.
+            index = {entry.event_id: entry for entry in kept}
+        new._index = index
+        return new
+
+    def find(self, event_id: str) -> SeenSignal | None:
+        return self._index.get(event_id)
+
+
 class StrategyRiskState(_Frozen):
     """Everything risk remembers about one strategy. Transitions build new instances.
 
@@ -197,6 +232,9 @@ class StrategyRiskState(_Frozen):
         return tuple(seen.event_id for seen in self.seen_signals)
 
     def seen(self, signal_event_id: str) -> SeenSignal | None:
+        log = self.seen_signals
+        if isinstance(log, _SeenLog):
+            return log.find(signal_event_id)
         for seen in reversed(self.seen_signals):
             if seen.event_id == signal_event_id:
                 return seen
@@ -235,8 +273,11 @@ class StrategyRiskState(_Frozen):
     def with_seen(
         self, signal_event_id: str, rejection: RejectionReason | None
     ) -> StrategyRiskState:
-        seen = (*self.seen_signals, SeenSignal(event_id=signal_event_id, rejection=rejection))
-        return self.model_copy(update={"seen_signals": seen[-SEEN_SIGNALS_BOUND:]})
+        seen = _SeenLog.appended(
+            self.seen_signals, SeenSignal(event_id=signal_event_id, rejection=rejection)
+        )
+        # model_copy does not validate, so the indexed tuple is kept as it is.
+        return self.model_copy(update={"seen_signals": seen})
 
     def orders_in_window(self, ts: datetime) -> int:
         """Approved orders in the 60 s window ending at ``ts``: (ts - 60 s, ts]."""
