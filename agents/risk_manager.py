@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
-from agents.risk_policy import RiskPolicy
-from agents.session_rules import session_rules_from
 from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.risk_policy import RiskPolicy
+from alpha_panda.domain.session_rules import session_rules_from
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.topics import (
     RISK_SIGNALS_BY_STRATEGY,

@@ -13,10 +13,10 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
-from agents.session_rules import session_rules_from
-from agents.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.session_rules import session_rules_from
+from alpha_panda.domain.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
@@ -88,7 +88,7 @@ def register(ctx: StageContext) -> None:
                     )
                     for event_id, signal in outcome.signals
                 ]
-                # Signals durable first, state second (see agents/strategy_host.py).
+                # Signals durable first, state second (see alpha_panda/domain/strategy_host.py).
                 await ctx.send_acked(records)
                 for _, signal in outcome.signals:
                     ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()

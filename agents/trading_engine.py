@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 from faust.types import EventT, StreamT
 
-from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from agents.fees import FeeSchedule
-from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.runtime import Route, StageContext
 from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import (

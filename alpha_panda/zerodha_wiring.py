@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from agents.live_orders import LiveOrder
 from alpha_panda.broker_session import IST, StageTokenWatcher
 from alpha_panda.circuit_breaker import BreakerState
+from alpha_panda.domain.live_orders import LiveOrder
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_LIVE, SIGNALS_REJECTED, Tables
 from alpha_panda.zerodha_trader import LiveTrading, Outcome

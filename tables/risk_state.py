@@ -1,6 +1,6 @@
 """Risk limits, the kill switch and the per-strategy pre-trade risk state.
 
-Pure domain values; the rules that read them live in :mod:`agents.risk_rules`. State is
+Pure domain values; the rules that read them live in :mod:`alpha_panda.domain.risk_rules`. State is
 kept per strategy because the risk agent sees all of one strategy's signals, in order, from
 one partition. It is pre-trade: an approved signal is assumed to fill at its reference
 price; the portfolio manager holds the booked truth.
