@@ -70,7 +70,7 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         return self.params.window
 
     def _push_price(self, price: Decimal) -> None:
-        if self.window_full:
+        if len(self._prices) == self._window:  # window_full, inlined: once per tick
             oldest = self._prices[0]
             self._total = _EXACT.subtract(self._total, oldest)
             self._squares = _EXACT.subtract(self._squares, _EXACT.multiply(oldest, oldest))
@@ -94,9 +94,9 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         which lets the thresholds be tested by squaring instead of by an irrational
         sqrt that could round a z sitting exactly on a threshold to either side.
         """
-        if not self.window_full:
-            return None
         n = len(self._prices)
+        if n != self._window:  # window_full, inlined: once per tick
+            return None
         total, squares = self._total, self._squares
         d = _EXACT.subtract(_EXACT.multiply(n, self._prices[-1]), total)
         v = _EXACT.subtract(_EXACT.multiply(n, squares), _EXACT.multiply(total, total))

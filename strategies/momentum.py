@@ -54,7 +54,7 @@ class SimpleMomentumStrategy(BaseStrategy[MomentumParams]):
         Comparing these is comparing ret with the threshold without dividing, so a
         return exactly at the threshold is decided exactly (p_then > 0 keeps the sign).
         """
-        if not self.window_full:
+        if len(self._prices) != self._window:  # window_full, inlined: once per tick
             return None
         p_then, p_now = self._prices[0], self._prices[-1]
         move = _EXACT.multiply(_EXACT.subtract(p_now, p_then), 100)
