@@ -278,11 +278,13 @@ def _emit(
 ) -> list[tuple[str, TradingSignal]]:
     """The strategy's signals for ``tick`` (with the trading day's corrections and MIS
     square-off when ``sessions`` is set), each with its id derived from the tick's."""
-    held, opened = strategy.position, strategy.opened_ts
-    signals = strategy.on_tick(tick)
-    if not signals and sessions is None:
-        return []  # most ticks: nothing to derive ids for
-    if sessions is not None:
+    if sessions is None:
+        signals = strategy.on_tick(tick)
+        if not signals:
+            return []  # most ticks: nothing to derive ids for
+    else:
+        held, opened = strategy.position, strategy.opened_ts
+        signals = strategy.on_tick(tick)
         signals = _apply_trading_day(sessions, assignment, strategy, tick, signals, held, opened)
     return [
         (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
