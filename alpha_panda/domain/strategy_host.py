@@ -182,10 +182,16 @@ class StrategyHost:
             self._in_order[token] = pairs
         sessions = self.sessions
         signals: list[tuple[str, TradingSignal]] = []
-        for assignment, strategy in pairs:
-            emitted = _emit(sessions, assignment, strategy, tick, tick_event_id)
-            if emitted:
-                signals.extend(emitted)
+        if sessions is None:
+            # _emit without the trading day, inlined: this runs for every assignment of
+            # every tick of a backtest, and most ticks emit nothing.
+            for assignment, strategy in pairs:
+                emitted = strategy.on_tick(tick)
+                if emitted:
+                    signals += _with_ids(tick_event_id, assignment, emitted)
+        else:
+            for assignment, strategy in pairs:
+                signals += _emit(sessions, assignment, strategy, tick, tick_event_id)
         return signals
 
     def _strategy_for(
@@ -286,6 +292,13 @@ def _emit(
         held, opened = strategy.position, strategy.opened_ts
         signals = strategy.on_tick(tick)
         signals = _apply_trading_day(sessions, assignment, strategy, tick, signals, held, opened)
+    return _with_ids(tick_event_id, assignment, signals)
+
+
+def _with_ids(
+    tick_event_id: str, assignment: Assignment, signals: list[TradingSignal]
+) -> list[tuple[str, TradingSignal]]:
+    """Each signal with its event id, derived from the tick's: the same on a replay."""
     return [
         (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
         for index, signal in enumerate(signals)
