@@ -164,6 +164,24 @@ class SeenSignal(_Frozen):
     rejection: RejectionReason | None = Field(description="None when it was approved.")
 
 
+class _SeenIndex:
+    """event id -> (sequence number, decision), shared by successive _SeenLogs.
+
+    Appending to the newest log adds one entry here instead of copying the index; each
+    log answers only for the sequence numbers it holds, so an older log is not misled by
+    entries added after it. Any other append (to an older log, of an id the index already
+    holds, or once the index has grown to a few times the bound) starts a fresh index:
+    rare, and O(bound) when it happens, so the cost per decision stays constant.
+    """
+
+    __slots__ = ("entries", "tip")
+
+    def __init__(self, log: tuple[SeenSignal, ...]) -> None:
+        # Oldest first, so a repeated id keeps its newest decision, as a scan finds it.
+        self.entries = {seen.event_id: (seq, seen) for seq, seen in enumerate(log)}
+        self.tip = len(log) - 1  # the sequence number of the newest decision indexed
+
+
 class _SeenLog(tuple[SeenSignal, ...]):
     """``seen_signals`` with an index by event id, so :meth:`StrategyRiskState.seen` is one
     dict lookup instead of a scan of up to SEEN_SIGNALS_BOUND decisions per signal.
@@ -171,32 +189,38 @@ class _SeenLog(tuple[SeenSignal, ...]):
     A plain tuple to everything else (equality, JSON, pydantic's serializer): the stored
     shape does not change. Built only by :meth:`StrategyRiskState.with_seen` (a state read
     from JSON holds a plain tuple and is scanned until its first new decision). Never
-    mutated after construction: every state keeps its own index.
+    changed after construction (the shared index only gains entries past its ``_last``).
     """
 
-    _index: dict[str, SeenSignal]
+    _index: _SeenIndex
+    _last: int  # the sequence number of this log's newest decision
 
     @classmethod
     def appended(cls, log: tuple[SeenSignal, ...], seen: SeenSignal) -> _SeenLog:
-        kept = (*log, seen)[-SEEN_SIGNALS_BOUND:]
-        new = cls(kept)
-        if isinstance(log, _SeenLog):
-            index = dict(log._index)
-            # What fell off the front; an id is dropped only if the dropped decision is
-            # the one indexed (a later decision of the same id stays findable, as a
-            # scan from the newest end would find it).
-            for dropped in log[: len(log) + 1 - len(kept)]:
-                if index.get(dropped.event_id) is dropped:
-                    del index[dropped.event_id]
-            index[seen.event_id] = seen
+        new = cls((*log, seen)[-SEEN_SIGNALS_BOUND:])
+        index = log._index if isinstance(log, _SeenLog) else None
+        if (
+            index is not None
+            and isinstance(log, _SeenLog)
+            and index.tip == log._last
+            and seen.event_id not in index.entries
+            and len(index.entries) < 4 * SEEN_SIGNALS_BOUND
+        ):
+            index.tip += 1
+            index.entries[seen.event_id] = (index.tip, seen)
         else:
-            # Oldest first, so the newest decision of a repeated id wins, as in a scan.
-            index = {entry.event_id: entry for entry in kept}
+            index = _SeenIndex(new)
         new._index = index
+        new._last = index.tip
         return new
 
     def find(self, event_id: str) -> SeenSignal | None:
-        return self._index.get(event_id)
+        entry = self._index.entries.get(event_id)
+        if entry is None:
+            return None
+        seq, seen = entry
+        # Indexed by a later log (after this one), or fallen off this log's front: not here.
+        return seen if self._last - len(self) < seq <= self._last else None
 
 
 class StrategyRiskState(_Frozen):

@@ -33,6 +33,21 @@ def test_index_agrees_with_a_scan_through_eviction_and_repeated_ids() -> None:
     assert len(state.seen_signals) == SEEN_SIGNALS_BOUND
 
 
+def test_every_state_of_a_branching_history_answers_as_its_own_scan() -> None:
+    # The index is shared by successive states; appending to an older state (a branch)
+    # or repeating an id must not change what any state, old or new, answers.
+    rng = random.Random(11)
+    states = [StrategyRiskState.new("s1")]
+    for step in range(4 * SEEN_SIGNALS_BOUND):
+        base = states[-1] if rng.random() < 0.9 else rng.choice(states)
+        event_id = f"sig-{step}" if rng.random() < 0.9 else f"sig-{rng.randrange(step + 1)}"
+        states.append(base.with_seen(event_id, rng.choice([None, RejectionReason.ORDER_RATE])))
+        if step % 50 == 0:
+            for state in rng.sample(states, min(len(states), 8)):
+                for probe in [f"sig-{rng.randrange(step + 1)}" for _ in range(30)]:
+                    assert state.seen(probe) == scanned(state, probe), (step, probe)
+
+
 def test_earlier_states_keep_their_own_answers() -> None:
     first = StrategyRiskState.new("s1").with_seen("a", None)
     second = first.with_seen("b", RejectionReason.ORDER_RATE)
