@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.risk_rules import Rejection, evaluate
 from alpha_panda.domain.session_rules import SessionRules
+from models.config import RuntimeConfig
 from models.events import RejectionReason, TradingSignal
 from tables.risk_state import KillSwitch, RiskConfigError, RiskLimits, StrategyRiskState
 

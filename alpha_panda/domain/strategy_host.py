@@ -18,13 +18,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.session_rules import (
     SQUARE_OFF_REASON,
     SessionRules,
     session_rejection,
     square_off_due,
 )
+from models.config import RuntimeConfig
 from models.envelope import derived_event_id
 from models.events import MarketTick, TradingSignal
 from strategies.base import BaseStrategy, StrategyConfig
