@@ -124,7 +124,9 @@ class BaseStrategy(ABC, Generic[ParamsT]):
             )
         self.config = config
         self.params: ParamsT = params
-        self._prices: deque[Decimal] = deque(maxlen=self._history_size())
+        self._token = config.instrument_token
+        self._window = self._history_size()
+        self._prices: deque[Decimal] = deque(maxlen=self._window)
         self._last_exchange_ts: datetime | None = None
         # Shares held according to this strategy's own signals (0 = flat). It is what
         # the strategy *asked for*; whether risk let it through is not visible here,
@@ -170,7 +172,7 @@ class BaseStrategy(ABC, Generic[ParamsT]):
 
     @property
     def window_full(self) -> bool:
-        return len(self._prices) == self._prices.maxlen
+        return len(self._prices) == self._window
 
     @property
     def position(self) -> int:
@@ -213,19 +215,23 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         return signal
 
     def on_tick(self, tick: MarketTick) -> list[TradingSignal]:
-        if tick.instrument_token != self.config.instrument_token:
+        # Called for every tick of every strategy: attributes are read directly rather
+        # than through the properties above (a backtest makes millions of these calls).
+        if tick.instrument_token != self._token:
             raise ValueError(
                 f"strategy {self.config.strategy_id!r} serves instrument "
                 f"{self.config.instrument_token}, got a tick for {tick.instrument_token}"
             )
         # A replay after a crash re-delivers ticks already folded into restored state;
         # counting them twice would shift the window and change later signals.
-        if self._last_exchange_ts is not None and tick.exchange_ts <= self._last_exchange_ts:
+        ts = tick.exchange_ts
+        last = self._last_exchange_ts
+        if last is not None and ts <= last:
             return []
-        self._last_exchange_ts = tick.exchange_ts
+        self._last_exchange_ts = ts
         self._push_price(tick.last_price)
 
-        if self.is_long:
+        if self._position > 0:
             reason = self._exit_reason(tick)
             if reason is None:
                 return []
@@ -243,15 +249,22 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         return [signal]
 
     def _signal(self, tick: MarketTick, side: Side, quantity: int, reason: str) -> TradingSignal:
-        return TradingSignal(
-            strategy_id=self.config.strategy_id,
-            instrument_token=self.config.instrument_token,
-            symbol=self.config.symbol,
+        """A MARKET signal, built without re-validation: every field comes from a validated
+        model (the config, the params, the tick) or is checked here, so validating again
+        could not fail (tests/unit/strategies/test_signal_construct.py compares the two)."""
+        if quantity <= 0:
+            raise ValueError(f"signal quantity must be positive, got {quantity}")
+        config = self.config
+        return TradingSignal.model_construct(
+            strategy_id=config.strategy_id,
+            instrument_token=config.instrument_token,
+            symbol=config.symbol,
             side=side,
             quantity=quantity,
             order_type=OrderType.MARKET,
+            limit_price=None,
             reference_price=tick.last_price,
-            execution_mode=self.config.execution_mode,
+            execution_mode=config.execution_mode,
             signal_ts=tick.exchange_ts,
             reason=reason[:500],
         )
@@ -292,7 +305,7 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         if found != expected:
             raise ValueError(f"strategy state belongs to {found}, not {expected}")
         self._restore_extra(parsed.extra)
-        self._prices = deque(parsed.prices, maxlen=self._history_size())
+        self._prices = deque(parsed.prices, maxlen=self._window)
         self._window_restored()
         self._last_exchange_ts = parsed.last_exchange_ts
         self._position = parsed.position

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Context, Decimal, Inexact
 from typing import ClassVar
 
@@ -65,25 +66,36 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         # to summing the window afresh, at two additions a tick instead of 2 * window.
         self._total = Decimal(0)
         self._squares = Decimal(0)
+        # The window's squares, beside it, so the one leaving need not be squared again.
+        self._window_squares: deque[Decimal] = deque(maxlen=self._window)
 
     def _history_size(self) -> int:
         return self.params.window
 
     def _push_price(self, price: Decimal) -> None:
-        if self.window_full:
-            oldest = self._prices[0]
-            self._total = _EXACT.subtract(self._total, oldest)
-            self._squares = _EXACT.subtract(self._squares, _EXACT.multiply(oldest, oldest))
-        super()._push_price(price)
-        self._total = _EXACT.add(self._total, price)
-        self._squares = _EXACT.add(self._squares, _EXACT.multiply(price, price))
+        prices = self._prices
+        square = _EXACT.multiply(price, price)
+        if len(prices) == self._window:  # window_full, inlined: once per tick
+            self._total = _EXACT.add(_EXACT.subtract(self._total, prices[0]), price)
+            self._squares = _EXACT.add(
+                _EXACT.subtract(self._squares, self._window_squares[0]), square
+            )
+        else:
+            self._total = _EXACT.add(self._total, price)
+            self._squares = _EXACT.add(self._squares, square)
+        # The base class's _push_price, inlined (the deques drop their oldest when full).
+        prices.append(price)
+        self._window_squares.append(square)
 
     def _window_restored(self) -> None:
         total = Decimal(0)
         squares = Decimal(0)
+        self._window_squares = deque(maxlen=self._window)
         for price in self._prices:
+            square = _EXACT.multiply(price, price)
             total = _EXACT.add(total, price)
-            squares = _EXACT.add(squares, _EXACT.multiply(price, price))
+            squares = _EXACT.add(squares, square)
+            self._window_squares.append(square)
         self._total, self._squares = total, squares
 
     def _moments(self) -> tuple[Decimal, Decimal] | None:
@@ -94,9 +106,9 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         which lets the thresholds be tested by squaring instead of by an irrational
         sqrt that could round a z sitting exactly on a threshold to either side.
         """
-        if not self.window_full:
-            return None
         n = len(self._prices)
+        if n != self._window:  # window_full, inlined: once per tick
+            return None
         total, squares = self._total, self._squares
         d = _EXACT.subtract(_EXACT.multiply(n, self._prices[-1]), total)
         v = _EXACT.subtract(_EXACT.multiply(n, squares), _EXACT.multiply(total, total))

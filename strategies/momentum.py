@@ -11,6 +11,7 @@ from models.events import MarketTick
 from strategies.base import (
     MAX_WINDOW,
     BaseStrategy,
+    StrategyConfig,
     StrategyParams,
     WholeNumber,
     format_decimal,
@@ -21,6 +22,7 @@ from strategies.base import (
 _EXACT = Context(prec=80, traps=[Inexact])
 # Only for the human-readable return in `reason`; decisions never use it.
 _DISPLAY = Context(prec=28)
+_HUNDRED = Decimal(100)
 
 
 class MomentumParams(StrategyParams):
@@ -45,21 +47,17 @@ class SimpleMomentumStrategy(BaseStrategy[MomentumParams]):
     kind: ClassVar[str] = "momentum"
     params_model: ClassVar[type[StrategyParams]] = MomentumParams
 
+    def __init__(self, config: StrategyConfig, params: MomentumParams) -> None:
+        super().__init__(config, params)
+        # ret >= threshold  <=>  100 * (p_now - p_then) >= threshold * p_then
+        #                   <=>  100 * p_now >= (100 + threshold) * p_then   (p_then > 0),
+        # and ret <= -threshold  <=>  100 * p_now <= (100 - threshold) * p_then: the same
+        # exact comparisons with one product per side, the factors computed once.
+        self._up = _EXACT.add(_HUNDRED, params.threshold_pct)
+        self._down = _EXACT.subtract(_HUNDRED, params.threshold_pct)
+
     def _history_size(self) -> int:
         return self.params.lookback + 1
-
-    def _scaled_move(self) -> tuple[Decimal, Decimal] | None:
-        """(100 * (p_now - p_then), threshold * p_then), or None before the window fills.
-
-        Comparing these is comparing ret with the threshold without dividing, so a
-        return exactly at the threshold is decided exactly (p_then > 0 keeps the sign).
-        """
-        if not self.window_full:
-            return None
-        p_then, p_now = self._prices[0], self._prices[-1]
-        move = _EXACT.multiply(_EXACT.subtract(p_now, p_then), 100)
-        bar = _EXACT.multiply(self.params.threshold_pct, p_then)
-        return move, bar
 
     def _reason(self, comparison: str) -> str:
         p_then, p_now = self._prices[0], self._prices[-1]
@@ -72,15 +70,17 @@ class SimpleMomentumStrategy(BaseStrategy[MomentumParams]):
         )
 
     def _entry_reason(self, tick: MarketTick) -> str | None:
-        scaled = self._scaled_move()
-        if scaled is None:
+        prices = self._prices
+        if len(prices) != self._window:  # window_full, inlined: once per tick
             return None
-        move, bar = scaled
-        return self._reason(">=") if move >= bar else None
+        if _EXACT.multiply(prices[-1], _HUNDRED) >= _EXACT.multiply(prices[0], self._up):
+            return self._reason(">=")
+        return None
 
     def _exit_reason(self, tick: MarketTick) -> str | None:
-        scaled = self._scaled_move()
-        if scaled is None:
+        prices = self._prices
+        if len(prices) != self._window:
             return None
-        move, bar = scaled
-        return self._reason("<=") if move <= _EXACT.minus(bar) else None
+        if _EXACT.multiply(prices[-1], _HUNDRED) <= _EXACT.multiply(prices[0], self._down):
+            return self._reason("<=")
+        return None

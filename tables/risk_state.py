@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -278,6 +277,65 @@ class SeenSignal(_Frozen):
     rejection: RejectionReason | None = Field(description="None when it was approved.")
 
 
+class _SeenIndex:
+    """event id -> (sequence number, decision), shared by successive _SeenLogs.
+
+    Appending to the newest log adds one entry here instead of copying the index; each
+    log answers only for the sequence numbers it holds, so an older log is not misled by
+    entries added after it. Any other append (to an older log, of an id the index already
+    holds, or once the index has grown to a few times the bound) starts a fresh index:
+    rare, and O(bound) when it happens, so the cost per decision stays constant.
+    """
+
+    __slots__ = ("entries", "tip")
+
+    def __init__(self, log: tuple[SeenSignal, ...]) -> None:
+        # Oldest first, so a repeated id keeps its newest decision, as a scan finds it.
+        self.entries = {seen.event_id: (seq, seen) for seq, seen in enumerate(log)}
+        self.tip = len(log) - 1  # the sequence number of the newest decision indexed
+
+
+class _SeenLog(tuple[SeenSignal, ...]):
+    """``seen_signals`` with an index by event id, so :meth:`StrategyRiskState.seen` is one
+    dict lookup instead of a scan of up to SEEN_SIGNALS_BOUND decisions per signal.
+
+    A plain tuple to everything else (equality, JSON, pydantic's serializer): the stored
+    shape does not change. Built only by :meth:`StrategyRiskState.with_seen` (a state read
+    from JSON holds a plain tuple and is scanned until its first new decision). Never
+    changed after construction (the shared index only gains entries past its ``_last``).
+    """
+
+    _index: _SeenIndex
+    _last: int  # the sequence number of this log's newest decision
+
+    @classmethod
+    def appended(cls, log: tuple[SeenSignal, ...], seen: SeenSignal) -> _SeenLog:
+        new = cls((*log, seen)[-SEEN_SIGNALS_BOUND:])
+        index = log._index if isinstance(log, _SeenLog) else None
+        if (
+            index is not None
+            and isinstance(log, _SeenLog)
+            and index.tip == log._last
+            and seen.event_id not in index.entries
+            and len(index.entries) < 4 * SEEN_SIGNALS_BOUND
+        ):
+            index.tip += 1
+            index.entries[seen.event_id] = (index.tip, seen)
+        else:
+            index = _SeenIndex(new)
+        new._index = index
+        new._last = index.tip
+        return new
+
+    def find(self, event_id: str) -> SeenSignal | None:
+        entry = self._index.entries.get(event_id)
+        if entry is None:
+            return None
+        seq, seen = entry
+        # Indexed by a later log (after this one), or fallen off this log's front: not here.
+        return seen if self._last - len(self) < seq <= self._last else None
+
+
 class StrategyRiskState(_Frozen):
     """Everything risk remembers about one strategy. Transitions build new instances.
 
@@ -310,20 +368,14 @@ class StrategyRiskState(_Frozen):
     def seen_signal_ids(self) -> tuple[str, ...]:
         return tuple(seen.event_id for seen in self.seen_signals)
 
-    @cached_property
-    def seen_index(self) -> dict[str, SeenSignal]:
-        """``seen_signals`` by event id, the latest decision of an id winning.
-
-        Not a field: equality and the JSON ignore it. Scanning the 500 remembered
-        decisions for every new signal was about 7 % of the risk manager's time. A copy
-        (``model_copy``) carries the cached index along, which is right for every
-        transition that keeps ``seen_signals``; :meth:`with_seen`, the one that changes
-        them, gives its copy the updated index.
-        """
-        return {seen.event_id: seen for seen in self.seen_signals}
-
     def seen(self, signal_event_id: str) -> SeenSignal | None:
-        return self.seen_index.get(signal_event_id)
+        log = self.seen_signals
+        if isinstance(log, _SeenLog):
+            return log.find(signal_event_id)
+        for seen in reversed(self.seen_signals):
+            if seen.event_id == signal_event_id:
+                return seen
+        return None
 
     def position(self, token: int) -> int:
         return self.positions.get(token, 0)
@@ -358,17 +410,11 @@ class StrategyRiskState(_Frozen):
     def with_seen(
         self, signal_event_id: str, rejection: RejectionReason | None
     ) -> StrategyRiskState:
-        entry = SeenSignal(event_id=signal_event_id, rejection=rejection)
-        seen = (*self.seen_signals, entry)
-        kept = seen[-SEEN_SIGNALS_BOUND:]
-        index = dict(self.seen_index)
-        for dropped in seen[: len(seen) - len(kept)]:
-            if index.get(dropped.event_id) is dropped:  # not if a later decision replaced it
-                del index[dropped.event_id]
-        index[signal_event_id] = entry
-        state = self.model_copy(update={"seen_signals": kept})
-        state.__dict__["seen_index"] = index  # replaces the copied, now stale, index
-        return state
+        seen = _SeenLog.appended(
+            self.seen_signals, SeenSignal(event_id=signal_event_id, rejection=rejection)
+        )
+        # model_copy does not validate, so the indexed tuple is kept as it is.
+        return self.model_copy(update={"seen_signals": seen})
 
     def orders_in_window(self, ts: datetime) -> int:
         """Approved orders in the 60 s window ending at ``ts``: (ts - 60 s, ts]."""

@@ -142,6 +142,7 @@ class BacktestEngine:
         if problems:
             # The runner would skip these and trade the rest; a backtest asked for them.
             raise BacktestConfigError("; ".join(problems))
+        self._host_on_tick = self.host.on_instrument_tick_in_order
         self.policy = RiskPolicy(setup.risk_defaults, setup.sessions)
         invalid = self.policy.configure(setup.config)
         if invalid:
@@ -225,10 +226,9 @@ class BacktestEngine:
                         self._book(fill)
 
         # Strategy runner, then risk and the engine for each signal.
-        for assignment in self.host.assignments_for(token):
-            for signal_event_id, signal in self.host.on_tick_in_order(
-                assignment, tick, tick_event_id
-            ):
+        signals = self._host_on_tick(tick, tick_event_id)
+        if signals:
+            for signal_event_id, signal in signals:
                 self._on_signal(signal_event_id, signal)
 
     def _on_signal(self, signal_event_id: str, signal: TradingSignal) -> None:

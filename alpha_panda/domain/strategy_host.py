@@ -73,6 +73,8 @@ class StrategyHost:
     default_allow_pre_open: bool = False
     _routes: dict[int, list[Assignment]] = field(default_factory=dict)
     _cache: dict[str, _Cached] = field(default_factory=dict)
+    # token -> (assignment, strategy) pairs for the in-order path; emptied by configure.
+    _in_order: dict[int, list[tuple[Assignment, BaseStrategy[Any]]]] = field(default_factory=dict)
 
     def configure(self, config: RuntimeConfig) -> list[str]:
         """Rebuild the routing from a configuration; returns why strategies were skipped."""
@@ -113,6 +115,7 @@ class StrategyHost:
                     )
                 )
         self._routes = routes
+        self._in_order = {}
         return problems
 
     def assignments_for(self, instrument_token: int) -> list[Assignment]:
@@ -162,12 +165,41 @@ class StrategyHost:
         replay bookkeeping (no offsets, no exported state per tick). Not to be mixed with
         :meth:`on_tick` on one host.
         """
+        strategy = self._in_order_strategy(assignment)
+        return _emit(self.sessions, assignment, strategy, tick, tick_event_id)
+
+    def _in_order_strategy(self, assignment: Assignment) -> BaseStrategy[Any]:
         cached = self._cache.get(assignment.key)
         if cached is None or cached.fingerprint != assignment.fingerprint:
             strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
             cached = _Cached(assignment.fingerprint, None, strategy)
             self._cache[assignment.key] = cached
-        return _emit(self.sessions, assignment, cached.strategy, tick, tick_event_id)
+        return cached.strategy
+
+    def on_instrument_tick_in_order(
+        self, tick: MarketTick, tick_event_id: str
+    ) -> list[tuple[str, TradingSignal]]:
+        """:meth:`on_tick_in_order` for every assignment of the tick's instrument, in
+        routing order: the same strategies and signals, with the per-assignment lookups
+        done once per instrument instead of once per tick."""
+        token = tick.instrument_token
+        pairs = self._in_order.get(token)
+        if pairs is None:
+            pairs = [(a, self._in_order_strategy(a)) for a in self.assignments_for(token)]
+            self._in_order[token] = pairs
+        sessions = self.sessions
+        signals: list[tuple[str, TradingSignal]] = []
+        if sessions is None:
+            # _emit without the trading day, inlined: this runs for every assignment of
+            # every tick of a backtest, and most ticks emit nothing.
+            for assignment, strategy in pairs:
+                emitted = strategy.on_tick(tick)
+                if emitted:
+                    signals += _with_ids(tick_event_id, assignment, emitted)
+        else:
+            for assignment, strategy in pairs:
+                signals += _emit(sessions, assignment, strategy, tick, tick_event_id)
+        return signals
 
     def _strategy_for(
         self, assignment: Assignment, entry: dict[str, Any] | None
@@ -259,10 +291,21 @@ def _emit(
 ) -> list[tuple[str, TradingSignal]]:
     """The strategy's signals for ``tick`` (with the trading day's corrections and MIS
     square-off when ``sessions`` is set), each with its id derived from the tick's."""
-    held, opened = strategy.position, strategy.opened_ts
-    signals = strategy.on_tick(tick)
-    if sessions is not None:
+    if sessions is None:
+        signals = strategy.on_tick(tick)
+        if not signals:
+            return []  # most ticks: nothing to derive ids for
+    else:
+        held, opened = strategy.position, strategy.opened_ts
+        signals = strategy.on_tick(tick)
         signals = _apply_trading_day(sessions, assignment, strategy, tick, signals, held, opened)
+    return _with_ids(tick_event_id, assignment, signals)
+
+
+def _with_ids(
+    tick_event_id: str, assignment: Assignment, signals: list[TradingSignal]
+) -> list[tuple[str, TradingSignal]]:
+    """Each signal with its event id, derived from the tick's: the same on a replay."""
     return [
         (derived_event_id(tick_event_id, assignment.strategy_id, index), signal)
         for index, signal in enumerate(signals)

@@ -377,7 +377,7 @@ def test_bad_overrides_name_the_field_and_rule(overrides: dict[str, Any], messag
 
 
 def test_seen_index_answers_as_a_scan_of_the_remembered_decisions() -> None:
-    """The index cached beside ``seen_signals`` (tables/risk_state.py) never goes stale:
+    """The index kept beside ``seen_signals`` (tables/risk_state.py) never goes stale:
     through the bound, copies that keep the decisions, JSON and ids seen twice."""
     import random
 

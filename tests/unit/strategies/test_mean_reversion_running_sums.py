@@ -43,10 +43,12 @@ def test_running_sums_equal_fresh_sums_and_signals_match_a_restored_copy(window:
     for n, price in enumerate(walk(window, 400)):
         signals += strategy.on_tick(tick(price, n))
         assert (strategy._total, strategy._squares) == fresh_sums(strategy)
+        assert list(strategy._window_squares) == [p * p for p in strategy.prices]
         if n == 200:
             restored = make(window)
             restored.restore_state(strategy.export_state())
             assert (restored._total, restored._squares) == fresh_sums(strategy)
+            assert list(restored._window_squares) == [p * p for p in strategy.prices]
             strategy = restored
     assert signals, "the walk should trade"
 
