@@ -167,12 +167,6 @@ class Tables:
     LIVE_ORDERS = "live-orders"
 
 
-# Raw broker passthrough measured by the benchmark next to the pipeline (scripts/bench.py).
-BENCH_PASSTHROUGH = TopicSpec(
-    "alpha-panda.bench.passthrough", MARKET_TICKS.partitions, EventType.MARKET_TICK, tick_key
-)
-
-
 def changelog_topic(consumer_group: str, table: str) -> str:
     return f"{consumer_group}-{table}-changelog"
 

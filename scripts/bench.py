@@ -39,10 +39,10 @@ from alpha_panda.broker import EmbeddedBroker  # noqa: E402
 from alpha_panda.log_snapshot import restore_log, save_log  # noqa: E402
 from alpha_panda.settings import Stage, load_settings  # noqa: E402
 from alpha_panda.topics import (  # noqa: E402
-    BENCH_PASSTHROUGH,
     MARKET_TICKS,
     ORDERS_FILLED_PAPER,
     SIGNALS_GENERATED,
+    TopicSpec,
 )
 from models.codec import decode  # noqa: E402
 from models.envelope import new_event_id  # noqa: E402
@@ -56,6 +56,14 @@ from tests.integration.harness import (  # noqa: E402
 )
 
 INSTRUMENTS = [(256265 + i, f"BENCH{i}") for i in range(24)]
+# The raw passthrough the pipeline is compared with: a bench-only topic, so it lives here
+# and not in the pipeline's registry (alpha_panda/topics.py).
+BENCH_PASSTHROUGH = TopicSpec(
+    "alpha-panda.bench.passthrough",
+    MARKET_TICKS.partitions,
+    MARKET_TICKS.event_type,
+    MARKET_TICKS.key_of,
+)
 STAGES = [Stage.PORTFOLIO_MANAGER, Stage.TRADING_ENGINE, Stage.RISK_MANAGER, Stage.STRATEGY_RUNNER]
 PROCESSED = "alpha_panda_messages_processed_total"
 PRODUCED = "alpha_panda_messages_produced_total"
