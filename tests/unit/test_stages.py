@@ -58,3 +58,25 @@ def test_each_input_is_some_stage_output_or_the_feed() -> None:
     for spec in STAGES.values():
         for topic in spec.inputs:
             assert topic.name in produced, (spec.stage, topic.name)
+
+
+def test_run_agent_refuses_handlers_that_do_not_match_the_spec(tmp_path: Path) -> None:
+    app = create_app(load_settings(data_dir=tmp_path, redis={"enabled": False}), Stage.MARKET_FEED)
+    ctx = app.alpha_panda
+    spec = STAGES[Stage.TRADING_ENGINE].agent("engine-execute")
+
+    async def handler(envelope: object, event: object) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match=r"missing \['alpha-panda.trading-engine"):
+        ctx.run_agent(spec, {"market.ticks": handler})
+    with pytest.raises(RuntimeError, match=r"not consumed \['orders.filled.paper'\]"):
+        ctx.run_agent(
+            spec, {t.name: handler for t in spec.inputs} | {"orders.filled.paper": handler}
+        )
+    assert "engine-execute" not in app.agents
+
+
+def test_an_unknown_agent_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="risk-manager has no agent 'risk-execute'"):
+        STAGES[Stage.RISK_MANAGER].agent("risk-execute")
