@@ -34,9 +34,10 @@ test: $(STAMP) ## the whole suite: unit, contract, integration (embedded broker,
 test-unit: $(STAMP) ## unit and contract tests only (with the example plug-in's)
 	$(BIN)/python -m pytest -q tests/unit tests/contract examples
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, the layering contract (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## apply ruff formatting and fixes
 	$(BIN)/ruff check --fix .

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import structlog
 
-from agents.random_walk import RandomWalkFeed, parse_instruments
-from agents.session_rules import feed_pause
 from alpha_panda.admin import wait_for_topics
+from alpha_panda.domain.random_walk import RandomWalkFeed, parse_instruments
+from alpha_panda.domain.session_rules import feed_pause
 from alpha_panda.feed_resume import last_published
 from alpha_panda.market_calendar import NseCalendar
 from alpha_panda.producer import send_record, start_producer

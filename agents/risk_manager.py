@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from faust.types import EventT
 
-from agents.risk_policy import RiskPolicy
-from agents.session_rules import session_rules_from
 from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.risk_policy import RiskPolicy
+from alpha_panda.domain.session_rules import session_rules_from
 from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Stage

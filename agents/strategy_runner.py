@@ -13,10 +13,10 @@ from typing import Any
 import structlog
 from faust.types import EventT
 
-from agents.session_rules import session_rules_from
-from agents.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.session_rules import session_rules_from
+from alpha_panda.domain.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Stage
 from alpha_panda.stages import STAGES
@@ -92,7 +92,7 @@ class StrategyRunner:
                     )
                     for event_id, signal in outcome.signals
                 ]
-                # Signals durable first, state second (see agents/strategy_host.py).
+                # Signals durable first, state second (see alpha_panda/domain/strategy_host.py).
                 await ctx.send_acked(records)
                 for _, signal in outcome.signals:
                     ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()

@@ -15,9 +15,9 @@ from typing import Any
 import structlog
 from faust.types import EventT
 
-from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from agents.fees import FeeSchedule
-from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Stage

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
@@ -34,12 +33,17 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.schema import CreateColumn
 
 from alpha_panda.passwords import check_password_rules, hash_password
+from models.config import (
+    HALT_ALL,
+    HaltRecord,
+    InstrumentRef,
+    ReadModel,
+    RuntimeConfig,
+    StrategyConfigRecord,
+)
 from models.db import (
     EXECUTION_MODES,
-    HALT_ALL,
     SCHEMA_VERSION,
-    STRATEGY_ID_MAX_LENGTH,
-    STRATEGY_ID_PATTERN,
     USER_ROLES,
     USERNAME_MAX_LENGTH,
     USERNAME_MIN_LENGTH,
@@ -50,8 +54,9 @@ from models.db import (
     User,
     utcnow,
 )
-from models.events import ExecutionMode
+from models.events import STRATEGY_ID_MAX_LENGTH, STRATEGY_ID_PATTERN, ExecutionMode
 from strategies.factory import StrategyConfigError, StrategyFactory
+from tables.risk_state import RiskConfigError, RiskLimits, stored_overrides
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -238,42 +243,11 @@ async def upgrade(engine: AsyncEngine) -> list[str]:
 
 # -- read models -----------------------------------------------------------------------
 
-
-class _ReadModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class InstrumentRef(_ReadModel):
-    token: int = Field(gt=0)
-    symbol: str = Field(min_length=1, max_length=64)
+# RuntimeConfig, StrategyConfigRecord, InstrumentRef and HaltRecord live in models/config.py
+# (pure: the strategy host and the risk policy read them) and are re-exported from here.
 
 
-class StrategyConfigRecord(_ReadModel):
-    strategy_id: str
-    kind: str
-    instruments: tuple[InstrumentRef, ...]
-    # JSON-safe: Decimal parameters are strings; StrategyFactory.validate_params parses them.
-    parameters: dict[str, Any]
-    enabled: bool
-    execution_mode: ExecutionMode
-    risk_limits: dict[str, Any]
-    updated_at: datetime
-
-
-class HaltRecord(_ReadModel):
-    scope: str
-    reason: str
-    created_by: str
-    created_at: datetime
-    # When a risk manager applied it (see acknowledge_halts); None: not yet.
-    applied_at: datetime | None = None
-
-    @property
-    def is_global(self) -> bool:
-        return self.scope == HALT_ALL
-
-
-class UserRecord(_ReadModel):
+class UserRecord(ReadModel):
     id: int
     username: str
     role: str
@@ -284,39 +258,6 @@ class UserRecord(_ReadModel):
     token_version: int = 0
     # Needed by the login endpoint; kept out of repr and of any serialised output.
     password_hash: str = Field(repr=False, exclude=True)
-
-
-class RuntimeConfig(_ReadModel):
-    """Everything a stage needs from the store, read in one go and never mutated."""
-
-    strategies: tuple[StrategyConfigRecord, ...]
-    halt_all: bool
-    halted_strategies: frozenset[str]
-    # scope -> reason; scope is HALT_ALL or a strategy_id.
-    halt_reasons: dict[str, str]
-    halts: tuple[HaltRecord, ...] = ()
-
-    @property
-    def unapplied_halts(self) -> tuple[HaltRecord, ...]:
-        return tuple(h for h in self.halts if h.applied_at is None)
-
-    @property
-    def enabled_strategies(self) -> tuple[StrategyConfigRecord, ...]:
-        return tuple(s for s in self.strategies if s.enabled)
-
-    def strategy(self, strategy_id: str) -> StrategyConfigRecord | None:
-        return next((s for s in self.strategies if s.strategy_id == strategy_id), None)
-
-    def is_halted(self, strategy_id: str) -> bool:
-        return self.halt_all or strategy_id in self.halted_strategies
-
-    def halt_reason(self, strategy_id: str) -> str | None:
-        """Why ``strategy_id`` may not trade; the global halt wins. None when not halted."""
-        if self.halt_all:
-            return self.halt_reasons.get(HALT_ALL, "")
-        if strategy_id in self.halted_strategies:
-            return self.halt_reasons.get(strategy_id, "")
-        return None
 
 
 def _strategy_record(row: StrategyConfiguration) -> StrategyConfigRecord:
@@ -389,23 +330,8 @@ async def has_schema(engine: AsyncEngine) -> bool:
 _STRATEGY_ID_RE = re.compile(STRATEGY_ID_PATTERN)
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
-_RISK_INT_KEYS = frozenset({"max_order_quantity", "max_position_quantity", "max_orders_per_minute"})
-_RISK_DECIMAL_KEYS = frozenset({"max_order_notional", "max_gross_exposure", "max_daily_loss"})
-RISK_OVERRIDE_KEYS: tuple[str, ...] = (
-    "max_order_quantity",
-    "max_order_notional",
-    "max_position_quantity",
-    "max_gross_exposure",
-    "max_daily_loss",
-    "max_orders_per_minute",
-    "allowed_instruments",
-    "allow_short",
-    "product",
-    "allow_pre_open",
-)
-PRODUCTS = ("MIS", "CNC", "NRML")
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+# The per-strategy risk overrides: the fields of RiskLimits, which checks them (one home).
+RISK_OVERRIDE_KEYS: tuple[str, ...] = tuple(RiskLimits.model_fields)
 
 
 def _check_strategy_id(strategy_id: str) -> None:
@@ -494,105 +420,17 @@ def _check_mode(mode: str | ExecutionMode) -> str:
     return value
 
 
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ConfigValidationError(f"risk_limits.{key}", "must be a positive whole number")
-    try:
-        number = int(value) if isinstance(value, int) else int(str(value).strip())
-    except ValueError:
-        raise ConfigValidationError(
-            f"risk_limits.{key}", f"must be a positive whole number, got {value!r}"
-        ) from None
-    if number <= 0:
-        raise ConfigValidationError(
-            f"risk_limits.{key}", f"must be a positive whole number, got {value!r}"
-        )
-    return number
-
-
-def _positive_decimal(key: str, value: Any) -> str:
-    if isinstance(value, bool):
-        raise ConfigValidationError(
-            f"risk_limits.{key}", f"must be a positive number, got {value!r}"
-        )
-    try:
-        # Through str() so a JSON float 0.1 becomes Decimal("0.1"), not its binary expansion.
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ConfigValidationError(
-            f"risk_limits.{key}", f"must be a positive number, got {value!r}"
-        ) from None
-    if not number.is_finite() or number <= 0:
-        raise ConfigValidationError(
-            f"risk_limits.{key}", f"must be a positive number, got {value!r}"
-        )
-    return str(number)
-
-
-def _instrument_list(value: Any) -> list[int] | None:
-    # None (JSON null, or an empty CLI value) means "every instrument", the same as an
-    # empty ALPHA_PANDA_RISK_ALLOWED_INSTRUMENTS; it lets one strategy lift a global list.
-    items: Sequence[Any]
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items = [p for p in (s.strip() for s in value.split(",")) if p]
-        if not items:
-            return None
-    elif isinstance(value, Sequence):
-        items = value
-        if not items:
-            raise ConfigValidationError(
-                "risk_limits.allowed_instruments",
-                "an empty list would block every instrument; use null to allow all",
-            )
-    else:
-        raise ConfigValidationError(
-            "risk_limits.allowed_instruments", "must be a list of instrument tokens"
-        )
-    return sorted({_positive_int("allowed_instruments", v) for v in items})
-
-
-def _boolean(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigValidationError(f"risk_limits.{key}", f"must be true or false, got {value!r}")
-
-
 def validate_risk_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Per-strategy risk overrides in their stored, JSON-safe form.
 
-    Accepts native values (web API JSON) and text (CLI ``--risk name=value``). The risk
-    manager validates them again against its own limits when it loads them.
+    Accepts native values (web API JSON) and text (CLI ``--risk name=value``). The rules are
+    :class:`tables.risk_state.RiskLimits`' own (:func:`tables.risk_state.stored_overrides`);
+    the risk manager applies them again against its defaults when it loads them.
     """
-    clean: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key in _RISK_INT_KEYS:
-            clean[key] = _positive_int(key, value)
-        elif key in _RISK_DECIMAL_KEYS:
-            clean[key] = _positive_decimal(key, value)
-        elif key == "allowed_instruments":
-            clean[key] = _instrument_list(value)
-        elif key in ("allow_short", "allow_pre_open"):
-            clean[key] = _boolean(key, value)
-        elif key == "product":
-            product = str(value).strip().upper()
-            if product not in PRODUCTS:
-                raise ConfigValidationError(
-                    "risk_limits.product", f"must be one of {', '.join(PRODUCTS)}, got {value!r}"
-                )
-            clean[key] = product
-        else:
-            raise ConfigValidationError(
-                f"risk_limits.{key}",
-                f"unknown risk limit (known: {', '.join(RISK_OVERRIDE_KEYS)})",
-            )
-    return clean
+    try:
+        return stored_overrides(overrides)
+    except RiskConfigError as exc:
+        raise ConfigValidationError(f"risk_limits.{exc.field}", exc.message) from None
 
 
 def _check_username(username: str) -> None:

@@ -350,7 +350,7 @@ class ZerodhaSettings(_Section):
 
 
 class TicksSettings(_Section):
-    """Sanity checks every consuming stage applies to market.ticks (agents/price_band.py)."""
+    """Checks every consuming stage applies to market.ticks (alpha_panda/domain/price_band.py)."""
 
     price_band_pct: Decimal = Field(
         default=Decimal("20"),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 from faust.types import EventT
 
-from agents.price_band import PriceBand, check_tick_price
+from alpha_panda.domain.price_band import PriceBand, check_tick_price
 from models.events import MarketTick
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ instruments within seconds, a disabled one's instruments are unsubscribed. Kite 
 logged as not subscribed.
 
 Each tick becomes a MarketTick v2 (with depth when the packet has it) keyed by instrument
-token (agents/kite_ticks.py). Symbols and exchanges come from Kite's instruments master
+token (alpha_panda/domain/kite_ticks.py). Symbols and exchanges come from Kite's instruments master
 (fetched once per IST day), else from the strategy's configuration.
 
 The access token comes from the token store through a TokenWatcher. On a 403 at the
@@ -27,10 +27,10 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from agents.kite_ticks import market_tick
 from alpha_panda import db
 from alpha_panda.admin import wait_for_topics
 from alpha_panda.config_watch import ConfigWatcher
+from alpha_panda.domain.kite_ticks import market_tick
 from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.producer import send_record, start_producer
 from alpha_panda.runtime import StageContext

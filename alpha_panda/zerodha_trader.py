@@ -2,7 +2,7 @@
 
 The trading engine hands it each validated live signal (:meth:`ZerodhaTrader.submit`) and
 waits for the outcome before the signal's offset may commit, so a crash never loses a
-signal: it is redelivered, and its derived tag (agents/live_orders.py) finds the order
+signal: it is redelivered, and its derived tag (alpha_panda/domain/live_orders.py) finds the order
 already placed in ``GET /orders`` instead of placing a second one.
 
 Placing goes through, in order: the stored access token (none or expired: refused at
@@ -34,7 +34,9 @@ from typing import Any
 import aiohttp
 import structlog
 
-from agents.live_orders import (
+from alpha_panda.broker_session import TokenWatcher
+from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
+from alpha_panda.domain.live_orders import (
     TERMINAL_STATUSES,
     LiveOrder,
     fills_for_trades,
@@ -42,8 +44,6 @@ from agents.live_orders import (
     order_form,
     order_tag,
 )
-from alpha_panda.broker_session import TokenWatcher
-from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.settings import Settings
 from alpha_panda.zerodha.errors import KiteError, RateLimited, TokenException

@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from agents.live_orders import LiveOrder
 from alpha_panda.broker_session import IST, StageTokenWatcher
 from alpha_panda.circuit_breaker import BreakerState
+from alpha_panda.domain.live_orders import LiveOrder
 from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import ORDERS_FILLED_LIVE

@@ -28,15 +28,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from models.events import STRATEGY_ID_MAX_LENGTH
+
 SCHEMA_VERSION = 2
 
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 64
-STRATEGY_ID_MAX_LENGTH = 64
-STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
 USER_ROLES = ("trader", "admin")
 EXECUTION_MODES = ("paper", "live")
-HALT_ALL = "*"
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 

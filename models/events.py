@@ -32,7 +32,16 @@ UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Price = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=4)]
 Money = Annotated[Decimal, Field(max_digits=20, decimal_places=4)]
 InstrumentToken = Annotated[int, Field(gt=0)]
-StrategyId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+# The strategy-id rule, its one home: the event field below, the configuration store's column
+# and checks (models/db.py, alpha_panda/db.py) and the API's path parameter (web/) all use it.
+STRATEGY_ID_MAX_LENGTH = 64
+_STRATEGY_ID_CHARS = "A-Za-z0-9_.-"
+STRATEGY_ID_PATTERN = rf"^[{_STRATEGY_ID_CHARS}]+$"
+# The same rule with the length in it, as one expression (an OpenAPI path parameter's pattern).
+STRATEGY_ID_FULL_PATTERN = rf"^[{_STRATEGY_ID_CHARS}]{{1,{STRATEGY_ID_MAX_LENGTH}}}$"
+StrategyId = Annotated[
+    str, Field(min_length=1, max_length=STRATEGY_ID_MAX_LENGTH, pattern=STRATEGY_ID_PATTERN)
+]
 
 
 class Side(StrEnum):

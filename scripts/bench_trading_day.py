@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.session_rules import SessionRules, session_rejection, square_off_due  # noqa: E402
+from alpha_panda.domain.session_rules import SessionRules, session_rejection, square_off_due  # noqa: E402
 from alpha_panda.market_calendar import NseCalendar  # noqa: E402
 from models.events import Side, TradingSignal  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Risk limits, the kill switch and the per-strategy pre-trade risk state.
 
-Pure domain values; the rules that read them live in :mod:`agents.risk_rules`. State is
+Pure domain values; the rules that read them live in :mod:`alpha_panda.domain.risk_rules`. State is
 kept per strategy because the risk agent sees all of one strategy's signals, in order, from
 one partition. It is pre-trade: an approved signal is assumed to fill at its reference
 price; the portfolio manager holds the booked truth.
@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from alpha_panda.settings import RiskSettings
 from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -36,8 +35,41 @@ def trading_day_of(ts: datetime) -> date:
     return ts.astimezone(IST).date()
 
 
+class RiskDefaults(Protocol):
+    """The global defaults :meth:`RiskLimits.from_settings` reads (``settings.risk``), named
+    structurally so this pure module does not import the settings."""
+
+    @property
+    def max_order_quantity(self) -> int: ...
+    @property
+    def max_order_notional(self) -> Decimal: ...
+    @property
+    def max_position_quantity(self) -> int: ...
+    @property
+    def max_gross_exposure(self) -> Decimal: ...
+    @property
+    def max_daily_loss(self) -> Decimal: ...
+    @property
+    def max_orders_per_minute(self) -> int: ...
+    @property
+    def allowed_instruments(self) -> str: ...
+    @property
+    def allow_short(self) -> bool: ...
+    @property
+    def product(self) -> str: ...
+    @property
+    def allow_pre_open(self) -> bool: ...
+
+
 class RiskConfigError(ValueError):
-    """A risk limit or override is invalid; the message names the field and the rule."""
+    """A risk limit or override is invalid; the message names the field and the rule.
+
+    ``field`` is the limit's name when one limit is at fault (None for several or none)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(message)
 
 
 class _Frozen(BaseModel):
@@ -83,7 +115,7 @@ class RiskLimits(_Frozen):
         return value
 
     @classmethod
-    def from_settings(cls, settings: RiskSettings) -> RiskLimits:
+    def from_settings(cls, settings: RiskDefaults) -> RiskLimits:
         return cls._build(
             {
                 "max_order_quantity": settings.max_order_quantity,
@@ -147,6 +179,87 @@ def parse_instrument_list(text: str) -> frozenset[int] | None:
             raise ValueError(f"{part!r} is not a positive instrument token")
         tokens.add(int(part))
     return frozenset(tokens)
+
+
+_INT_LIMITS = ("max_order_quantity", "max_position_quantity", "max_orders_per_minute")
+_DECIMAL_LIMITS = ("max_order_notional", "max_gross_exposure", "max_daily_loss")
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True}
+_BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})
+
+
+def stored_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A strategy's risk overrides, checked by :class:`RiskLimits`' own field rules, in the
+    JSON-safe form the configuration store keeps (Decimals as strings, tokens sorted).
+
+    Accepts native values (the web API's JSON) and text (the CLI's ``--risk name=value``):
+    text is stripped, a product upper-cased, ``yes``/``on``/``1`` (and their opposites) read
+    as booleans, an empty instrument list read as None (every instrument). Raises
+    :class:`RiskConfigError` naming the first bad limit in ``field``.
+    """
+    known = tuple(RiskLimits.model_fields)
+    clean: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        if key not in RiskLimits.model_fields:
+            raise RiskConfigError(f"unknown risk limit (known: {', '.join(known)})", key)
+        value = _from_text(key, raw)
+        try:
+            checked = _ANY_LIMITS.model_validate({**_ANY_LIMITS.model_dump(), key: value})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise RiskConfigError(f"{_rule_text(err)}, got {raw!r}", key) from None
+        stored = getattr(checked, key)
+        if key in _DECIMAL_LIMITS:
+            stored = str(stored)
+        elif key == "allowed_instruments" and stored is not None:
+            stored = sorted(stored)
+        clean[key] = stored
+    return clean
+
+
+def _from_text(key: str, value: Any) -> Any:
+    """The stored/native value for ``key`` given as text (the CLI) or as a JSON value."""
+    if isinstance(value, bool):
+        if key in _INT_LIMITS or key in _DECIMAL_LIMITS:
+            raise RiskConfigError(f"must be a positive number, got {value!r}", key)
+        return value
+    if key in _INT_LIMITS:
+        return _whole(key, value)
+    if key in _DECIMAL_LIMITS:
+        # Through str() so a JSON float 0.1 becomes Decimal("0.1"), not its binary expansion.
+        try:
+            return Decimal(str(value).strip())
+        except ArithmeticError:
+            raise RiskConfigError(f"must be a positive number, got {value!r}", key) from None
+    if key in ("allow_short", "allow_pre_open"):
+        word = _BOOL_WORDS.get(str(value).strip().lower())
+        if word is None:
+            raise RiskConfigError(f"must be true or false, got {value!r}", key)
+        return word
+    if key == "product":
+        return str(value).strip().upper()
+    if key == "allowed_instruments":
+        # None (JSON null, or empty text) means "every instrument", as an empty
+        # ALPHA_PANDA_RISK_ALLOWED_INSTRUMENTS; it lets one strategy lift a global list.
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+            if not value:
+                return None
+        elif not isinstance(value, list | tuple):
+            raise RiskConfigError("must be a list of instrument tokens", key)
+        return [_whole(key, v) for v in value]
+    return value
+
+
+def _whole(key: str, value: Any) -> int:
+    # Whole numbers only: a float (even 2.0), "2.5" or a boolean is a mistake, not a rounding.
+    if isinstance(value, bool):
+        raise RiskConfigError(f"must be a positive whole number, got {value!r}", key)
+    try:
+        return value if isinstance(value, int) else int(str(value).strip())
+    except ValueError:
+        raise RiskConfigError(f"must be a positive whole number, got {value!r}", key) from None
 
 
 class KillSwitch(_Frozen):
@@ -261,3 +374,14 @@ class StrategyRiskState(_Frozen):
                 price = self.last_price.get(token, self.avg_price.get(token, ZERO))
                 total += abs(quantity) * price
         return total
+
+
+# Any valid limits: stored_overrides checks one override against them, so only it can fail.
+_ANY_LIMITS = RiskLimits(
+    max_order_quantity=1,
+    max_order_notional=Decimal(1),
+    max_position_quantity=1,
+    max_gross_exposure=Decimal(1),
+    max_daily_loss=Decimal(1),
+    max_orders_per_minute=1,
+)

@@ -36,7 +36,7 @@ STRATEGY_STATE = TableSpec(
     Tables.STRATEGY_STATE,
     key="{strategy_id}:{instrument_token}",
     partitions=MARKET_TICKS.partitions,
-    value="strategy state entry with replay bookkeeping (agents/strategy_host.py)",
+    value="strategy state entry with replay bookkeeping (alpha_panda/domain/strategy_host.py)",
     help="Rolling state per strategy:instrument, with replay bookkeeping",
     write_behind=True,
 )
@@ -62,14 +62,14 @@ PENDING_ORDERS = TableSpec(
     Tables.PENDING_ORDERS,
     key="instrument_token",
     partitions=MARKET_TICKS.partitions,
-    value="list of PendingLimitOrder (agents/paper_trader.py to_json_dict / from_json_dict)",
+    value="list of PendingLimitOrder (alpha_panda/domain/paper_trader.py, JSON dicts)",
     help="Resting paper LIMIT orders per instrument",
 )
 LIVE_ORDERS = TableSpec(
     Tables.LIVE_ORDERS,
     key="order tag",
     partitions=MARKET_TICKS.partitions,
-    value="LiveOrder (agents/live_orders.py to_json_dict / from_json_dict)",
+    value="LiveOrder (alpha_panda/domain/live_orders.py, JSON dicts)",
     help="Live orders placed at Kite, by tag",
 )
 PORTFOLIOS = TableSpec(

@@ -34,6 +34,7 @@ from alpha_panda.circuit_breaker import CircuitOpenError
 from alpha_panda.mirror import RedisMirror
 from alpha_panda.ownership import Ownership
 from alpha_panda.topics import Tables
+from models.events import STRATEGY_ID_FULL_PATTERN
 from tables.portfolio import Portfolio, PortfolioValuation
 from web.auth import (
     ApiError,
@@ -65,7 +66,7 @@ LIMIT_MIN, LIMIT_MAX = 1, 500
 DEFAULT_FILLS_LIMIT = 50
 DEFAULT_REJECTIONS_LIMIT = 50
 DEFAULT_EQUITY_LIMIT = LIMIT_MAX
-STRATEGY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STRATEGY_ID_RE = re.compile(STRATEGY_ID_FULL_PATTERN)
 STATIC_DIR = Path(__file__).with_name("static")
 # Files the dashboard page loads; nothing else under static/ is served.
 STATIC_FILES = {

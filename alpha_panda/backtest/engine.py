@@ -5,15 +5,16 @@ through the same modules the stages call, with in-memory dicts where the stages 
 tables:
 
 1. portfolio manager: the tick's price becomes the instrument's mark;
-2. trading engine: :func:`agents.engine_rules.tick_is_stale`, the last price and book
+2. trading engine: :func:`alpha_panda.domain.engine_rules.tick_is_stale`, the last price and book
    (depth, when the tick has one), and resting LIMIT orders the tick trades through
-   (:meth:`agents.paper_trader.PaperTrader.on_tick`);
-3. strategy runner: :class:`agents.strategy_host.StrategyHost`; signal ids derive from the
-   tick's envelope id exactly as live;
-4. risk manager, per signal: :meth:`agents.risk_policy.RiskPolicy.decide` on the
+   (:meth:`alpha_panda.domain.paper_trader.PaperTrader.on_tick`);
+3. strategy runner: :class:`alpha_panda.domain.strategy_host.StrategyHost`; signal ids derive
+   from the tick's envelope id exactly as live;
+4. risk manager, per signal: :meth:`alpha_panda.domain.risk_policy.RiskPolicy.decide` on the
    strategy's :class:`tables.risk_state.StrategyRiskState`;
-5. trading engine, per approved signal: :func:`agents.engine_rules.execute_validated`
-   (paper fills with slippage, or one per level of the last book, and :mod:`agents.fees`);
+5. trading engine, per approved signal: :func:`alpha_panda.domain.engine_rules.execute_validated`
+   (paper fills with slippage, or one per level of the last book, and
+   :mod:`alpha_panda.domain.fees`);
 6. portfolio manager, per fill: :func:`tables.portfolio.book_fill`.
 
 The live pipeline runs these steps in separate processes; on one instrument a tick
@@ -29,14 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from agents.fees import FeeSchedule
-from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
-from agents.risk_policy import RiskPolicy
-from agents.session_rules import SessionRules, session_rules_from
-from agents.strategy_host import StrategyHost
 from alpha_panda.backtest.metrics import Ledger, sharpe_like
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.risk_policy import RiskPolicy
+from alpha_panda.domain.session_rules import SessionRules, session_rules_from
+from alpha_panda.domain.strategy_host import StrategyHost
 from alpha_panda.settings import Settings
 from models.events import MarketDepth, MarketTick, OrderFill, TradingSignal, ValidatedSignal
 from tables.portfolio import Portfolio, PortfolioValuation, book_fill

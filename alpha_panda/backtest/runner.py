@@ -19,7 +19,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from agents.random_walk import parse_instruments
 from alpha_panda.backtest.config import runtime_config
 from alpha_panda.backtest.engine import (
     BacktestConfigError,
@@ -38,6 +37,7 @@ from alpha_panda.backtest.sources import (
     random_walk_ticks,
 )
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.random_walk import parse_instruments
 from strategies.factory import StrategyConfigError, StrategyFactory
 
 

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, cast
 
-from agents.random_walk import InstrumentSpec, RandomWalkFeed
+from alpha_panda.domain.random_walk import InstrumentSpec, RandomWalkFeed
 from models.codec import DecodeError, decode
 from models.envelope import EVENT_ID_NAMESPACE, EventType
 from models.events import MarketTick
@@ -186,7 +186,7 @@ def random_walk_ticks(
 
     Tick ids are deterministic (a uuid5 of the seed, then the step number), so signal and
     fill ids repeat from run to run. Ticks skip pydantic validation: they are valid by
-    construction (see :class:`agents.random_walk.RandomWalkFeed`).
+    construction (see :class:`alpha_panda.domain.random_walk.RandomWalkFeed`).
     """
     feed = RandomWalkFeed(instruments, seed, volatility_bps, validate=False)
     prefix = uuid.uuid5(EVENT_ID_NAMESPACE, f"random-walk:{seed}").hex[:16]

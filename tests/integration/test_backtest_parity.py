@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.random_walk import RandomWalkFeed, parse_instruments
 from alpha_panda.admin import ensure_topics
 from alpha_panda.backtest import config as backtest_config
 from alpha_panda.backtest.engine import BacktestSetup
 from alpha_panda.backtest.runner import FileSource, run_backtest
 from alpha_panda.backtest.sources import OnBadInput
 from alpha_panda.broker import EmbeddedBroker
+from alpha_panda.domain.random_walk import RandomWalkFeed, parse_instruments
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.fees import FeeSchedule
-from agents.risk_rules import evaluate
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.risk_rules import evaluate
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
     ORDERS_FILLED_PAPER,

@@ -27,11 +27,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agents.live_orders import order_tag
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.broker_session import store_session
+from alpha_panda.domain.live_orders import order_tag
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
     MARKET_TICKS,

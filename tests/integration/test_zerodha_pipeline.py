@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.live_orders import order_tag
-from agents.paper_trader import fill_id_for
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.broker_session import store_session
 from alpha_panda.commands.zerodha_session import probe_health
+from alpha_panda.domain.live_orders import order_tag
+from alpha_panda.domain.paper_trader import fill_id_for
 from alpha_panda.settings import Stage, WebSettings, load_settings
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,

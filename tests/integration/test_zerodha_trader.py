@@ -16,8 +16,8 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
-from agents.live_orders import LiveOrder
 from alpha_panda.circuit_breaker import BreakerState, CircuitBreaker
+from alpha_panda.domain.live_orders import LiveOrder
 from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.zerodha.fake_server import FakeKite
 from alpha_panda.zerodha.rest import KiteRestClient

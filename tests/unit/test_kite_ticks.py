@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from agents.kite_ticks import depth_of, market_tick
+from alpha_panda.domain.kite_ticks import depth_of, market_tick
 from alpha_panda.zerodha.ticker_protocol import DepthLevel, KiteTick, TickMode
 from models.events import MarketDepth
 

@@ -30,12 +30,12 @@ from decimal import Decimal
 
 import pytest
 
-from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
 from alpha_panda.backtest.engine import BacktestEngine, BacktestSetup
 from alpha_panda.backtest.report import summary_table
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import PaperTrader
 from alpha_panda.settings import RiskSettings
 from models.events import MarketTick, Side
 from tables.risk_state import RiskLimits
@@ -141,9 +141,9 @@ def test_summary_table_prints_the_numbers(result) -> None:  # type: ignore[no-un
 
 
 def test_market_orders_walk_the_book_when_ticks_carry_depth() -> None:
-    """The engine's depth fills (agents/paper_trader.py) reach the backtest unchanged: one
-    fill per level, the first with the single-fill id, all booked."""
-    from agents.paper_trader import fill_id_for
+    """The engine's depth fills (alpha_panda/domain/paper_trader.py) reach the backtest unchanged:
+    one fill per level, the first with the single-fill id, all booked."""
+    from alpha_panda.domain.paper_trader import fill_id_for
     from models.events import DepthLevel, MarketDepth
 
     book = MarketDepth(

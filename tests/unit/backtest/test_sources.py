@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from agents.random_walk import parse_instruments
 from alpha_panda.backtest.record import TopicRead, TopicTick, write_jsonl
 from alpha_panda.backtest.sources import (
     BadInput,
@@ -22,6 +21,7 @@ from alpha_panda.backtest.sources import (
     jsonl_ticks,
     random_walk_ticks,
 )
+from alpha_panda.domain.random_walk import parse_instruments
 from alpha_panda.topics import MARKET_TICKS
 from models.events import MarketTick
 

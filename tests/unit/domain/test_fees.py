@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents.fees import FeeSchedule
+from alpha_panda.domain.fees import FeeSchedule
 from models.events import FeeBreakdown, Side
 
 D = Decimal

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents.live_orders import (
+from alpha_panda.domain.live_orders import (
     TAG_LENGTH,
     LiveOrder,
     fills_for_trades,

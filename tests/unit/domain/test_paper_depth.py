@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from agents.fees import FeeSchedule
-from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder, fill_id_for
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder, fill_id_for
 from models.envelope import derived_event_id
 from models.events import DepthLevel, MarketDepth, OrderFill, OrderType, Side, TradingSignal
 from tables.portfolio import Portfolio

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader, PendingLimitOrder
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import PaperTrader, PendingLimitOrder
 from models.envelope import derived_event_id
 from models.events import (
     ExecutionMode,

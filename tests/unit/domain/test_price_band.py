@@ -6,14 +6,14 @@ from decimal import Decimal as D
 
 import pytest
 
-from agents.price_band import (
+from alpha_panda.domain.price_band import (
     NSE_PRICE_BANDS_PCT,
     OFF_TICK_SIZE,
     OUT_OF_BAND,
     PriceBand,
     check_tick_price,
 )
-from agents.strategy_host import entry_is_behind, previous_price
+from alpha_panda.domain.strategy_host import entry_is_behind, previous_price
 
 BAND = PriceBand()  # 20 %, 0.05
 

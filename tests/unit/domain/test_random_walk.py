@@ -7,7 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from agents.random_walk import TICK_SIZE, InstrumentSpec, RandomWalkFeed, parse_instruments
+from alpha_panda.domain.random_walk import (
+    TICK_SIZE,
+    InstrumentSpec,
+    RandomWalkFeed,
+    parse_instruments,
+)
 
 T0 = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 SPECS = [

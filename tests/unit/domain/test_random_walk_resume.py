@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from agents.price_band import PriceBand, check_tick_price
-from agents.random_walk import InstrumentSpec, RandomWalkFeed
+from alpha_panda.domain.price_band import PriceBand, check_tick_price
+from alpha_panda.domain.random_walk import InstrumentSpec, RandomWalkFeed
 
 TS = datetime(2026, 1, 5, 3, 45, tzinfo=UTC)
 NIFTY = InstrumentSpec(256265, "NIFTY 50", Decimal("22000"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents.risk_rules import RiskDecision, evaluate
+from alpha_panda.domain.risk_rules import RiskDecision, evaluate
 from alpha_panda.settings import RiskSettings
 from models.events import OrderType, RejectionReason, Side, TradingSignal
 from tables.risk_state import (

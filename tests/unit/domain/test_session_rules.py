@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 
-from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader
-from agents.risk_rules import evaluate
-from agents.session_rules import SQUARE_OFF_REASON, SessionRules, feed_pause, square_off_due
-from agents.strategy_host import StrategyHost
 from alpha_panda.db import InstrumentRef, RuntimeConfig, StrategyConfigRecord
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import PaperTrader
+from alpha_panda.domain.risk_rules import evaluate
+from alpha_panda.domain.session_rules import (
+    SQUARE_OFF_REASON,
+    SessionRules,
+    feed_pause,
+    square_off_due,
+)
+from alpha_panda.domain.strategy_host import StrategyHost
 from alpha_panda.market_calendar import IST, NseCalendar
 from alpha_panda.settings import RiskSettings
 from models.events import (

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from agents.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from agents.fees import FeeSchedule
-from agents.paper_trader import PaperTrader, PendingLimitOrder
-from agents.risk_policy import RiskPolicy
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
+from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.paper_trader import PaperTrader, PendingLimitOrder
+from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.settings import RiskSettings
 from models.events import (
     ExecutionMode,

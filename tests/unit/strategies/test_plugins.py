@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.strategy_host import StrategyHost
 from alpha_panda.db import InstrumentRef, RuntimeConfig, StrategyConfigRecord
+from alpha_panda.domain.strategy_host import StrategyHost
 from models.events import ExecutionMode
 from strategies import StrategyConfigError, StrategyFactory
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from agents.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from models.events import (
     ExecutionMode,
     MarketDepth,

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.fees import FeeSchedule
+from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.zerodha.models import KiteOrder, KiteTrade, PlaceOrder
 from models.envelope import derived_event_id
 from models.events import ExecutionMode, OrderFill, OrderType, Side, TradingSignal, UtcDatetime

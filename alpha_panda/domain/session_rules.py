@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from alpha_panda.market_calendar import IST, NseCalendar, SessionKind
-from alpha_panda.settings import Settings
 from models.events import RejectionReason, Side, TradingSignal
 
 # Prefix of a square-off signal's ``reason``: how the API, the dashboard and a reader of
@@ -101,7 +101,23 @@ def square_off_due(
     return position_opened.astimezone(IST).date() < tick_ts.astimezone(IST).date()
 
 
-def session_rules_from(settings: Settings) -> SessionRules | None:
+class MarketRules(Protocol):
+    """What :func:`session_rules_from` reads of the settings (``settings.market``), named
+    structurally so this pure module does not import the settings."""
+
+    @property
+    def enforce_sessions(self) -> bool: ...
+
+    @property
+    def square_off_lead(self) -> timedelta: ...
+
+
+class HasMarketRules(Protocol):
+    @property
+    def market(self) -> MarketRules: ...
+
+
+def session_rules_from(settings: HasMarketRules) -> SessionRules | None:
     """The stages' rules from settings; None when ``market.enforce_sessions`` is off."""
     if not settings.market.enforce_sessions:
         return None

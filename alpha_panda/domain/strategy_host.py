@@ -18,13 +18,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from agents.session_rules import (
+from alpha_panda.domain.session_rules import (
     SQUARE_OFF_REASON,
     SessionRules,
     session_rejection,
     square_off_due,
 )
-from alpha_panda.db import RuntimeConfig
+from models.config import RuntimeConfig
 from models.envelope import derived_event_id
 from models.events import MarketTick, TradingSignal
 from strategies.base import BaseStrategy, StrategyConfig
@@ -140,7 +140,7 @@ class StrategyHost:
             "fp": assignment.fingerprint,
             "offset": offset,
             # The instrument's last accepted price: the reference of the price band
-            # check (agents/price_band.py), kept here so it survives a restart.
+            # check (alpha_panda/domain/price_band.py), kept here so it survives a restart.
             "px": str(tick.last_price),
             "state": strategy.export_state(),
         }
@@ -216,7 +216,7 @@ def _apply_trading_day(
     opened: datetime | None,
 ) -> list[TradingSignal]:
     """Keep the strategy's implied position in line with what risk will accept, and
-    add the MIS square-off (see agents/session_rules.py)."""
+    add the MIS square-off (see alpha_panda/domain/session_rules.py)."""
     for signal in signals:
         # Risk refuses it for the same rule: the signal still goes out (its rejection
         # is visible), but the strategy must not believe it was filled.

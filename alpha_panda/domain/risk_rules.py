@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.session_rules import SessionRules, session_rejection
+from alpha_panda.domain.session_rules import SessionRules, session_rejection
 from models.events import OrderType, RejectionReason, Side, TradingSignal
 from tables.portfolio import average_cost_step
 from tables.risk_state import (
@@ -223,7 +223,7 @@ RULE_ORDER: tuple[Rule, ...] = (
 def check_session(
     signal: TradingSignal, limits: RiskLimits, state: StrategyRiskState, sessions: SessionRules
 ) -> Rejection | None:
-    """Market hours and the MIS cut-off (agents/session_rules.py), in event time."""
+    """Market hours and the MIS cut-off (alpha_panda/domain/session_rules.py), in event time."""
     found = session_rejection(
         signal,
         sessions,

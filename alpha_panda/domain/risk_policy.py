@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.risk_rules import Rejection, evaluate
-from agents.session_rules import SessionRules
-from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.risk_rules import Rejection, evaluate
+from alpha_panda.domain.session_rules import SessionRules
+from models.config import RuntimeConfig
 from models.events import RejectionReason, TradingSignal
 from tables.risk_state import KillSwitch, RiskConfigError, RiskLimits, StrategyRiskState
 
@@ -34,7 +34,8 @@ class RiskPolicy:
 
     def __init__(self, defaults: RiskLimits, sessions: SessionRules | None = None) -> None:
         self.defaults = defaults
-        # The trading-day rules (agents/session_rules.py); None judges signals at any hour.
+        # The trading-day rules (alpha_panda/domain/session_rules.py); None judges signals at
+        # any hour.
         self.sessions = sessions
         self.limits: dict[str, RiskLimits] = {}
         self.unusable: dict[str, str] = {}  # strategy id -> why it may not trade
@@ -72,7 +73,8 @@ class RiskPolicy:
     def decide(
         self, signal: TradingSignal, signal_event_id: str, state: StrategyRiskState
     ) -> PolicyDecision:
-        """The precheck, then the rules (:func:`agents.risk_rules.evaluate`) on ``state``."""
+        """The precheck, then the rules (:func:`~alpha_panda.domain.risk_rules.evaluate`) on
+        ``state``."""
         pre = self.precheck(signal)
         if pre is not None:
             return PolicyDecision(Rejection(reason=pre[0], detail=pre[1][:500]), None)

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from agents.fees import FeeSchedule
+from alpha_panda.domain.fees import FeeSchedule
 from models.envelope import derived_event_id
 from models.events import (
     DepthLevel,
