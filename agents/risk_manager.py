@@ -46,8 +46,13 @@ class RiskManager:
         self.watcher.install()
         # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
         # per commit: decoding it per signal was a quarter of this stage's time, encoding it
-        # per signal a sixth. Recovery fills memory with the changelog's JSON instead.
-        self.states = ctx.write_behind_table(RISK_STATE, encode=StrategyRiskState.to_json_dict)
+        # per signal a sixth. Recovery fills memory with the changelog's JSON, decoded on
+        # first read.
+        self.states = ctx.write_behind_table(
+            RISK_STATE,
+            encode=StrategyRiskState.to_json_dict,
+            decode=StrategyRiskState.from_json_dict,
+        )
         ctx.run_agent(SPEC.agent("risk-repartition"), {SIGNALS_GENERATED.name: self.repartition})
         ctx.run_agent(SPEC.agent("risk-decide"), {RISK_SIGNALS_BY_STRATEGY.name: self.decide})
 
@@ -72,12 +77,8 @@ class RiskManager:
             log.info("halts_applied", stage=self.ctx.source, scopes=applied)
 
     def state_of(self, sid: str) -> StrategyRiskState:
-        value = self.states.get(sid)
-        if value is None:
-            return StrategyRiskState.new(sid)
-        if isinstance(value, StrategyRiskState):
-            return value
-        return StrategyRiskState.from_json_dict(value)
+        state: StrategyRiskState | None = self.states.get(sid)
+        return StrategyRiskState.new(sid) if state is None else state
 
     async def repartition(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         await self.ctx.forward(

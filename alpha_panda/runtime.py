@@ -137,14 +137,18 @@ class StageContext:
         )
 
     def write_behind_table(
-        self, spec: TableSpec, *, encode: Callable[[Any], Any] | None = None
+        self,
+        spec: TableSpec,
+        *,
+        encode: Callable[[Any], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
     ) -> WriteBehindTable:
         """A :meth:`table` for keys rewritten on every tick: its changelog writes are
         coalesced to one per key per offset commit, ``encode`` applied to each value
-        sent (see alpha_panda/write_behind.py)."""
+        sent, ``decode`` to a recovered JSON value read (see alpha_panda/write_behind.py)."""
         if self._write_behind is None:
             self._write_behind = WriteBehindFlusher(self.app)
-        return self._write_behind.register(self.table(spec), encode)
+        return self._write_behind.register(self.table(spec), encode, decode)
 
     async def send(self, record: OutgoingRecord) -> None:
         topic = self.topic(record.topic)
