@@ -25,23 +25,29 @@ from models.envelope import new_event_id
 log = structlog.get_logger(__name__)
 
 
-def register(ctx: StageContext) -> None:
-    settings = ctx.settings.feed
-    if settings.source == "zerodha":
-        install_zerodha_feed(ctx)  # alpha_panda/zerodha_feed.py
-        return
-    instruments = parse_instruments(settings.instruments)
-    feed = RandomWalkFeed(instruments, settings.seed, settings.volatility_bps)
-    interval = 1.0 / settings.ticks_per_second
-    # Outside NSE sessions the feed idles (ALPHA_PANDA_FEED_SESSIONS_ONLY=false: any hour).
-    calendar = NseCalendar.default() if settings.sessions_only else None
-    ctx.topic(MARKET_TICKS)
-    # The feed consumes nothing: Faust's producer-only boot runs the web server (health,
-    # metrics) and tasks without a consumer group subscription.
-    ctx.app.producer_only = True
+class MarketFeed:
+    """The mock feed (a seeded random walk); with ``feed.source=zerodha`` Kite's ticker
+    (alpha_panda/zerodha_feed.py) publishes instead."""
 
-    @ctx.app.task
-    async def publish_ticks() -> None:
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.settings = settings = ctx.settings.feed
+        if settings.source == "zerodha":
+            install_zerodha_feed(ctx)  # alpha_panda/zerodha_feed.py
+            return
+        self.instruments = parse_instruments(settings.instruments)
+        self.feed = RandomWalkFeed(self.instruments, settings.seed, settings.volatility_bps)
+        self.interval = 1.0 / settings.ticks_per_second
+        # Outside NSE sessions the feed idles (ALPHA_PANDA_FEED_SESSIONS_ONLY=false: any hour).
+        self.calendar = NseCalendar.default() if settings.sessions_only else None
+        ctx.topic(MARKET_TICKS)
+        # The feed consumes nothing: Faust's producer-only boot runs the web server
+        # (health, metrics) and tasks without a consumer group subscription.
+        ctx.app.producer_only = True
+        ctx.app.task(self.publish_ticks)
+
+    async def publish_ticks(self) -> None:
+        ctx, settings, feed, calendar = self.ctx, self.settings, self.feed, self.calendar
         if not await wait_for_topics(
             ctx.settings, [MARKET_TICKS.name], should_stop=lambda: ctx.app.should_stop
         ):
@@ -50,7 +56,7 @@ def register(ctx: StageContext) -> None:
             ctx.settings, client_id=f"{ctx.stage.consumer_group}", linger_ms=settings.linger_ms
         )
         # Continue the walk where the last run left it (alpha_panda/feed_resume.py).
-        tokens = {i.token for i in instruments}
+        tokens = {i.token for i in self.instruments}
         try:
             last = await last_published(ctx.settings, tokens, source=ctx.source)
         except Exception as exc:  # the price band check downstream catches a big jump
@@ -90,7 +96,7 @@ def register(ctx: StageContext) -> None:
                 await send_record(producer, record)
                 ctx.metrics.produced.labels(ctx.source, MARKET_TICKS.name).inc()
                 sent += 1
-                next_at += interval
+                next_at += self.interval
                 # Pacing to the configured rate; falls behind gracefully if the loop is slow.
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
             await producer.flush()

@@ -11,47 +11,51 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.session_rules import session_rules_from
 from alpha_panda.domain.strategy_host import StrategyHost, entry_is_behind, previous_price
-from alpha_panda.runtime import Route, StageContext
+from alpha_panda.runtime import StageContext
+from alpha_panda.settings import Stage
+from alpha_panda.stages import STAGES
 from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
 from models.envelope import EventEnvelope
 from strategies.factory import StrategyFactory
+from tables.specs import STRATEGY_STATE
 
 log = structlog.get_logger(__name__)
 
+SPEC = STAGES[Stage.STRATEGY_RUNNER]
 
-def register(ctx: StageContext) -> None:
-    host = StrategyHost(
-        sessions=session_rules_from(ctx.settings),
-        default_product=ctx.settings.risk.product,
-        default_allow_pre_open=ctx.settings.risk.allow_pre_open,
-    )
-    # Entry-point plug-ins are imported here, once; a broken one is skipped, not fatal.
-    for problem in StrategyFactory.plugin_problems():
-        log.warning("strategy_plugin_skipped", stage=ctx.source, reason=problem)
-    guard = TickGuard(ctx)
-    states = ctx.write_behind_table(
-        "strategy-state",
-        partitions=MARKET_TICKS.partitions,
-        help="Rolling state per strategy:instrument, with replay bookkeeping",
-    )
 
-    def on_config(config: RuntimeConfig) -> None:
-        for problem in host.configure(config):
-            log.warning("strategy_skipped", stage=ctx.source, reason=problem)
-        log.info("strategies_routed", stage=ctx.source, assignments=host.assignment_count)
+class StrategyRunner:
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.host = StrategyHost(
+            sessions=session_rules_from(ctx.settings),
+            default_product=ctx.settings.risk.product,
+            default_allow_pre_open=ctx.settings.risk.allow_pre_open,
+        )
+        # Entry-point plug-ins are imported here, once; a broken one is skipped, not fatal.
+        for problem in StrategyFactory.plugin_problems():
+            log.warning("strategy_plugin_skipped", stage=ctx.source, reason=problem)
+        self.guard = TickGuard(ctx)
+        self.states = ctx.write_behind_table(STRATEGY_STATE)
+        self.watcher = ConfigWatcher(ctx, self.on_config)
+        self.watcher.install()
+        ctx.run_agent(SPEC.agent("strategy-runner"), {MARKET_TICKS.name: self.on_tick})
 
-    watcher = ConfigWatcher(ctx, on_config)
-    watcher.install()
+    def on_config(self, config: RuntimeConfig) -> None:
+        for problem in self.host.configure(config):
+            log.warning("strategy_skipped", stage=self.ctx.source, reason=problem)
+        log.info("strategies_routed", stage=self.ctx.source, assignments=self.host.assignment_count)
 
-    async def on_tick(envelope: EventEnvelope[Any], event: EventT) -> None:
-        await watcher.ready.wait()
+    async def on_tick(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        await self.watcher.ready.wait()
+        ctx, host, states = self.ctx, self.host, self.states
         tick = envelope.data
         offset = event.message.offset
         assignments = host.assignments_for(tick.instrument_token)
@@ -60,7 +64,7 @@ def register(ctx: StageContext) -> None:
         entries = [states.get(a.key) for a in assignments]
         if not any(entry_is_behind(entry, offset) for entry in entries):
             return  # redelivered: every strategy has folded this tick in already
-        if not await guard.admit(tick, previous_price(entries), event):
+        if not await self.guard.admit(tick, previous_price(entries), event):
             return  # quarantined: no strategy sees it
         for assignment in assignments:
             try:
@@ -94,9 +98,3 @@ def register(ctx: StageContext) -> None:
                     ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()
             if outcome.new_entry is not None:
                 states[assignment.key] = outcome.new_entry
-
-    channel = ctx.source_channel([MARKET_TICKS])
-
-    @ctx.app.agent(channel, name="strategy-runner")
-    async def run_strategies(stream: StreamT) -> None:
-        await ctx.process(stream, {MARKET_TICKS.name: Route(MARKET_TICKS, on_tick)})

@@ -10,64 +10,68 @@ together, routing by topic name, so an instrument's price and orders live in one
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import structlog
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
 from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
-from alpha_panda.runtime import Route, StageContext
+from alpha_panda.rejections import emit_rejection
+from alpha_panda.runtime import StageContext
+from alpha_panda.settings import Stage
+from alpha_panda.stages import STAGES
 from alpha_panda.tick_guard import TickGuard
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
     MARKET_TICKS,
     ORDERS_FILLED_PAPER,
-    SIGNALS_REJECTED,
     SIGNALS_VALIDATED,
-    Tables,
 )
 from alpha_panda.zerodha_trader import Refused
 from alpha_panda.zerodha_wiring import install_live_trading
 from models.envelope import EventEnvelope, derived_event_id
 from models.events import (
     ExecutionMode,
-    MarketDepth,
     MarketTick,
     OrderFill,
-    RejectedSignal,
     RejectionReason,
     ValidatedSignal,
 )
+from tables.last_price import LastPrice
+from tables.specs import LAST_PRICES, PENDING_ORDERS
 
 log = structlog.get_logger(__name__)
 
+SPEC = STAGES[Stage.TRADING_ENGINE]
 
-def register(ctx: StageContext) -> None:
-    fees = (
-        FeeSchedule.delivery()
-        if ctx.settings.paper.product == "delivery"
-        else FeeSchedule.intraday()
-    )
-    trader = PaperTrader(
-        slippage_bps=ctx.settings.paper.slippage_bps,
-        fees=fees,
-        leave_rest_unfilled=ctx.settings.paper.leave_rest_unfilled,
-    )
-    last_prices = ctx.write_behind_table(
-        Tables.LAST_PRICES, partitions=MARKET_TICKS.partitions, help="Last trade per instrument"
-    )
-    guard = TickGuard(ctx)
-    pending_orders = ctx.table(
-        Tables.PENDING_ORDERS,
-        partitions=MARKET_TICKS.partitions,
-        help="Resting paper LIMIT orders per instrument",
-    )
 
-    async def send_fill(fill: OrderFill) -> None:
+class TradingEngine:
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        paper = ctx.settings.paper
+        fees = FeeSchedule.delivery() if paper.product == "delivery" else FeeSchedule.intraday()
+        self.trader = PaperTrader(
+            slippage_bps=paper.slippage_bps,
+            fees=fees,
+            leave_rest_unfilled=paper.leave_rest_unfilled,
+        )
+        self.last_prices = ctx.write_behind_table(LAST_PRICES)
+        self.guard = TickGuard(ctx)
+        self.pending_orders = ctx.table(PENDING_ORDERS)
+        self.live = install_live_trading(ctx) if ctx.settings.zerodha.configured else None
+        ctx.run_agent(SPEC.agent("engine-repartition"), {SIGNALS_VALIDATED.name: self.repartition})
+        ctx.run_agent(
+            SPEC.agent("engine-execute"),
+            {
+                MARKET_TICKS.name: self.on_tick,
+                ENGINE_SIGNALS_BY_INSTRUMENT.name: self.on_validated,
+            },
+        )
+
+    async def send_fill(self, fill: OrderFill) -> None:
+        ctx = self.ctx
         await ctx.send(
             ORDERS_FILLED_PAPER.record(
                 fill,
@@ -79,105 +83,95 @@ def register(ctx: StageContext) -> None:
         ctx.metrics.domain.labels(ctx.source, "fill", fill.side.value).inc()
 
     async def reject(
+        self,
         envelope: EventEnvelope[Any],
         validated: ValidatedSignal,
         reason: RejectionReason,
         detail: str,
     ) -> None:
-        rejected = RejectedSignal(
+        await emit_rejection(
+            self.ctx,
+            handled_event_id=envelope.id,
+            id_suffix="engine-rejected",
+            ts=envelope.ts,
             signal_event_id=validated.signal_event_id,
             signal=validated.signal,
             reason=reason,
             detail=detail,
-            rejected_by=ctx.source,
-            rejected_ts=validated.signal.signal_ts,
         )
-        await ctx.send(
-            SIGNALS_REJECTED.record(
-                rejected,
-                event_id=derived_event_id(envelope.id, "engine-rejected"),
-                ts=envelope.ts,
-                source=ctx.source,
-            )
-        )
-        ctx.metrics.domain.labels(ctx.source, "rejected", reason.value).inc()
 
-    live = install_live_trading(ctx) if ctx.settings.zerodha.configured else None
-
-    async def on_live(envelope: EventEnvelope[Any], validated: ValidatedSignal) -> None:
+    async def on_live(self, envelope: EventEnvelope[Any], validated: ValidatedSignal) -> None:
         """Hand a live signal to the Zerodha trader; wait for Kite's answer before the
         offset may commit, so a crash redelivers it (and its tag finds the placed order)."""
+        live = self.live
         assert live is not None
         outcome = await live.submit(validated.signal_event_id, validated.signal)
         if isinstance(outcome, Refused):
-            await reject(envelope, validated, outcome.reason, outcome.detail)
+            await self.reject(envelope, validated, outcome.reason, outcome.detail)
             return
         live.record(outcome.order)
 
-    async def repartition(envelope: EventEnvelope[Any], event: EventT) -> None:
+    async def repartition(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         token = str(envelope.data.signal.instrument_token)
-        await ctx.forward(ENGINE_SIGNALS_BY_INSTRUMENT, token, event.message.value)
+        await self.ctx.forward(ENGINE_SIGNALS_BY_INSTRUMENT, token, event.message.value)
 
-    async def on_tick(envelope: EventEnvelope[Any], event: EventT) -> None:
+    async def on_tick(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         tick: MarketTick = envelope.data
         key = str(tick.instrument_token)
-        previous = last_prices.get(key)
-        if tick_is_stale(
-            None if previous is None else datetime.fromisoformat(previous["ts"]), tick
-        ):
+        raw = self.last_prices.get(key)
+        previous = None if raw is None else LastPrice.from_json_dict(raw)
+        if tick_is_stale(None if previous is None else previous.ts, tick):
             return  # an older tick redelivered: the price has moved on
-        if not await guard.admit(
-            tick, Decimal(previous["price"]) if previous is not None else None, event
+        if not await self.guard.admit(
+            tick, previous.price if previous is not None else None, event
         ):
             return  # quarantined: never a fill price, never fills a resting order
-        last_prices[key] = {
-            "price": str(tick.last_price),
-            "symbol": tick.symbol,
-            "ts": tick.exchange_ts.isoformat(),
-            # Only the last tick's book counts: a later tick without depth clears it.
-            **({"depth": tick.depth.model_dump(mode="json")} if tick.depth else {}),
-        }
+        # Only the last tick's book counts: a later tick without depth clears it.
+        self.last_prices[key] = LastPrice.of_tick(tick, with_depth=True).to_json_dict()
+        live = self.live
         if live is not None and tick.instrument_token in live.done:
             live.forget_done(tick.instrument_token)
-        resting = pending_orders.get(key)
+        resting = self.pending_orders.get(key)
         if not resting:
             return
         orders = [PendingLimitOrder.from_json_dict(o) for o in resting]
-        fills, still_resting = trader.on_tick(orders, tick)
+        fills, still_resting = self.trader.on_tick(orders, tick)
         if fills:
-            pending_orders[key] = [o.to_json_dict() for o in still_resting]
+            self.pending_orders[key] = [o.to_json_dict() for o in still_resting]
             for fill in fills:
-                await send_fill(fill)
+                await self.send_fill(fill)
 
-    async def on_validated(envelope: EventEnvelope[Any], event: EventT) -> None:
+    async def on_validated(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        ctx = self.ctx
         validated: ValidatedSignal = envelope.data
         signal = validated.signal
-        if signal.execution_mode is ExecutionMode.LIVE and live is not None:
-            await on_live(envelope, validated)
+        if signal.execution_mode is ExecutionMode.LIVE and self.live is not None:
+            await self.on_live(envelope, validated)
             return
         key = str(signal.instrument_token)
-        price = last_prices.get(key)
-        resting_now = pending_orders.get(key) or []
+        raw = self.last_prices.get(key)
+        last = None if raw is None else LastPrice.from_json_dict(raw)
+        resting_now = self.pending_orders.get(key) or []
         outcome = execute_validated(
-            trader,
+            self.trader,
             validated,
-            None if price is None else Decimal(price["price"]),
-            None if price is None else datetime.fromisoformat(price["ts"]),
+            None if last is None else last.price,
+            None if last is None else last.ts,
             (o["signal_event_id"] for o in resting_now),
-            MarketDepth.model_validate(price["depth"]) if price and "depth" in price else None,
+            None if last is None else last.market_depth(),
         )
         if outcome is None:
             return  # a redelivered LIMIT order already resting
         if isinstance(outcome, EngineRejection):
-            await reject(envelope, validated, outcome.reason, outcome.detail)
+            await self.reject(envelope, validated, outcome.reason, outcome.detail)
             return
         if isinstance(outcome, PendingLimitOrder):
-            pending_orders[key] = [*resting_now, outcome.to_json_dict()]
+            self.pending_orders[key] = [*resting_now, outcome.to_json_dict()]
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
             return
         if isinstance(outcome, MarketFills):
             for fill in outcome.fills:
-                await send_fill(fill)
+                await self.send_fill(fill)
             if outcome.unfilled:
                 ctx.metrics.domain.labels(ctx.source, "depth_unfilled", signal.side.value).inc()
                 log.info(
@@ -189,22 +183,4 @@ def register(ctx: StageContext) -> None:
                     unfilled=outcome.unfilled,
                 )
             return
-        await send_fill(outcome)
-
-    @ctx.app.agent(ctx.source_channel([SIGNALS_VALIDATED]), name="engine-repartition")
-    async def repartition_validated(stream: StreamT) -> None:
-        await ctx.process(stream, {SIGNALS_VALIDATED.name: Route(SIGNALS_VALIDATED, repartition)})
-
-    channel = ctx.source_channel([MARKET_TICKS, ENGINE_SIGNALS_BY_INSTRUMENT])
-
-    @ctx.app.agent(channel, name="engine-execute")
-    async def execute(stream: StreamT) -> None:
-        await ctx.process(
-            stream,
-            {
-                MARKET_TICKS.name: Route(MARKET_TICKS, on_tick),
-                ENGINE_SIGNALS_BY_INSTRUMENT.name: Route(
-                    ENGINE_SIGNALS_BY_INSTRUMENT, on_validated
-                ),
-            },
-        )
+        await self.send_fill(outcome)

@@ -6,12 +6,12 @@ broker, database and Redis are reached only when the worker starts.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import faust
 
 from alpha_panda.broker_probe import install_broker_probe
+from alpha_panda.health import register_health_views
 from alpha_panda.lean_monitor import LeanMonitor
 from alpha_panda.log_identity import install_identity_check
 from alpha_panda.logging import faust_logging_config
@@ -19,18 +19,10 @@ from alpha_panda.metrics import StageMetrics
 from alpha_panda.parent_watch import install_parent_watch
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
+from alpha_panda.stages import STAGES
 from alpha_panda.workarounds import faust_drain
 from alpha_panda.workarounds.recovery import table_manager_for
-from web.health import register_health_views
 from web.http_errors import install_json_errors
-
-STAGE_MODULES: dict[Stage, str] = {
-    Stage.MARKET_FEED: "agents.market_feed",
-    Stage.STRATEGY_RUNNER: "agents.strategy_runner",
-    Stage.RISK_MANAGER: "agents.risk_manager",
-    Stage.TRADING_ENGINE: "agents.trading_engine",
-    Stage.PORTFOLIO_MANAGER: "agents.portfolio_manager",
-}
 
 
 def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
@@ -95,6 +87,36 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
         restart_after_outage_s=settings.broker.session_timeout_s,
     )
     install_identity_check(context)
-    module = importlib.import_module(STAGE_MODULES[stage])
-    module.register(context)
+    context.stage_handlers = build_stage(context)
+    spec = STAGES[stage]
+    unwired = [a.name for a in spec.agents if a.name not in app.agents]
+    if unwired:  # a wiring bug: the stage's spec and its class disagree
+        raise RuntimeError(f"{stage.value}: agents {unwired} of its spec are not wired")
     return app
+
+
+def build_stage(context: StageContext) -> object:
+    """The stage's class, built by its plain constructor: it declares its tables and
+    subscribes its named handler methods to the topics its spec (alpha_panda/stages.py)
+    lists. Imported here, per stage, so a worker imports only its own stage."""
+    match context.stage:
+        case Stage.MARKET_FEED:
+            from agents.market_feed import MarketFeed
+
+            return MarketFeed(context)
+        case Stage.STRATEGY_RUNNER:
+            from agents.strategy_runner import StrategyRunner
+
+            return StrategyRunner(context)
+        case Stage.RISK_MANAGER:
+            from agents.risk_manager import RiskManager
+
+            return RiskManager(context)
+        case Stage.TRADING_ENGINE:
+            from agents.trading_engine import TradingEngine
+
+            return TradingEngine(context)
+        case Stage.PORTFOLIO_MANAGER:
+            from agents.portfolio_manager import PortfolioManager
+
+            return PortfolioManager(context)

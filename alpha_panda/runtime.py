@@ -25,11 +25,13 @@ from faust.types.tuples import Message
 from alpha_panda.broker_probe import BrokerProbe
 from alpha_panda.metrics import StageMetrics
 from alpha_panda.settings import Settings, Stage
+from alpha_panda.stages import AgentSpec
 from alpha_panda.topics import OutgoingRecord, TopicSpec, dlq_name, partitions_of
 from alpha_panda.workarounds import faust_internals
 from alpha_panda.write_behind import WriteBehindFlusher, WriteBehindTable
 from models.codec import DecodeError, decode
 from models.envelope import EventEnvelope
+from tables.specs import TableSpec
 
 log = structlog.get_logger("alpha_panda.runtime")
 
@@ -67,6 +69,7 @@ class StageContext:
     topics: dict[str, TopicT] = field(default_factory=dict)
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     broker_probe: BrokerProbe | None = None  # read by /health (see broker_probe.py)
+    stage_handlers: Any = None  # the stage's class (agents/*.py), built by the factory
     # Per source partition: the offset the next record should have.
     _expected_offset: dict[Any, int | None] = field(default_factory=dict)
     _generation: int | None = None
@@ -104,32 +107,49 @@ class StageContext:
             value_serializer="raw",
         )
 
-    def table(self, name: str, *, partitions: int, help: str) -> faust.Table:
+    def run_agent(self, spec: AgentSpec, handlers: Mapping[str, Handler]) -> None:
+        """Subscribe one Faust agent to exactly ``spec.inputs`` (alpha_panda/stages.py),
+        each record handed by :meth:`process` to ``handlers[topic name]``: a stage's
+        named handler methods, so a record is followed from here into its handler."""
+        missing = [t.name for t in spec.inputs if t.name not in handlers]
+        extra = sorted(set(handlers) - {t.name for t in spec.inputs})
+        if missing or extra:
+            raise RuntimeError(
+                f"{self.source}: agent {spec.name!r} handlers do not match its spec "
+                f"(missing {missing}, not consumed {extra})"
+            )
+        routes = {t.name: Route(t, handlers[t.name]) for t in spec.inputs}
+
+        async def agent_body(stream: StreamT) -> None:
+            await self.process(stream, routes)
+
+        agent_body.__name__ = agent_body.__qualname__ = spec.name.replace("-", "_")
+        self.app.agent(self.source_channel(spec.inputs), name=spec.name)(agent_body)
+
+    def table(self, spec: TableSpec) -> faust.Table:
         """A changelog-backed table of JSON values, co-partitioned with its source topic."""
         return self.app.Table(
-            name,
+            spec.name,
             default=None,
             key_type=str,
             value_type=None,  # app default serializer: JSON
-            partitions=partitions,
-            help=help,
+            partitions=spec.partitions,
+            help=spec.help,
         )
 
     def write_behind_table(
         self,
-        name: str,
+        spec: TableSpec,
         *,
-        partitions: int,
-        help: str,
         encode: Callable[[Any], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
     ) -> WriteBehindTable:
         """A :meth:`table` for keys rewritten on every tick: its changelog writes are
         coalesced to one per key per offset commit, ``encode`` applied to each value
-        sent (see alpha_panda/write_behind.py)."""
+        sent, ``decode`` to a recovered JSON value read (see alpha_panda/write_behind.py)."""
         if self._write_behind is None:
             self._write_behind = WriteBehindFlusher(self.app)
-        table = self.table(name, partitions=partitions, help=help)
-        return self._write_behind.register(table, encode)
+        return self._write_behind.register(self.table(spec), encode, decode)
 
     async def send(self, record: OutgoingRecord) -> None:
         topic = self.topic(record.topic)

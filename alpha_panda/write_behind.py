@@ -32,8 +32,9 @@ The cost is replay after a crash: up to one commit interval of records
 A table may also keep immutable domain objects in memory and give an ``encode`` that
 turns one into its changelog JSON. The encoding then runs once per key per commit
 instead of once per write: the risk manager's state (hundreds of remembered decisions)
-cost a sixth of that stage's time to encode on every signal. Its readers must accept
-both forms, because recovery fills memory with the JSON from the changelog.
+cost a sixth of that stage's time to encode on every signal. Recovery fills memory with
+the JSON from the changelog, so such a table also gives a ``decode``: ``get`` turns a JSON
+value into the object once (and keeps the object in memory), and readers see one type.
 """
 
 from __future__ import annotations
@@ -48,9 +49,15 @@ from faust.streams import current_event
 class WriteBehindTable:
     """A Faust table whose changelog writes wait for the next commit (see module doc)."""
 
-    def __init__(self, table: faust.Table, encode: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        table: faust.Table,
+        encode: Callable[[Any], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.table = table
         self._encode = encode
+        self._decode = decode
         # key -> the source partition of the event that wrote it last, which is the
         # changelog partition Faust itself would have used.
         self._dirty: dict[Any, int] = {}
@@ -63,7 +70,12 @@ class WriteBehindTable:
         self._dirty[key] = event.message.partition
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self.table.get(key, default)
+        value = self.table.get(key, default)
+        if self._decode is not None and isinstance(value, dict):
+            # Recovered from the changelog as JSON: decoded once, memory keeps the object
+            # (the same value, so nothing to send to the changelog).
+            value = self.table.data[key] = self._decode(value)
+        return value
 
     def keys(self) -> Iterator[Any]:
         return iter(self.table.keys())
@@ -95,9 +107,12 @@ class WriteBehindFlusher(faust.Sensor):  # type: ignore[misc]  # faust is untype
         app.on_partitions_revoked.connect(self._flush_before_rebalance)
 
     def register(
-        self, table: faust.Table, encode: Callable[[Any], Any] | None = None
+        self,
+        table: faust.Table,
+        encode: Callable[[Any], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
     ) -> WriteBehindTable:
-        wrapped = WriteBehindTable(table, encode)
+        wrapped = WriteBehindTable(table, encode, decode)
         self.tables.append(wrapped)
         return wrapped
 

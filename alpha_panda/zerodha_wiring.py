@@ -15,11 +15,13 @@ import structlog
 from alpha_panda.broker_session import IST, StageTokenWatcher
 from alpha_panda.circuit_breaker import BreakerState
 from alpha_panda.domain.live_orders import LiveOrder
+from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
-from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_LIVE, SIGNALS_REJECTED, Tables
+from alpha_panda.topics import ORDERS_FILLED_LIVE
 from alpha_panda.zerodha_trader import LiveTrading, Outcome
 from models.envelope import derived_event_id
-from models.events import OrderFill, RejectedSignal, RejectionReason, TradingSignal
+from models.events import OrderFill, RejectionReason, TradingSignal
+from tables.specs import LIVE_ORDERS
 
 log = structlog.get_logger(__name__)
 
@@ -70,11 +72,7 @@ class LiveTradingHandle:
 
 
 def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
-    table = ctx.table(
-        Tables.LIVE_ORDERS,
-        partitions=MARKET_TICKS.partitions,
-        help="Live orders placed at Kite, by tag",
-    )
+    table = ctx.table(LIVE_ORDERS)
     metrics = ctx.metrics
 
     async def send_fill(fill: OrderFill) -> None:
@@ -90,21 +88,16 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
         metrics.domain.labels(ctx.source, "fill", fill.side.value).inc()
 
     async def send_rejection(order: LiveOrder, detail: str) -> None:
-        rejected = RejectedSignal(
+        await emit_rejection(
+            ctx,
+            handled_event_id=order.signal_event_id,
+            id_suffix="broker-rejected",
+            ts=order.signal.signal_ts,
             signal_event_id=order.signal_event_id,
             signal=order.signal,
             reason=RejectionReason.BROKER_REJECTED,
             detail=detail,
-            rejected_by=ctx.source,
-            rejected_ts=order.signal.signal_ts,
-        )
-        await ctx.send(
-            SIGNALS_REJECTED.record(
-                rejected,
-                event_id=derived_event_id(order.signal_event_id, "broker-rejected"),
-                ts=order.signal.signal_ts,
-                source=ctx.source,
-            )
+            counted=False,
         )
 
     handle: LiveTradingHandle | None = None

@@ -45,34 +45,9 @@ from alpha_panda.ops import (
     watermarks,
 )
 from alpha_panda.settings import Settings, Stage
-from alpha_panda.topics import (
-    ENGINE_SIGNALS_BY_INSTRUMENT,
-    MARKET_TICKS,
-    ORDERS_FILLED_LIVE,
-    ORDERS_FILLED_PAPER,
-    RISK_SIGNALS_BY_STRATEGY,
-    SIGNALS_GENERATED,
-    SIGNALS_REJECTED,
-    SIGNALS_VALIDATED,
-    TopicSpec,
-)
+from alpha_panda.stages import STAGES
+from alpha_panda.topics import TopicSpec
 from alpha_panda.workarounds import stale_group_members
-
-# What each stage's agents subscribe to (see agents/*.py). The one place tools look it up.
-STAGE_INPUTS: Mapping[Stage, tuple[TopicSpec, ...]] = MappingProxyType(
-    {
-        Stage.MARKET_FEED: (),
-        Stage.STRATEGY_RUNNER: (MARKET_TICKS,),
-        Stage.RISK_MANAGER: (SIGNALS_GENERATED, RISK_SIGNALS_BY_STRATEGY),
-        Stage.TRADING_ENGINE: (SIGNALS_VALIDATED, MARKET_TICKS, ENGINE_SIGNALS_BY_INSTRUMENT),
-        Stage.PORTFOLIO_MANAGER: (
-            ORDERS_FILLED_PAPER,
-            ORDERS_FILLED_LIVE,
-            MARKET_TICKS,
-            SIGNALS_REJECTED,
-        ),
-    }
-)
 
 # Stages whose memory of what they already handled is bounded (tables/risk_state.py
 # SEEN_SIGNALS_BOUND; fill ids derive from signal ids and the portfolio keeps the last 500):
@@ -96,7 +71,7 @@ DESCRIBE_POLL_S = 0.2
 
 
 def consumed_topics(stage: Stage) -> tuple[TopicSpec, ...]:
-    specs = STAGE_INPUTS[stage]
+    specs = STAGES[stage].inputs  # what the stage's agents subscribe to
     if not specs:
         raise OpsError(
             f"{stage.value} consumes no topics (it only produces): it has no group offsets",

@@ -27,8 +27,8 @@ from alpha_panda.broker import EmbeddedBroker, free_port
 from alpha_panda.cli import main
 from alpha_panda.mirror import MirrorKeys
 from alpha_panda.ops.dlq import known_dlqs
-from alpha_panda.ops.replay import STAGE_INPUTS
 from alpha_panda.settings import Stage, get_settings, load_settings
+from alpha_panda.stages import STAGES
 from alpha_panda.topics import (
     MARKET_TICKS,
     ORDERS_FILLED_LIVE,
@@ -594,7 +594,7 @@ def test_group_of_every_consuming_stage(cli: Cli, stage: Stage) -> None:
     assert lines[0] == f"group {stage.consumer_group}: Empty, 0 member(s)"
     assert lines[1] == "topic[partition]\tcommitted\thigh_watermark\tlag"
     assert lines[-1] == "total lag 0"
-    assert len(lines) == 3 + sum(spec.partitions for spec in STAGE_INPUTS[stage])
+    assert len(lines) == 3 + sum(spec.partitions for spec in STAGES[stage].inputs)
 
 
 def test_replay_bad_input_exits_2(cli: Cli) -> None:

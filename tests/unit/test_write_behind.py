@@ -121,6 +121,23 @@ def test_memory_keeps_the_object_and_the_changelog_gets_it_encoded_once_per_flus
     assert table.changelog == [(4, "s", {"sum": sum(range(49))})]
 
 
+def test_a_recovered_json_value_is_decoded_once_and_kept_as_the_object(in_event: Any) -> None:
+    decoded: list[Any] = []
+
+    def decode(raw: dict[str, Any]) -> tuple[int, ...]:
+        decoded.append(raw)
+        return tuple(raw["items"])
+
+    table = FakeTable(data={"s": {"items": [1, 2]}})  # what recovery put in memory
+    wrapped = WriteBehindTable(table, lambda v: {"items": list(v)}, decode)  # type: ignore[arg-type]
+    assert wrapped.get("s") == (1, 2)
+    assert wrapped.get("s") == (1, 2)
+    assert decoded == [{"items": [1, 2]}]  # once: memory now holds the object
+    assert table.data["s"] == (1, 2)
+    assert wrapped.get("missing") is None
+    assert table.changelog == [] and wrapped.dirty == 0  # the same value: nothing to send
+
+
 def test_a_write_outside_an_event_is_a_bug(in_event: Any) -> None:
     wrapped = WriteBehindTable(FakeTable())  # type: ignore[arg-type]
     in_event(None)

@@ -1,4 +1,9 @@
-"""`/health` and `/metrics` on every stage worker."""
+"""`/health` and `/metrics` on every stage worker.
+
+Part of the stage runtime, not of web/: it reports the worker's own state (broker,
+assignment, tables, the stage's checks and declared inputs), and the factory installs it
+on every stage without importing the web layer (web/ imports the runtime, not the reverse).
+"""
 
 from __future__ import annotations
 

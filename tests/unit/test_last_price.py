@@ -1,0 +1,54 @@
+"""tables/last_price.py: one shape for the last-prices table of both stages, reading back
+the JSON each stage wrote before it existed (their changelogs stay readable)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from models.events import DepthLevel, MarketDepth, MarketTick
+from tables.last_price import LastPrice
+
+T0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
+
+
+def tick(depth: MarketDepth | None = None) -> MarketTick:
+    return MarketTick(
+        instrument_token=256265,
+        symbol="NIFTY 50",
+        last_price=Decimal("101.25"),
+        volume=10,
+        exchange_ts=T0,
+        depth=depth,
+    )
+
+
+DEPTH = MarketDepth(
+    bids=(DepthLevel(price=Decimal("101.20"), quantity=5, orders=1),),
+    asks=(DepthLevel(price=Decimal("101.30"), quantity=7, orders=2),),
+)
+
+
+def test_the_engine_shape_is_what_the_engine_wrote() -> None:
+    written = LastPrice.of_tick(tick(DEPTH), with_depth=True).to_json_dict()
+    assert written == {
+        "price": "101.25",
+        "symbol": "NIFTY 50",
+        "ts": T0.isoformat(),
+        "depth": DEPTH.model_dump(mode="json"),
+    }
+    back = LastPrice.from_json_dict(written)
+    assert back.price == Decimal("101.25") and back.ts == T0 and back.offset is None
+    assert back.market_depth() == DEPTH
+
+
+def test_a_tick_without_depth_clears_the_book() -> None:
+    written = LastPrice.of_tick(tick(), with_depth=True).to_json_dict()
+    assert "depth" not in written
+    assert LastPrice.from_json_dict(written).market_depth() is None
+
+
+def test_the_portfolio_shape_is_what_the_portfolio_manager_wrote() -> None:
+    written = LastPrice.of_tick(tick(DEPTH), offset=41).to_json_dict()
+    assert written == {"price": "101.25", "symbol": "NIFTY 50", "ts": T0.isoformat(), "offset": 41}
+    assert LastPrice.from_json_dict(written).offset == 41

@@ -1,0 +1,82 @@
+"""The stage specs (alpha_panda/stages.py) against the apps the factory builds: every
+agent subscribes to exactly its spec's inputs and every table declared is in the spec, so
+the replay tool, /health and the docs, which read the specs, describe the running stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alpha_panda.factory import create_app
+from alpha_panda.settings import Stage, load_settings
+from alpha_panda.stages import STAGES
+from alpha_panda.topics import ALL_TOPICS_BY_NAME, Tables, changelog_topic
+from tables.specs import ALL_TABLES
+
+
+def test_every_stage_has_a_spec() -> None:
+    assert set(STAGES) == set(Stage)
+    assert all(spec.stage is stage for stage, spec in STAGES.items())
+
+
+@pytest.mark.parametrize("stage", list(Stage), ids=lambda s: s.value)
+def test_the_built_app_matches_its_spec(stage: Stage, tmp_path: Path) -> None:
+    spec = STAGES[stage]
+    app = create_app(load_settings(data_dir=tmp_path, redis={"enabled": False}), stage)
+    assert app.conf.id == spec.consumer_group
+    subscribed = {agent.name: agent.channel.topics for agent in app.agents.values()}
+    assert subscribed == {a.name: tuple(t.name for t in a.inputs) for a in spec.agents}
+    # Live orders are kept only with Zerodha configured (not in this test's settings).
+    declared = {t.name for t in spec.tables} - {Tables.LIVE_ORDERS}
+    assert set(app.tables.keys()) == declared
+    for table in spec.tables:
+        if table.name in declared:
+            assert app.tables[table.name].partitions == table.partitions
+            assert app.tables[table.name].changelog_topic.get_topic_name() == changelog_topic(
+                spec.consumer_group, table.name
+            )
+
+
+def test_inputs_are_each_consumed_topic_once_in_agent_order() -> None:
+    spec = STAGES[Stage.TRADING_ENGINE]
+    flat = [t.name for a in spec.agents for t in a.inputs]
+    assert [t.name for t in spec.inputs] == list(dict.fromkeys(flat))
+    assert STAGES[Stage.MARKET_FEED].inputs == ()
+
+
+def test_every_topic_and_table_of_a_spec_is_registered() -> None:
+    for spec in STAGES.values():
+        for topic in (*spec.inputs, *spec.outputs):
+            assert ALL_TOPICS_BY_NAME[topic.name] is topic
+        for table in spec.tables:
+            assert table in ALL_TABLES
+
+
+def test_each_input_is_some_stage_output_or_the_feed() -> None:
+    produced = {t.name for spec in STAGES.values() for t in spec.outputs}
+    for spec in STAGES.values():
+        for topic in spec.inputs:
+            assert topic.name in produced, (spec.stage, topic.name)
+
+
+def test_run_agent_refuses_handlers_that_do_not_match_the_spec(tmp_path: Path) -> None:
+    app = create_app(load_settings(data_dir=tmp_path, redis={"enabled": False}), Stage.MARKET_FEED)
+    ctx = app.alpha_panda
+    spec = STAGES[Stage.TRADING_ENGINE].agent("engine-execute")
+
+    async def handler(envelope: object, event: object) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match=r"missing \['alpha-panda.trading-engine"):
+        ctx.run_agent(spec, {"market.ticks": handler})
+    with pytest.raises(RuntimeError, match=r"not consumed \['orders.filled.paper'\]"):
+        ctx.run_agent(
+            spec, {t.name: handler for t in spec.inputs} | {"orders.filled.paper": handler}
+        )
+    assert "engine-execute" not in app.agents
+
+
+def test_an_unknown_agent_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="risk-manager has no agent 'risk-execute'"):
+        STAGES[Stage.RISK_MANAGER].agent("risk-execute")
