@@ -45,14 +45,13 @@ from models.events import (
     Side,
     TradingSignal,
 )
-from tests.factories import make_fill
+from tests.factories import T0, make_fill
 from tests.integration.harness import Deployment, StageProcess, produce, wait_for
 from web.auth import issue_token
 from web.summary import equity_summary
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
 SECRET = "integration-test-secret-" + "z" * 40
 RELIANCE, TCS = 738561, 2953217
 PASSWORD = "correct horse battery"

@@ -13,6 +13,7 @@ from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
 from alpha_panda.settings import Stage, load_settings
+from alpha_panda.stages import STAGES
 from alpha_panda.topics import (
     ENGINE_SIGNALS_BY_INSTRUMENT,
     MARKET_TICKS,
@@ -45,17 +46,11 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 PILL = b'{"type": "market.tick", "version": 1, "data": "not an object"'
 
-# topic -> the stages that consume it
-CONSUMERS: dict[str, list[Stage]] = {
-    MARKET_TICKS.name: [Stage.STRATEGY_RUNNER, Stage.TRADING_ENGINE, Stage.PORTFOLIO_MANAGER],
-    SIGNALS_GENERATED.name: [Stage.RISK_MANAGER],
-    RISK_SIGNALS_BY_STRATEGY.name: [Stage.RISK_MANAGER],
-    SIGNALS_VALIDATED.name: [Stage.TRADING_ENGINE],
-    ENGINE_SIGNALS_BY_INSTRUMENT.name: [Stage.TRADING_ENGINE],
-    SIGNALS_REJECTED.name: [Stage.PORTFOLIO_MANAGER],
-    ORDERS_FILLED_PAPER.name: [Stage.PORTFOLIO_MANAGER],
-    ORDERS_FILLED_LIVE.name: [Stage.PORTFOLIO_MANAGER],
-}
+# topic -> the stages that consume it, as their specs declare (alpha_panda/stages.py)
+CONSUMERS: dict[str, list[Stage]] = {}
+for _stage in STAGES.values():
+    for _topic in _stage.inputs:
+        CONSUMERS.setdefault(_topic.name, []).append(_stage.stage)
 
 
 def good_records(spec: TopicSpec, n: int) -> list[OutgoingRecord]:

@@ -3,13 +3,11 @@ the JSON each stage wrote before it existed (their changelogs stay readable)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from models.events import DepthLevel, MarketDepth, MarketTick
 from tables.last_price import LastPrice
-
-T0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
+from tests.factories import T0
 
 
 def tick(depth: MarketDepth | None = None) -> MarketTick:

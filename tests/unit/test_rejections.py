@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,8 +12,8 @@ from alpha_panda.topics import SIGNALS_REJECTED, OutgoingRecord
 from models.codec import decode
 from models.envelope import derived_event_id
 from models.events import RejectedSignal, RejectionReason, Side, TradingSignal
+from tests.factories import T0
 
-T0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
 SIGNAL = TradingSignal(
     strategy_id="mom-a",
     instrument_token=256265,
