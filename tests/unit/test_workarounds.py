@@ -151,10 +151,34 @@ def test_the_broker_kind_turns_off_the_end_offset_confirmation_on_redpanda() -> 
     )
 
 
+async def test_the_tables_are_not_ready_until_the_latest_rebalance_is_recovered() -> None:
+    # Defect 3: after a rebalance Faust's recovery waits its recovery_delay before it sets
+    # in_recovery, and `completed` stays set from the previous recovery.
+    app = _app()
+    recovery = app.tables.recovery
+    app.consumer_generation_id = 1
+    assert not recovery.holds_assignment()  # never recovered
+    recovery._generation_id = 1
+    recovery._recovered(1)
+    recovery.completed.set()
+    assert recovery.holds_assignment()
+    # A rebalance (generation 2) signals its recovery; nothing has started yet. Faust's
+    # own flags still say "recovered" (the old check), the generations do not.
+    app.consumer_generation_id = recovery._generation_id = 2
+    assert recovery.completed.is_set() and not recovery.in_recovery
+    assert not recovery.holds_assignment()
+    recovery._recovered(2)
+    assert recovery.holds_assignment()
+    # A recovery that ends after yet another rebalance began does not count.
+    app.consumer_generation_id = recovery._generation_id = 3
+    recovery._recovered(2)
+    assert not recovery.holds_assignment()
+
+
 # The private names the workarounds reach; no other production module may use them.
 PRIVATE_NAMES = re.compile(
     r"\.(_message_accumulator|_committed_offset|_fetch_max_wait_ms|_ensure_consumer|_fetcher"
-    r"|_runner|_client|_thread|_producer)\b|\b(_drain_messages|_build_highwaters"
+    r"|_runner|_client|_thread|_producer|_generation_id)\b|\b(_drain_messages|_build_highwaters"
     r"|_resume_streams|_make_server)\b"
 )
 
