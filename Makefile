@@ -44,7 +44,7 @@ run: $(STAMP) ## run the whole pipeline on the embedded broker (Ctrl-C stops it)
 	$(BIN)/alpha-panda run
 
 test: $(STAMP) ## the whole suite: unit, contract, integration (embedded broker, PostgreSQL, Redis)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 test-unit: $(STAMP) ## unit and contract tests only (with the example plug-in's)
 	$(BIN)/python -m pytest -q tests/unit tests/contract examples
