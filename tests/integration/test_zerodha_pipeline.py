@@ -206,6 +206,17 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
             ),
             what="portfolio manager booked every fill and tick",
         )
+        # A finished order is forgotten on a later tick of its instrument: a tombstone in
+        # the engine's live-orders changelog, written at its next commit. Await it while
+        # the stages still run (after the stop no later tick can come).
+        live_orders_log = changelog_topic(Stage.TRADING_ENGINE.consumer_group, Tables.LIVE_ORDERS)
+        wait_for(
+            lambda: any(
+                r.value is None for r in asyncio.run(read_topic(bootstrap, live_orders_log))
+            ),
+            timeout=90,
+            what="a finished live order forgotten (a tombstone in the live-orders changelog)",
+        )
         health_status, health = engine.get("/health")
         for stage in order:
             served.append(json.dumps(workers[stage].get("/health")[1]))
