@@ -95,6 +95,9 @@ def test_stop_and_start_keeps_fills_portfolios_offsets_and_dlq(
         wait_for(lambda: _drained(first, stages), timeout=120, what="the pipeline to drain")
         wait_committed(bootstrap, Stage.PORTFOLIO_MANAGER, ORDERS_FILLED_PAPER.name)
         wait_committed(bootstrap, Stage.STRATEGY_RUNNER, MARKET_TICKS.name)
+        # Its offsets are compared below: read them once it has committed every tick, not
+        # while its last commit is still due (the clean stop would then move them on).
+        wait_committed(bootstrap, Stage.PORTFOLIO_MANAGER, MARKET_TICKS.name)
         fills = _records(bootstrap, ORDERS_FILLED_PAPER.name)
         dead = _records(bootstrap, DLQ)
         assert fills, "no fills: nothing to keep"
