@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alpha_panda.broker_session import (
     TokenWatcher,
@@ -16,35 +13,11 @@ from alpha_panda.broker_session import (
     next_token_expiry,
     store_session,
 )
-from alpha_panda.db import ConfigValidationError, SessionFactory, create_engine, session_factory
-from alpha_panda.db import upgrade as upgrade_schema
+from alpha_panda.db import ConfigValidationError, SessionFactory
 
 pytestmark = pytest.mark.integration
 
 LOGIN = datetime(2026, 3, 2, 3, 15, tzinfo=UTC)  # 08:45 IST
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite+aiosqlite:///{tmp_path}/store/alpha_panda.db"
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def sessions(engine: AsyncEngine) -> SessionFactory:
-    await upgrade_schema(engine)
-    return session_factory(engine)
 
 
 async def test_store_replaces_the_one_row_and_reads_back(sessions: SessionFactory) -> None:

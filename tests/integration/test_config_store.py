@@ -7,7 +7,6 @@ file in tmp_path (the embedded default), because the same models and queries ser
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -61,29 +60,6 @@ ALL_TABLES = {
     "users",
     "broker_sessions",
 }
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite+aiosqlite:///{tmp_path}/store/alpha_panda.db"
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def sessions(engine: AsyncEngine) -> SessionFactory:
-    await upgrade(engine)
-    return session_factory(engine)
 
 
 async def _add_momentum(sessions: SessionFactory, strategy_id: str = "mom-1", **kw: Any) -> Any:
