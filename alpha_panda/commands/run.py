@@ -60,8 +60,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """SIGTERM or SIGHUP, raised wherever the supervisor is, like Ctrl-C's KeyboardInterrupt.
+
+    A BaseException so that no ``except Exception`` on the way swallows it: the summary's
+    database and Redis reads and a stage's restart tolerate their own failures, and a stop
+    arriving while one of them runs (often, on a loaded machine) was once taken for such a
+    failure and lost, leaving the pipeline trading until it was killed.
+    """
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:

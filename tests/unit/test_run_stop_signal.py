@@ -1,0 +1,47 @@
+"""`alpha-panda run` stops on SIGTERM wherever the signal finds it.
+
+Its summary reads the database and Redis and tolerates their failures with
+``except Exception``; a SIGTERM landing during such a read was once swallowed as one of
+those failures, and the pipeline kept trading until it was killed (seen on CI).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from alpha_panda import db
+from alpha_panda.commands import run as run_command
+from alpha_panda.settings import load_settings
+
+
+@pytest.fixture
+def stop_handler() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, run_command._raise_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_during_the_summarys_database_read_stops_the_run(
+    stop_handler: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def terminated_while_reading(url: str) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal handler should have raised before this line")
+
+    monkeypatch.setattr(db, "create_engine", terminated_while_reading)
+    with pytest.raises(run_command._Stop):
+        run_command._halted_scopes(load_settings())
+
+
+def test_the_summarys_own_failures_are_still_tolerated(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(url: str) -> object:
+        raise OSError("database unreachable")
+
+    monkeypatch.setattr(db, "create_engine", unreachable)
+    assert run_command._halted_scopes(load_settings()) == []
