@@ -6,6 +6,11 @@ all state here is per instrument. Validated signals are keyed by strategy and in
 the first agent repartitions them, bytes unchanged, by instrument onto a topic with
 market.ticks' partitioning, and the second agent consumes that topic and market.ticks
 together, routing by topic name, so an instrument's price and orders live in one place.
+
+Each strategy's product (alpha_panda/domain/products.py) decides its fills' charges and
+the product of its live orders. Signals do not carry it (their wire format predates it),
+so the engine reads it from the runtime configuration, as the runner and risk manager
+read theirs, and handles no signal before its first configuration is loaded.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 import structlog
 from faust.types import EventT
 
+from alpha_panda.config_watch import ConfigWatcher
+from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.products import StrategyProducts, strategy_product
 from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Stage
@@ -51,12 +58,14 @@ class TradingEngine:
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
         paper = ctx.settings.paper
-        fees = FeeSchedule.delivery() if paper.product == "delivery" else FeeSchedule.intraday()
+        self.products = StrategyProducts(default=strategy_product({}, ctx.settings.risk.product))
         self.trader = PaperTrader(
             slippage_bps=paper.slippage_bps,
-            fees=fees,
+            fees=lambda strategy_id: self.products.fees_of(strategy_id),
             leave_rest_unfilled=paper.leave_rest_unfilled,
         )
+        self.watcher = ConfigWatcher(ctx, self.on_config)
+        self.watcher.install()
         self.last_prices = ctx.write_behind_table(LAST_PRICES)
         self.guard = TickGuard(ctx)
         self.pending_orders = ctx.table(PENDING_ORDERS)
@@ -69,6 +78,9 @@ class TradingEngine:
                 ENGINE_SIGNALS_BY_INSTRUMENT.name: self.on_validated,
             },
         )
+
+    def on_config(self, config: RuntimeConfig) -> None:
+        self.products = StrategyProducts.from_config(config, self.ctx.settings.risk.product)
 
     async def send_fill(self, fill: OrderFill) -> None:
         ctx = self.ctx
@@ -105,7 +117,19 @@ class TradingEngine:
         offset may commit, so a crash redelivers it (and its tag finds the placed order)."""
         live = self.live
         assert live is not None
-        outcome = await live.submit(validated.signal_event_id, validated.signal)
+        signal = validated.signal
+        product = self.products.product_of(signal.strategy_id)
+        if product is None:
+            # Real money: never placed with a guessed product.
+            await self.reject(
+                envelope,
+                validated,
+                RejectionReason.STRATEGY_UNKNOWN,
+                f"no configuration for strategy {signal.strategy_id!r} in the trading engine: "
+                "its product is unknown, so its order is not placed",
+            )
+            return
+        outcome = await live.submit(validated.signal_event_id, signal, product)
         if isinstance(outcome, Refused):
             await self.reject(envelope, validated, outcome.reason, outcome.detail)
             return
@@ -134,6 +158,7 @@ class TradingEngine:
         resting = self.pending_orders.get(key)
         if not resting:
             return
+        await self.watcher.ready.wait()  # their fees follow their strategies' products
         orders = [PendingLimitOrder.from_json_dict(o) for o in resting]
         fills, still_resting = self.trader.on_tick(orders, tick)
         if fills:
@@ -142,6 +167,7 @@ class TradingEngine:
                 await self.send_fill(fill)
 
     async def on_validated(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        await self.watcher.ready.wait()
         ctx = self.ctx
         validated: ValidatedSignal = envelope.data
         signal = validated.signal

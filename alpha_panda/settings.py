@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alpha_panda.domain.products import Product
 
 PLACEHOLDER_JWT_SECRET = "change-me-in-production"
 # Absolute once expanded, so it means the same files from every working directory.
@@ -52,6 +54,15 @@ class BrokerKind(StrEnum):
     EMBEDDED = "embedded"
     REDPANDA = "redpanda"
 
+
+# Settings that were removed -> what replaced them. Setting one is refused, not ignored:
+# an ignored product setting would leave a strategy trading a product nobody meant.
+REMOVED_SETTINGS: dict[tuple[str, str], str] = {
+    ("paper", "product"): "paper fills pay the charges of their strategy's product "
+    "(risk_limits.product, default ALPHA_PANDA_RISK_PRODUCT: CNC delivery, MIS/NRML intraday)",
+    ("zerodha", "product"): "each live order is placed with its strategy's product "
+    "(risk_limits.product, default ALPHA_PANDA_RISK_PRODUCT)",
+}
 
 # Fetch wait per broker kind, when broker.fetch_max_wait_ms is not set (docs/PERFORMANCE.md).
 FETCH_MAX_WAIT_MS_BY_KIND = {BrokerKind.EMBEDDED: 50, BrokerKind.REDPANDA: 500}
@@ -183,9 +194,6 @@ class PaperSettings(_Section):
     slippage_bps: Decimal = Field(
         default=Decimal("5"), ge=0, le=1000, description="Paper MARKET slippage, basis points."
     )
-    product: Literal["intraday", "delivery"] = Field(
-        default="intraday", description="Which NSE charge schedule paper fills pay."
-    )
     leave_rest_unfilled: bool = Field(
         default=False,
         description="A paper MARKET order walking the depth leaves what the five levels "
@@ -214,10 +222,11 @@ class RiskSettings(_Section):
         default="", description="Comma separated instrument tokens; empty allows all."
     )
     allow_short: bool = Field(default=False, description="Allow SELL below a flat position.")
-    product: Literal["MIS", "CNC", "NRML"] = Field(
+    product: Product = Field(
         default="MIS",
-        description="Product a strategy trades unless its configuration says otherwise; "
-        "MIS positions are squared off before the close.",
+        description="Product a strategy trades unless its configuration says otherwise "
+        "(risk_limits.product); it decides the MIS square-off, the fees of its fills (CNC "
+        "delivery, else intraday) and the product of its live orders.",
     )
     allow_pre_open: bool = Field(
         default=False, description="Approve signals in the 09:00-09:08 pre-open order entry."
@@ -304,9 +313,6 @@ class ZerodhaSettings(_Section):
     login_url: str = Field(
         default="https://kite.zerodha.com/connect/login",
         description="Kite's login page; it redirects to the app's registered URL.",
-    )
-    product: Literal["MIS", "CNC", "NRML"] = Field(
-        default="MIS", description="Product of live orders unless the strategy sets one."
     )
     market_protection: int = Field(
         default=-1,
@@ -401,6 +407,17 @@ class Settings(BaseSettings):
     market: MarketSettings = MarketSettings()
     zerodha: ZerodhaSettings = ZerodhaSettings()
     ticks: TicksSettings = TicksSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for (section, name), replacement in REMOVED_SETTINGS.items():
+                given = data.get(section)
+                if isinstance(given, dict) and name in given:
+                    env = f"ALPHA_PANDA_{section}_{name}".upper()
+                    raise ValueError(f"{env} was removed: {replacement}; unset it")
+        return data
 
     @model_validator(mode="after")
     def _resolve_locations(self) -> Settings:

@@ -121,7 +121,6 @@ class ZerodhaTrader:
         breaker: CircuitBreaker,
         limiter: RateLimiter,
         access_token: Callable[[], str | None],
-        product: str,
         market_protection: int,
         max_signal_age_s: float = 60.0,
         send_fill: Callable[[OrderFill], Awaitable[None]],
@@ -136,7 +135,6 @@ class ZerodhaTrader:
         self.breaker = breaker
         self._limiter = limiter
         self._access_token = access_token
-        self._product = product
         self._market_protection = market_protection
         self._max_signal_age_s = max_signal_age_s
         self._send_fill = send_fill
@@ -152,6 +150,9 @@ class ZerodhaTrader:
         self._finished: set[str] = set()
         self._manual_seen: set[str] = set()
         self._unconfirmed: dict[str, tuple[str, TradingSignal]] = {}
+        # Kite order id -> its product as Kite lists it: an order found placed (after a
+        # restart) keeps the product it was placed with, whatever the strategy says now.
+        self._listed_products: dict[str, str] = {}
         self._synced_with: str | None = None  # the token the order list was read with
         self.token_rejected: str | None = None  # the token Kite refused, if any
         self._sync_lock = asyncio.Lock()
@@ -181,7 +182,9 @@ class ZerodhaTrader:
             self.orders.setdefault(order.order_id, order)
             self._by_tag.setdefault(order.tag, order.order_id)
 
-    async def submit(self, signal_event_id: str, signal: TradingSignal) -> Outcome:
+    async def submit(self, signal_event_id: str, signal: TradingSignal, product: str) -> Outcome:
+        """Place ``signal``'s order with ``product``, its strategy's
+        (alpha_panda/domain/products.py)."""
         token = self._access_token()
         if token is None:
             return Refused(
@@ -196,7 +199,9 @@ class ZerodhaTrader:
         except (KiteError, CircuitOpenError) as exc:
             return self._refusal(exc)
         if tag in self._by_tag:
-            return self._placed(tag, self._by_tag[tag], signal_event_id, signal, already=True)
+            return self._placed(
+                tag, self._by_tag[tag], signal_event_id, signal, product, already=True
+            )
         age_s = (self._now() - signal.signal_ts).total_seconds()
         if age_s > self._max_signal_age_s:
             return Refused(
@@ -239,7 +244,7 @@ class ZerodhaTrader:
                 signal,
                 tradingsymbol=instrument.tradingsymbol,
                 exchange=instrument.exchange,
-                product=self._product,
+                product=product,
                 market_protection=self._market_protection,
                 tag=tag,
             )
@@ -263,7 +268,7 @@ class ZerodhaTrader:
                         await self._sync_orders(force=True)
                     if tag in self._by_tag:
                         return self._placed(
-                            tag, self._by_tag[tag], signal_event_id, signal, already=True
+                            tag, self._by_tag[tag], signal_event_id, signal, product, already=True
                         )
                     # Still unknown: refused now, but should the order turn up in a later
                     # listing it is adopted and its fills booked, never left unaccounted.
@@ -279,7 +284,7 @@ class ZerodhaTrader:
                 side=signal.side.value,
                 quantity=signal.quantity,
             )
-            return self._placed(tag, order_id, signal_event_id, signal, already=False)
+            return self._placed(tag, order_id, signal_event_id, signal, product, already=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _placed(
@@ -288,6 +293,7 @@ class ZerodhaTrader:
         order_id: str,
         signal_event_id: str,
         signal: TradingSignal,
+        product: str,
         *,
         already: bool,
     ) -> Placed:
@@ -296,7 +302,7 @@ class ZerodhaTrader:
             order_id=order_id,
             signal_event_id=signal_event_id,
             signal=signal,
-            product=self._product,
+            product=self._listed_products.get(order_id, product),
             placed_ts=self._now(),
         )
         self.orders[order_id] = order
@@ -333,11 +339,19 @@ class ZerodhaTrader:
             self.token_rejected = None
         for order in listed:
             if is_ours(order):
+                self._listed_products[order.order_id] = order.product
                 for tag in self._tags_of(order):
                     self._by_tag.setdefault(tag, order.order_id)
                     if tag in self._unconfirmed and order.order_id not in self.orders:
                         signal_event_id, signal = self._unconfirmed.pop(tag)
-                        self._placed(tag, order.order_id, signal_event_id, signal, already=True)
+                        self._placed(
+                            tag,
+                            order.order_id,
+                            signal_event_id,
+                            signal,
+                            order.product,
+                            already=True,
+                        )
                         log.warning(
                             "live_order_found_after_refusal",
                             order_id=order.order_id,
@@ -482,7 +496,6 @@ class LiveTrading:
             ),
             limiter=RateLimiter(zerodha.orders_per_second, zerodha.orders_per_minute),
             access_token=self.watcher.access_token,
-            product=zerodha.product,
             market_protection=zerodha.market_protection,
             max_signal_age_s=zerodha.max_signal_age_s,
             send_fill=self._send_fill,
@@ -498,11 +511,11 @@ class LiveTrading:
             await self._http.close()
             self._http = None
 
-    async def submit(self, signal_event_id: str, signal: TradingSignal) -> Outcome:
+    async def submit(self, signal_event_id: str, signal: TradingSignal, product: str) -> Outcome:
         await self.started.wait()
         assert self.trader is not None
         self.trader.adopt(self._known_orders())
-        return await self.trader.submit(signal_event_id, signal)
+        return await self.trader.submit(signal_event_id, signal, product)
 
     async def listen(self, should_stop: Callable[[], bool]) -> None:
         """Order updates from a ticker connection of our own (no instruments subscribed):

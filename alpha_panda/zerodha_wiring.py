@@ -61,8 +61,8 @@ class LiveTradingHandle:
             if self._table.get(tag) is not None:
                 del self._table[tag]
 
-    async def submit(self, signal_event_id: str, signal: TradingSignal) -> Outcome:
-        return await self.live.submit(signal_event_id, signal)
+    async def submit(self, signal_event_id: str, signal: TradingSignal, product: str) -> Outcome:
+        return await self.live.submit(signal_event_id, signal, product)
 
     def record(self, order: LiveOrder) -> None:
         """Remember a placed order in the changelog-backed table (inside a handler), so a

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from alpha_panda.domain.products import Product
 from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -90,8 +91,9 @@ class RiskLimits(_Frozen):
     )
     allow_short: bool = False
     # Trading rules beside the limits, overridable per strategy the same way: the product
-    # decides the MIS square-off; allow_pre_open admits 09:00-09:08 order entry.
-    product: Literal["MIS", "CNC", "NRML"] = "MIS"
+    # decides the MIS cut-off (alpha_panda/domain/products.py says what else it decides);
+    # allow_pre_open admits 09:00-09:08 order entry.
+    product: Product = "MIS"
     allow_pre_open: bool = False
 
     @field_validator(

@@ -13,8 +13,8 @@ tables:
 4. risk manager, per signal: :meth:`alpha_panda.domain.risk_policy.RiskPolicy.decide` on the
    strategy's :class:`tables.risk_state.StrategyRiskState`;
 5. trading engine, per approved signal: :func:`alpha_panda.domain.engine_rules.execute_validated`
-   (paper fills with slippage, or one per level of the last book, and
-   :mod:`alpha_panda.domain.fees`);
+   (paper fills with slippage, or one per level of the last book, charged by each
+   strategy's product: :mod:`alpha_panda.domain.products`);
 6. portfolio manager, per fill: :func:`tables.portfolio.book_fill`.
 
 The live pipeline runs these steps in separate processes; on one instrument a tick
@@ -33,8 +33,8 @@ from decimal import Decimal
 from alpha_panda.backtest.metrics import Ledger, sharpe_like
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.products import StrategyProducts
 from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.domain.session_rules import SessionRules, session_rules_from
 from alpha_panda.domain.strategy_host import StrategyHost
@@ -71,15 +71,16 @@ class BacktestSetup:
     def from_settings(
         cls, config: RuntimeConfig, settings: Settings, bar: timedelta = DEFAULT_BAR
     ) -> BacktestSetup:
-        """The stages' own settings: risk defaults, paper slippage and fees, starting cash."""
+        """The stages' own settings: risk defaults, paper slippage, starting cash; fees by
+        each strategy's product, as the trading engine charges them."""
         paper = settings.paper
-        fees = FeeSchedule.delivery() if paper.product == "delivery" else FeeSchedule.intraday()
+        products = StrategyProducts.from_config(config, settings.risk.product)
         return cls(
             config=config,
             risk_defaults=RiskLimits.from_settings(settings.risk),
             trader=PaperTrader(
                 slippage_bps=paper.slippage_bps,
-                fees=fees,
+                fees=products.fees_of,
                 leave_rest_unfilled=paper.leave_rest_unfilled,
             ),
             starting_cash=settings.portfolio.starting_cash,

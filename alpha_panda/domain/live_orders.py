@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from alpha_panda.domain.fees import FeeSchedule
+from alpha_panda.domain.products import fees_for_product
 from alpha_panda.zerodha.models import KiteOrder, KiteTrade, PlaceOrder
 from models.envelope import derived_event_id
 from models.events import ExecutionMode, OrderFill, OrderType, Side, TradingSignal, UtcDatetime
@@ -43,11 +43,6 @@ def is_ours(order: KiteOrder) -> bool:
     """Placed by an Alpha Panda engine (any tag of ours), not by hand on Kite web/mobile."""
     tags = [order.tag, *(order.tags or ())]
     return any(t is not None and len(t) == TAG_LENGTH and t.startswith(TAG_PREFIX) for t in tags)
-
-
-def fees_for_product(product: str) -> FeeSchedule:
-    """CNC pays the delivery schedule; MIS (and NRML, not modelled apart) the intraday one."""
-    return FeeSchedule.delivery() if product == "CNC" else FeeSchedule.intraday()
 
 
 class LiveOrder(BaseModel):

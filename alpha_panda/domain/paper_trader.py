@@ -21,7 +21,7 @@ Semantics (docs/TRADING_RULES.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -109,7 +109,10 @@ class MarketFills:
 @dataclass(frozen=True)
 class PaperTrader:
     slippage_bps: Decimal
-    fees: FeeSchedule
+    # The charges of a strategy's fills, by strategy id: those of its product
+    # (alpha_panda/domain/products.py, StrategyProducts.fees_of), so a CNC strategy pays
+    # delivery charges and an MIS one intraday charges, in the same engine.
+    fees: Callable[[str], FeeSchedule]
     tick_size: Decimal = field(default=Decimal("0.05"))
     # What the book's five levels cannot absorb: False fills it at the last level's price
     # plus slippage; True leaves it unfilled (reported as MarketFills.unfilled).
@@ -266,7 +269,8 @@ class PaperTrader:
         brokerage_charged: Decimal = Decimal("0"),
     ) -> OrderFill:
         quantity = signal.quantity if quantity is None else quantity
-        breakdown = self.fees.compute(signal.side, price * quantity, brokerage_charged)
+        fees = self.fees(signal.strategy_id)
+        breakdown = fees.compute(signal.side, price * quantity, brokerage_charged)
         return OrderFill(
             fill_id=fill_id_for(signal_event_id, index),
             order_id=order_id_for(signal_event_id),

@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from alpha_panda.domain.products import Product, strategy_product
 from alpha_panda.domain.session_rules import (
     SQUARE_OFF_REASON,
     SessionRules,
@@ -43,7 +44,7 @@ class Assignment:
     params: dict[str, Any]
     fingerprint: str
     # From the strategy's risk_limits overrides, else the ALPHA_PANDA_RISK_* defaults.
-    product: str = "MIS"
+    product: Product = "MIS"
     allow_pre_open: bool = False
     # "{strategy_id}:{instrument_token}", built once: it is looked up for every tick.
     key: str = field(init=False, repr=False, compare=False)
@@ -94,8 +95,13 @@ class StrategyHost:
                     f"could not be validated: {type(exc).__name__}: {exc}"
                 )
                 continue
+            try:
+                product = strategy_product(record.risk_limits, self.default_product)
+            except ValueError as exc:
+                # The risk manager refuses its every signal for the same reason.
+                problems.append(f"strategy {record.strategy_id!r}: risk limits: {exc}")
+                continue
             fingerprint = _fingerprint(record.kind, record.parameters, record.execution_mode.value)
-            product = str(record.risk_limits.get("product", self.default_product))
             pre_open = bool(record.risk_limits.get("allow_pre_open", self.default_allow_pre_open))
             for instrument in record.instruments:
                 routes.setdefault(instrument.token, []).append(

@@ -65,7 +65,6 @@ class Rig:
             breaker=breaker or CircuitBreaker("zerodha-rest", failure_threshold=3),
             limiter=RateLimiter(10, 400),
             access_token=lambda: self.token[0],
-            product="MIS",
             market_protection=-1,
             send_fill=send_fill,
             send_rejection=send_rejection,
@@ -88,7 +87,7 @@ async def rig() -> AsyncIterator[Rig]:
 
 async def test_a_market_order_fills_across_levels_one_fill_per_trade(rig: Rig) -> None:
     trader = rig.trader()
-    outcome = await trader.submit("sig-1", signal(quantity=100))
+    outcome = await trader.submit("sig-1", signal(quantity=100), "MIS")
     assert isinstance(outcome, Placed) and not outcome.already_placed
     order_id = outcome.order.order_id
     kite_order = rig.kite.orders[order_id]
@@ -114,7 +113,7 @@ async def test_order_updates_and_polls_together_send_each_trade_once(rig: Rig) -
     """WebSocket order updates are the primary source, the poll the fallback after a
     reconnect: whichever sees a trade first, it becomes exactly one fill."""
     trader = rig.trader()
-    outcome = await trader.submit("sig-ws", signal(quantity=70))
+    outcome = await trader.submit("sig-ws", signal(quantity=70), "MIS")
     assert isinstance(outcome, Placed)
     order_id = outcome.order.order_id
     snapshot = rig.kite.orders[order_id].snapshot()
@@ -130,25 +129,54 @@ async def test_order_updates_and_polls_together_send_each_trade_once(rig: Rig) -
     assert sum(f.quantity for f in rig.fills) == 70
 
 
+async def test_each_order_goes_to_kite_with_the_product_it_is_given_and_pays_its_fees(
+    rig: Rig,
+) -> None:
+    trader = rig.trader()
+    cnc = await trader.submit("sig-cnc", signal(quantity=10), "CNC")
+    mis = await trader.submit("sig-mis", signal(quantity=10), "MIS")
+    assert isinstance(cnc, Placed) and isinstance(mis, Placed)
+    assert rig.kite.orders[cnc.order.order_id].product == "CNC"
+    assert rig.kite.orders[mis.order.order_id].product == "MIS"
+    assert (cnc.order.product, mis.order.product) == ("CNC", "MIS")
+    await trader.poll()
+    by_order = {f.order_id: f for f in rig.fills}
+    # 10 x 1250.00 = 12500 each: delivery pays no brokerage and 0.1% STT on the buy (12.50);
+    # intraday 0.03% brokerage (3.75) and no STT on a buy.
+    delivery, intraday = by_order[cnc.order.order_id], by_order[mis.order.order_id]
+    assert (delivery.fee_breakdown.brokerage, delivery.fee_breakdown.stt) == (D("0"), D("12.50"))
+    assert (intraday.fee_breakdown.brokerage, intraday.fee_breakdown.stt) == (D("3.75"), D("0"))
+
+
+async def test_an_order_found_placed_keeps_the_product_kite_has(rig: Rig) -> None:
+    first = await rig.trader().submit("sig-was-cnc", signal(quantity=10), "CNC")
+    assert isinstance(first, Placed)
+    # Restarted after the strategy's product changed: the order at Kite is still CNC.
+    again = await rig.trader().submit("sig-was-cnc", signal(quantity=10), "MIS")
+    assert isinstance(again, Placed) and again.already_placed
+    assert again.order.product == "CNC"
+    assert len(rig.kite.orders) == 1
+
+
 async def test_a_restarted_trader_finds_the_placed_order_by_its_tag(rig: Rig) -> None:
-    first = await rig.trader().submit("sig-restart", signal(quantity=10))
+    first = await rig.trader().submit("sig-restart", signal(quantity=10), "MIS")
     assert isinstance(first, Placed)
     # A new process meets the same signal again (its offset was never committed).
-    again = await rig.trader().submit("sig-restart", signal(quantity=10))
+    again = await rig.trader().submit("sig-restart", signal(quantity=10), "MIS")
     assert isinstance(again, Placed) and again.already_placed
     assert again.order.order_id == first.order.order_id
     assert len(rig.kite.orders) == 1  # no second order at Kite
 
 
 async def test_a_stale_signal_is_refused_unless_its_order_was_already_placed(rig: Rig) -> None:
-    first = await rig.trader().submit("sig-old", signal(quantity=1))
+    first = await rig.trader().submit("sig-old", signal(quantity=1), "MIS")
     assert isinstance(first, Placed)
     rig.now = T0 + timedelta(seconds=61)
-    stale = await rig.trader().submit("sig-new-but-late", signal(quantity=1))
+    stale = await rig.trader().submit("sig-new-but-late", signal(quantity=1), "MIS")
     assert isinstance(stale, Refused) and stale.reason is RejectionReason.BROKER_REJECTED
     assert stale.detail == ("zerodha: signal is 61s old (limit 60s): not placed at a stale price")
     # A restart long after placing still adopts the order it placed (found by its tag).
-    again = await rig.trader().submit("sig-old", signal(quantity=1))
+    again = await rig.trader().submit("sig-old", signal(quantity=1), "MIS")
     assert isinstance(again, Placed) and again.already_placed
     assert len(rig.kite.orders) == 1
 
@@ -156,7 +184,7 @@ async def test_a_stale_signal_is_refused_unless_its_order_was_already_placed(rig
 async def test_kite_refusals_become_rejections_with_kites_message(rig: Rig) -> None:
     trader = rig.trader()
     # Refused at placing: a LIMIT price off the tick grid.
-    off_tick = await trader.submit("sig-tick", signal(quantity=1, limit="1250.01"))
+    off_tick = await trader.submit("sig-tick", signal(quantity=1, limit="1250.01"), "MIS")
     assert isinstance(off_tick, Refused)
     assert off_tick.reason is RejectionReason.BROKER_REJECTED
     assert off_tick.detail == (
@@ -165,13 +193,13 @@ async def test_kite_refusals_become_rejections_with_kites_message(rig: Rig) -> N
     assert rig.kite.orders == {}  # refused before Kite: the instruments master has the tick
     # Refused by Kite at placing (an index is not orderable): Kite's own message.
     index = signal(quantity=1).model_copy(update={"instrument_token": 256265, "symbol": "NIFTY 50"})
-    refused = await trader.submit("sig-index", index)
+    refused = await trader.submit("sig-index", index, "MIS")
     assert isinstance(refused, Refused)
     assert refused.reason is RejectionReason.BROKER_REJECTED
     assert refused.detail == "zerodha: InputException (HTTP 400): Invalid `tradingsymbol`."
     # Accepted, then rejected by the RMS/exchange: a rejection event with the message.
     rig.kite.reject_next("Insufficient funds. Required margin is 125000.00.")
-    accepted = await trader.submit("sig-rms", signal(quantity=100))
+    accepted = await trader.submit("sig-rms", signal(quantity=100), "MIS")
     assert isinstance(accepted, Placed)
     await trader.poll()
     assert [(o.signal_event_id, d) for o, d in rig.rejections] == [
@@ -184,13 +212,13 @@ async def test_500s_open_the_breaker_and_orders_are_refused_with_a_reason(rig: R
     breaker = CircuitBreaker("zerodha-rest", failure_threshold=2, reset_timeout_s=60)
     trader = rig.trader(breaker=breaker)
     rig.kite.fail_next(2, 500)  # the first GET /orders and its retry-less successor fail
-    first = await trader.submit("sig-500a", signal(quantity=1))
+    first = await trader.submit("sig-500a", signal(quantity=1), "MIS")
     assert isinstance(first, Refused) and first.reason is RejectionReason.BROKER_UNAVAILABLE
-    second = await trader.submit("sig-500b", signal(quantity=1))
+    second = await trader.submit("sig-500b", signal(quantity=1), "MIS")
     assert isinstance(second, Refused) and second.reason is RejectionReason.BROKER_UNAVAILABLE
     assert breaker.state is BreakerState.OPEN
     calls = rig.kite.rest_calls
-    third = await trader.submit("sig-500c", signal(quantity=1))
+    third = await trader.submit("sig-500c", signal(quantity=1), "MIS")
     assert isinstance(third, Refused) and "circuit" in third.detail
     assert rig.kite.rest_calls == calls  # open: Kite is not called at all
     assert rig.kite.orders == {}
@@ -200,9 +228,9 @@ async def test_500s_open_the_breaker_and_orders_are_refused_with_a_reason(rig: R
 
 async def test_a_429_is_retried_and_the_order_placed_once(rig: Rig) -> None:
     trader = rig.trader()
-    await trader.submit("warm-up", signal(quantity=1))  # lists orders and instruments first
+    await trader.submit("warm-up", signal(quantity=1), "MIS")  # lists orders and instruments first
     rig.kite.fail_next(1, 429)
-    outcome = await trader.submit("sig-429", signal(quantity=1))
+    outcome = await trader.submit("sig-429", signal(quantity=1), "MIS")
     assert isinstance(outcome, Placed)
     assert ("rate_limited", "429") in rig.events
     assert sum(1 for o in rig.kite.orders.values() if o.tag == outcome.order.tag) == 1
@@ -211,23 +239,23 @@ async def test_a_429_is_retried_and_the_order_placed_once(rig: Rig) -> None:
 async def test_an_expired_token_stops_trading_until_a_new_one_arrives(rig: Rig) -> None:
     trader = rig.trader()
     await rig.kite.expire_tokens()
-    refused = await trader.submit("sig-exp", signal(quantity=1))
+    refused = await trader.submit("sig-exp", signal(quantity=1), "MIS")
     assert isinstance(refused, Refused)
     assert refused.detail == "zerodha: token expired; log in"
     ok, detail = trader.health()
     assert not ok and detail == "zerodha: token expired"
     calls = rig.kite.rest_calls
-    assert isinstance(await trader.submit("sig-exp2", signal(quantity=1)), Refused)
+    assert isinstance(await trader.submit("sig-exp2", signal(quantity=1), "MIS"), Refused)
     assert rig.kite.rest_calls == calls  # the refused token is not tried again
     rig.token[0] = rig.kite.issue_token()  # a new login
-    placed = await trader.submit("sig-exp3", signal(quantity=1))
+    placed = await trader.submit("sig-exp3", signal(quantity=1), "MIS")
     assert isinstance(placed, Placed)
     assert trader.health()[0]
 
 
 async def test_manual_orders_are_counted_once_and_never_booked(rig: Rig) -> None:
     trader = rig.trader()
-    await trader.submit("sig-own", signal(quantity=10))
+    await trader.submit("sig-own", signal(quantity=10), "MIS")
     manual = await rig.kite.place_manual_order("RELIANCE", "BUY", 5)
     await trader.poll()
     await trader.poll()

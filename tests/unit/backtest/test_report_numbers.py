@@ -34,8 +34,8 @@ from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
 from alpha_panda.backtest.engine import BacktestEngine, BacktestSetup
 from alpha_panda.backtest.report import summary_table
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import PaperTrader
+from alpha_panda.domain.products import StrategyProducts
 from alpha_panda.settings import RiskSettings
 from models.events import MarketTick, Side
 from tables.risk_state import RiskLimits
@@ -58,7 +58,7 @@ def setup() -> BacktestSetup:
     return BacktestSetup(
         config=runtime_config([record]),
         risk_defaults=RiskLimits.from_settings(RiskSettings()),
-        trader=PaperTrader(slippage_bps=D("0"), fees=FeeSchedule.intraday()),
+        trader=PaperTrader(slippage_bps=D("0"), fees=StrategyProducts().fees_of),
         starting_cash=C,
     )
 
@@ -177,7 +177,7 @@ def test_what_the_book_cannot_absorb_is_reported_when_left_unfilled() -> None:
         config=base.config,
         risk_defaults=base.risk_defaults,
         trader=PaperTrader(
-            slippage_bps=D("0"), fees=FeeSchedule.intraday(), leave_rest_unfilled=True
+            slippage_bps=D("0"), fees=StrategyProducts().fees_of, leave_rest_unfilled=True
         ),
         starting_cash=C,
     )

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder, fill_id_for
+from alpha_panda.domain.products import StrategyProducts
 from models.envelope import derived_event_id
 from models.events import DepthLevel, MarketDepth, OrderFill, Side
 from tables.portfolio import Portfolio
@@ -32,7 +32,7 @@ def book(
 def trader(leave_rest_unfilled: bool = False) -> PaperTrader:
     return PaperTrader(
         slippage_bps=D("5"),
-        fees=FeeSchedule.intraday(),
+        fees=StrategyProducts().fees_of,
         leave_rest_unfilled=leave_rest_unfilled,
     )
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import PaperTrader, PendingLimitOrder
+from alpha_panda.domain.products import StrategyProducts
 from models.envelope import derived_event_id
 from models.events import (
     ExecutionMode,
@@ -24,7 +24,7 @@ OTHER = 408065
 
 
 def trader(bps: str = "5") -> PaperTrader:
-    return PaperTrader(slippage_bps=D(bps), fees=FeeSchedule.intraday())
+    return PaperTrader(slippage_bps=D(bps), fees=StrategyProducts().fees_of)
 
 
 def test_market_buy_slips_up_and_rounds_up_to_tick() -> None:
@@ -159,6 +159,6 @@ def test_execute_routes_by_order_type() -> None:
 
 def test_invalid_trader_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match="slippage"):
-        PaperTrader(slippage_bps=D("-1"), fees=FeeSchedule.intraday())
+        PaperTrader(slippage_bps=D("-1"), fees=StrategyProducts().fees_of)
     with pytest.raises(ValueError, match="tick_size"):
-        PaperTrader(slippage_bps=D("1"), fees=FeeSchedule.intraday(), tick_size=D("0"))
+        PaperTrader(slippage_bps=D("1"), fees=StrategyProducts().fees_of, tick_size=D("0"))

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from alpha_panda.db import InstrumentRef, RuntimeConfig, StrategyConfigRecord
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import PaperTrader
+from alpha_panda.domain.products import StrategyProducts
 from alpha_panda.domain.risk_rules import evaluate
 from alpha_panda.domain.session_rules import (
     SQUARE_OFF_REASON,
@@ -289,7 +289,7 @@ def test_host_state_survives_export_with_the_opening_time() -> None:
 
 
 def test_a_square_off_fill_carries_its_reason_and_plain_fills_encode_as_before() -> None:
-    trader = PaperTrader(slippage_bps=D("0"), fees=FeeSchedule.intraday())
+    trader = PaperTrader(slippage_bps=D("0"), fees=StrategyProducts().fees_of)
     exit_signal = signal(Side.SELL, ts=ist(MONDAY, 15, 20)).model_copy(
         update={"reason": f"{SQUARE_OFF_REASON}: intraday (MIS) position closed at 15:20 IST"}
     )

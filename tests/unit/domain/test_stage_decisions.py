@@ -9,8 +9,8 @@ from functools import partial
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
 from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
-from alpha_panda.domain.fees import FeeSchedule
 from alpha_panda.domain.paper_trader import PaperTrader, PendingLimitOrder
+from alpha_panda.domain.products import StrategyProducts
 from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.settings import RiskSettings
 from models.events import (
@@ -30,7 +30,7 @@ D = Decimal
 A = 738561
 # Strategy "s" on RELIANCE, deciding at a reference price of 100.
 signal = partial(stub_signal, price="100", strategy_id="s")
-TRADER = PaperTrader(slippage_bps=D("0"), fees=FeeSchedule.intraday())
+TRADER = PaperTrader(slippage_bps=D("0"), fees=StrategyProducts().fees_of)
 
 
 def policy(*, enabled: bool = True, risk: dict[str, object] | None = None) -> RiskPolicy:
