@@ -94,6 +94,14 @@ async def configure(url: str, token: str) -> None:
         await engine.dispose()
 
 
+async def migrate(url: str) -> None:
+    engine = db.create_engine(url)
+    try:
+        await db.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
 async def login(url: str, token: str) -> None:
     engine = db.create_engine(url)
     try:
@@ -403,6 +411,9 @@ def test_without_credentials_live_signals_are_rejected_as_not_configured(
     fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path
 ) -> None:
     asyncio.run(ensure_topics(load_settings(broker={"url": fresh_broker.bootstrap})))
+    # The engine reads each strategy's product from the configuration store, as the runner
+    # and risk manager read theirs: a deployment's store has its schema.
+    asyncio.run(migrate(pg_url))
     deployment = Deployment(
         bootstrap=fresh_broker.bootstrap,
         data_dir=tmp_path,
