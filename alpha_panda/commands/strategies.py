@@ -26,6 +26,7 @@ from alpha_panda.db import (
     set_enabled,
     set_param,
 )
+from alpha_panda.domain.products import PRODUCTS
 from models.events import ExecutionMode
 from strategies.factory import STRATEGY_REGISTRY, StrategyFactory
 
@@ -72,9 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--product",
-        choices=["MIS", "CNC", "NRML"],
-        help="product traded (default ALPHA_PANDA_RISK_PRODUCT); MIS is squared off before "
-        "the close; stored as the risk override `product`",
+        choices=PRODUCTS,
+        help="product traded (default ALPHA_PANDA_RISK_PRODUCT): MIS is squared off before "
+        "the close, CNC fills pay delivery charges, live orders go to Kite with it; stored "
+        "as the risk override `product`",
     )
     p.add_argument("--disabled", action="store_true", help="create it disabled")
     p.set_defaults(handler=add_command)
