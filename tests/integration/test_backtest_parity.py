@@ -84,7 +84,8 @@ def q(x: Decimal) -> Decimal:
 @pytest.fixture
 def deployment(fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path) -> Deployment:
     asyncio.run(ensure_topics(load_settings(broker={"url": fresh_broker.bootstrap})))
-    asyncio.run(configure(pg_url))
+    # mr trades CNC, mom the default MIS: the backtest must charge each as the engine does.
+    asyncio.run(configure(pg_url, mr_product="CNC"))
     return Deployment(
         bootstrap=fresh_broker.bootstrap,
         data_dir=tmp_path,
@@ -182,6 +183,12 @@ def test_backtest_of_recorded_ticks_gives_the_pipeline_fills_and_portfolios(
 ) -> None:
     live_fills, live_portfolios = run_pipeline(deployment)
     assert live_fills, "no fills: nothing to compare"
+    # Each strategy's fills paid its product's charges: CNC no brokerage, MIS brokerage.
+    brokerage = {
+        sid: {f.fee_breakdown.brokerage > 0 for f in live_fills if f.strategy_id == sid}
+        for sid in ("mom", "mr")
+    }
+    assert brokerage == {"mom": {True}, "mr": {False}}
 
     recording = tmp_path / "ticks.jsonl.gz"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHA_PANDA_")}

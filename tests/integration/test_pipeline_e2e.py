@@ -45,7 +45,9 @@ STARTING_CASH = Decimal("1000000")
 PROCESSED = "alpha_panda_messages_processed_total"
 
 
-async def configure(url: str) -> None:
+async def configure(url: str, *, mr_product: str | None = None) -> None:
+    """``mom`` and ``mr``; ``mr_product`` gives ``mr`` a product of its own (else the
+    default, MIS)."""
     engine = db.create_engine(url)
     try:
         await db.upgrade(engine)
@@ -63,6 +65,7 @@ async def configure(url: str) -> None:
             "mean_reversion",
             [(2953217, "TCS"), (408065, "INFY")],
             {"window": 10, "entry_z": "1.2", "exit_z": "0.2", "quantity": 5},
+            risk_limits={"product": mr_product} if mr_product else None,
         )
     finally:
         await engine.dispose()

@@ -4,6 +4,8 @@ The feed streams Kite's ticks (full mode, with depth) into market.ticks; a live 
 signals become Kite orders; Kite's trades (an order walking several book levels gives a
 trade per level) come back on orders.filled.live into its portfolio, which must equal an
 independent recomputation from the topic; a paper strategy trades beside it untouched.
+The live strategy trades CNC, the paper one the default MIS: each order reaches Kite as
+CNC and each fill pays its own product's charges.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ async def configure(url: str, access_token: str) -> None:
             [(RELIANCE, "RELIANCE")],
             {**momentum, "quantity": 25},
             execution_mode="live",
+            risk_limits={"product": "CNC"},
         )
         await db.add_strategy(
             # 30 shares: more than any one level of the fake book (1-20), so each paper
@@ -250,12 +253,16 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
     kite_tags = kite.call(_tags(kite))
     assert sorted(kite_tags) == sorted(expected_tags)  # no order placed twice
     assert all(o.instrument.instrument_token == RELIANCE for o in kite.kite.orders.values())
+    assert {o.product for o in kite.kite.orders.values()} == {"CNC"}  # the strategy's own
 
     live_fills, paper_fills = fills_of(live_records), fills_of(paper_records)
     assert {f.strategy_id for f in live_fills} == {"live-mom"}
     assert {f.execution_mode for f in live_fills} == {ExecutionMode.LIVE}
     assert {f.strategy_id for f in paper_fills} == {"paper-mom"}
     assert {f.execution_mode for f in paper_fills} == {ExecutionMode.PAPER}
+    # Delivery (CNC) charges no brokerage; intraday (MIS) does.
+    assert {f.fee_breakdown.brokerage for f in live_fills} == {Decimal("0")}
+    assert all(f.fee_breakdown.brokerage > 0 for f in paper_fills)
     # Paper orders walked the depth: one fill per level, ids derived from the signal.
     by_signal: dict[str, list] = {}  # type: ignore[type-arg]
     for f in paper_fills:
