@@ -26,6 +26,7 @@ from alpha_panda.mirror import RedisMirror
 from alpha_panda.topics import Tables
 from models.events import STRATEGY_ID_FULL_PATTERN
 from tables.portfolio import Portfolio, PortfolioValuation
+from tables.specs import PORTFOLIOS
 from web import schemas
 from web.auth import ApiError
 from web.formatting import money, parse_prices
@@ -240,7 +241,7 @@ def _portfolios_from(raw: Mapping[str, Any]) -> dict[str, Portfolio]:
         if value is None:
             continue
         data = json.loads(value) if isinstance(value, str | bytes) else value
-        out[str(strategy_id)] = Portfolio.from_json_dict(data)
+        out[str(strategy_id)] = PORTFOLIOS.decode(data)
     return out
 
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from models.events import OrderFill
 from tables.portfolio import Portfolio, Position
+from tables.specs import PORTFOLIOS
 
 # What the report compares (the rest, e.g. recent_fill_ids and source_offsets, is
 # bookkeeping the rebuild reproduces but an operator does not act on).
@@ -84,7 +85,7 @@ def parse_stored(raw: bytes | str | Mapping[str, Any]) -> Portfolio:
     if not isinstance(data, Mapping):
         raise UnreadablePortfolio(f"JSON {type(data).__name__}, not an object")
     try:
-        return Portfolio.from_json_dict(data)
+        return PORTFOLIOS.decode(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"
