@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from alpha_panda.domain.live_orders import LiveOrder
 from alpha_panda.domain.paper_trader import PendingLimitOrder
+from alpha_panda.domain.strategy_host import StrategyStateEntry
 from alpha_panda.topics import (
     MARKET_TICKS,
     ORDERS_FILLED_PAPER,
@@ -64,21 +65,13 @@ def _pending_orders(raw: Json) -> tuple[PendingLimitOrder, ...]:
     return tuple(PendingLimitOrder.from_json_dict(o) for o in raw)
 
 
-def _strategy_state_json(entry: dict[str, Any]) -> Json:
-    return entry
-
-
-def _strategy_state(raw: Json) -> dict[str, Any]:
-    return raw  # type: ignore[no-any-return]
-
-
-STRATEGY_STATE: TableSpec[dict[str, Any]] = TableSpec(
+STRATEGY_STATE: TableSpec[StrategyStateEntry] = TableSpec(
     Tables.STRATEGY_STATE,
     key="{strategy_id}:{instrument_token}",
     partitions=MARKET_TICKS.partitions,
-    value="strategy state entry with replay bookkeeping (alpha_panda/domain/strategy_host.py)",
-    encode=_strategy_state_json,
-    decode=_strategy_state,
+    value="StrategyStateEntry (alpha_panda/domain/strategy_host.py)",
+    encode=StrategyStateEntry.to_json_dict,
+    decode=StrategyStateEntry.from_json_dict,
     help="Rolling state per strategy:instrument, with replay bookkeeping",
     write_behind=True,
 )

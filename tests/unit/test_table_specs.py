@@ -20,6 +20,7 @@ import pytest
 from alpha_panda import write_behind
 from alpha_panda.domain.live_orders import LiveOrder
 from alpha_panda.domain.paper_trader import PendingLimitOrder
+from alpha_panda.domain.strategy_host import StrategyStateEntry
 from alpha_panda.typed_table import TypedTable
 from alpha_panda.write_behind import WriteBehindTable
 from models.events import RejectionReason, Side
@@ -47,7 +48,7 @@ GOLDEN = json.loads(
 
 # golden entry -> (its table's spec, the type its decode must give)
 OLD_VALUES: dict[str, tuple[TableSpec[Any], type]] = {
-    "strategy-state": (STRATEGY_STATE, dict),
+    "strategy-state": (STRATEGY_STATE, StrategyStateEntry),
     "risk-state": (RISK_STATE, StrategyRiskState),
     "engine-last-prices": (LAST_PRICES, LastPrice),
     "portfolio-last-prices": (LAST_PRICES, LastPrice),
@@ -95,6 +96,12 @@ def test_the_old_values_read_as_what_their_stages_wrote() -> None:
     assert (rej2, rej1) == ("rej-2", "rej-1") and r1.reason is RejectionReason.KILL_SWITCH
     assert r2.reason is RejectionReason.MAX_ORDER_QUANTITY
     assert RISK_STATE.decode(GOLDEN["risk-state"]).position(resting.instrument_token) == 5
+    entry = STRATEGY_STATE.decode(GOLDEN["strategy-state"])
+    assert (entry.offset, entry.price, entry.state["kind"]) == (1, Decimal("101.50"), "momentum")
+    # An entry from before the price and the fingerprint were recorded stays without them.
+    oldest = {"offset": 4, "state": {"kind": "momentum"}}
+    assert STRATEGY_STATE.decode(oldest).price is None
+    assert json.dumps(STRATEGY_STATE.encode(STRATEGY_STATE.decode(oldest))) == json.dumps(oldest)
 
 
 def test_a_new_value_round_trips_through_its_codec() -> None:
@@ -217,5 +224,5 @@ def test_a_write_behind_table_holds_the_value_and_encodes_only_to_flush_or_serve
 def test_no_write_behind_value_type_is_a_dict() -> None:
     # A write-behind table tells recovered JSON (a dict) from its value by type.
     for entry, (spec, value_type) in OLD_VALUES.items():
-        if spec.write_behind and spec is not STRATEGY_STATE:
+        if spec.write_behind:
             assert isinstance(GOLDEN[entry], dict) and value_type is not dict, entry

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -54,8 +53,8 @@ async def test_strategy_runner_skips_a_tick_at_or_below_the_stored_offset(
         (buy,) = stage.sent_to(SIGNALS_GENERATED)
         assert buy.data.side is Side.BUY
         states = stage.table("strategy-state")
-        entry: dict[str, Any] = states[f"a:{RELIANCE}"]
-        assert entry["offset"] == 1
+        entry = states[f"a:{RELIANCE}"]
+        assert entry.offset == 1
 
         await stage.deliver(MARKET_TICKS, tick("101", 1), offset=1)  # redelivered
         # The offset decides, not the content: even a record that would sell is skipped.
@@ -65,7 +64,7 @@ async def test_strategy_runner_skips_a_tick_at_or_below_the_stored_offset(
 
         await stage.deliver(MARKET_TICKS, tick("90", 5), offset=2)  # the next new one
         assert [s.data.side for s in stage.sent_to(SIGNALS_GENERATED)] == [Side.BUY, Side.SELL]
-        assert states[f"a:{RELIANCE}"]["offset"] == 2
+        assert states[f"a:{RELIANCE}"].offset == 2
 
 
 async def test_risk_manager_decides_a_redelivered_signal_once(
