@@ -186,7 +186,9 @@ def rejection_key_matches(key: str, strategy_id: str | None) -> bool:
 
 
 class TableLike(Protocol):
-    """What the API needs of a Faust table (a plain dict is one, for tests)."""
+    """What the API needs of a table: its values in their changelog JSON form, the form
+    the Redis mirror holds too (``TypedTable.as_json()``; a plain dict is one, for tests).
+    Both are decoded with the table spec's ``decode`` (tables/specs.py)."""
 
     def get(self, key: str, /) -> Any: ...
     def items(self) -> Iterable[tuple[Any, Any]]: ...

@@ -77,7 +77,7 @@ class UnreadablePortfolio(ValueError):
 
 
 def parse_stored(raw: bytes | str | Mapping[str, Any]) -> Portfolio:
-    """A stored portfolio from its JSON (``Portfolio.to_json_dict()``) or the dict."""
+    """A stored portfolio from its JSON (``PORTFOLIOS.encode``, tables/specs.py) or the dict."""
     try:
         data = raw if isinstance(raw, Mapping) else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -136,7 +136,7 @@ def diff_portfolios(
 ) -> list[FieldDiff]:
     """Differences in :data:`COMPARED_FIELDS`, numerically (Decimal), position by position.
 
-    Either side may be JSON bytes/text or a dict of the ``Portfolio.to_json_dict()``
+    Either side may be JSON bytes/text or a dict of the ``PORTFOLIOS.encode``
     shape; an unreadable one raises :class:`UnreadablePortfolio`.
     """
     mine = rebuilt if isinstance(rebuilt, Portfolio) else parse_stored(rebuilt)
