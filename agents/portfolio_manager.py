@@ -11,7 +11,6 @@ its flusher copies current table values to Redis in batches (see alpha_panda/mir
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -36,6 +35,7 @@ from models.envelope import EventEnvelope
 from models.events import MarketTick, OrderFill, RejectedSignal
 from tables.last_price import LastPrice
 from tables.portfolio import Portfolio, book_fill
+from tables.recent import RecentFills, RecentRejections
 from tables.specs import LAST_PRICES, PORTFOLIOS, RECENT_FILLS, RECENT_REJECTIONS
 from web.api import ReadModel, register_api
 
@@ -64,21 +64,20 @@ class PortfolioManager:
         register_api(
             ctx,
             ReadModel(
-                portfolios=self.portfolios,
-                recent_fills=self.recent_fills,
-                last_prices=self.last_prices,
-                recent_rejections=self.recent_rejections,
+                portfolios=self.portfolios.as_json(),
+                recent_fills=self.recent_fills.as_json(),
+                last_prices=self.last_prices.as_json(),
+                recent_rejections=self.recent_rejections.as_json(),
             ),
             self.mirror,
         )
 
     def equity_of(self, strategy_id: str) -> str | None:
-        raw = self.portfolios.get(strategy_id)
-        if raw is None:
+        portfolio = self.portfolios.get(strategy_id)
+        if portfolio is None:
             return None
-        portfolio = Portfolio.from_json_dict(raw)
         prices = {
-            token: Decimal(p["price"])
+            token: p.price
             for token in portfolio.positions
             if (p := self.last_prices.get(str(token))) is not None
         }
@@ -108,10 +107,11 @@ class PortfolioManager:
             url=ctx.settings.redis.url,
             keys=MirrorKeys(ctx.settings.redis.key_prefix),
             sources=MirrorSources(
-                portfolio=owned(Tables.PORTFOLIOS, portfolios.get),
-                fills=owned(Tables.RECENT_FILLS, recent_fills.get),
-                price=owned(Tables.LAST_PRICES, last_prices.get),
-                rejections=owned(Tables.RECENT_REJECTIONS, recent_rejections.get),
+                # The mirror holds each value as the changelog does (tables/specs.py).
+                portfolio=owned(Tables.PORTFOLIOS, portfolios.get_json),
+                fills=owned(Tables.RECENT_FILLS, recent_fills.get_json),
+                price=owned(Tables.LAST_PRICES, last_prices.get_json),
+                rejections=owned(Tables.RECENT_REJECTIONS, recent_rejections.get_json),
                 equity=owned(Tables.PORTFOLIOS, self.equity_of),
                 all_keys=lambda: (
                     [k for k in list(portfolios.keys()) if owns(Tables.PORTFOLIOS, k)],
@@ -126,7 +126,7 @@ class PortfolioManager:
             breaker=breaker,
         )
         ctx.health_checks["redis"] = mirror.health
-        recovered = portfolios.on_recovery_completed
+        recovered = portfolios.table.on_recovery_completed
 
         async def resync_after_recovery(active_tps: Any, standby_tps: Any) -> None:
             # After every rebalance, once the table holds its partitions: those taken over
@@ -135,7 +135,7 @@ class PortfolioManager:
             await recovered(active_tps, standby_tps)
             mirror.request_resync()
 
-        portfolios.on_recovery_completed = resync_after_recovery
+        portfolios.table.on_recovery_completed = resync_after_recovery
 
         @ctx.app.task
         async def flush_mirror() -> None:
@@ -156,12 +156,7 @@ class PortfolioManager:
         fill: OrderFill = envelope.data
         sid = fill.strategy_id
         source = f"{event.message.topic}:{event.message.partition}"
-        raw = self.portfolios.get(sid)
-        portfolio = (
-            Portfolio.from_json_dict(raw)
-            if raw is not None
-            else Portfolio.new(sid, self.starting_cash)
-        )
+        portfolio = self.portfolios.get(sid) or Portfolio.new(sid, self.starting_cash)
         booking = book_fill(portfolio, fill, (source, event.message.offset))
         if booking is None:
             ctx.metrics.domain.labels(ctx.source, "fill_duplicate", "redelivered").inc()
@@ -169,18 +164,17 @@ class PortfolioManager:
         if not booking.booked:
             ctx.metrics.domain.labels(ctx.source, "fill_duplicate", "same_fill_id").inc()
         else:
-            recent = [fill.model_dump(mode="json"), *(self.recent_fills.get(sid) or [])]
-            self.recent_fills[sid] = recent[:RECENT_FILLS_KEPT]
+            recent = self.recent_fills.get(sid) or RecentFills()
+            self.recent_fills[sid] = recent.with_newest(fill, RECENT_FILLS_KEPT)
             ctx.metrics.domain.labels(ctx.source, "fill_booked", fill.side.value).inc()
-        self.portfolios[sid] = booking.portfolio.to_json_dict()
+        self.portfolios[sid] = booking.portfolio
         if self.mirror is not None:
             self.mirror.mark_portfolio(sid)
 
     async def on_tick(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         tick: MarketTick = envelope.data
         key = str(tick.instrument_token)
-        raw = self.last_prices.get(key)
-        previous = None if raw is None else LastPrice.from_json_dict(raw)
+        previous = self.last_prices.get(key)
         offset = event.message.offset
         # An instrument always maps to the same partition, so its offsets order its ticks.
         if previous is not None and previous.offset is not None and previous.offset >= offset:
@@ -189,17 +183,18 @@ class PortfolioManager:
             tick, previous.price if previous is not None else None, event
         ):
             return  # quarantined: never marks a position
-        self.last_prices[key] = LastPrice.of_tick(tick, offset=offset).to_json_dict()
+        self.last_prices[key] = LastPrice.of_tick(tick, offset=offset)
         if self.mirror is not None:
             self.mirror.mark_price(key)
 
     async def on_rejected(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         rejected: RejectedSignal = envelope.data
         key = envelope.key
-        existing = self.recent_rejections.get(key) or []
-        if any(r["event_id"] == envelope.id for r in existing):
+        existing = self.recent_rejections.get(key) or RecentRejections()
+        if existing.holds(envelope.id):
             return
-        entry = {"event_id": envelope.id, **rejected.model_dump(mode="json")}
-        self.recent_rejections[key] = [entry, *existing][:RECENT_REJECTIONS_KEPT]
+        self.recent_rejections[key] = existing.with_newest(
+            envelope.id, rejected, RECENT_REJECTIONS_KEPT
+        )
         if self.mirror is not None:
             self.mirror.mark_rejections(key)

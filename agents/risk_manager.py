@@ -45,14 +45,9 @@ class RiskManager:
         self.watcher = ConfigWatcher(ctx, self.on_config, after_apply=self.acknowledge_halts)
         self.watcher.install()
         # Memory holds the decided StrategyRiskState itself, encoded for the changelog once
-        # per commit: decoding it per signal was a quarter of this stage's time, encoding it
-        # per signal a sixth. Recovery fills memory with the changelog's JSON, decoded on
-        # first read.
-        self.states = ctx.write_behind_table(
-            RISK_STATE,
-            encode=StrategyRiskState.to_json_dict,
-            decode=StrategyRiskState.from_json_dict,
-        )
+        # per commit (alpha_panda/write_behind.py): decoding it per signal was a quarter of
+        # this stage's time, encoding it per signal a sixth.
+        self.states = ctx.write_behind_table(RISK_STATE)
         ctx.run_agent(SPEC.agent("risk-repartition"), {SIGNALS_GENERATED.name: self.repartition})
         ctx.run_agent(SPEC.agent("risk-decide"), {RISK_SIGNALS_BY_STRATEGY.name: self.decide})
 
@@ -77,7 +72,7 @@ class RiskManager:
             log.info("halts_applied", stage=self.ctx.source, scopes=applied)
 
     def state_of(self, sid: str) -> StrategyRiskState:
-        state: StrategyRiskState | None = self.states.get(sid)
+        state = self.states.get(sid)
         return StrategyRiskState.new(sid) if state is None else state
 
     async def repartition(self, envelope: EventEnvelope[Any], event: EventT) -> None:

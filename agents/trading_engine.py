@@ -142,8 +142,7 @@ class TradingEngine:
     async def on_tick(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         tick: MarketTick = envelope.data
         key = str(tick.instrument_token)
-        raw = self.last_prices.get(key)
-        previous = None if raw is None else LastPrice.from_json_dict(raw)
+        previous = self.last_prices.get(key)
         if tick_is_stale(None if previous is None else previous.ts, tick):
             return  # an older tick redelivered: the price has moved on
         if not await self.guard.admit(
@@ -151,7 +150,7 @@ class TradingEngine:
         ):
             return  # quarantined: never a fill price, never fills a resting order
         # Only the last tick's book counts: a later tick without depth clears it.
-        self.last_prices[key] = LastPrice.of_tick(tick, with_depth=True).to_json_dict()
+        self.last_prices[key] = LastPrice.of_tick(tick, with_depth=True)
         live = self.live
         if live is not None and tick.instrument_token in live.done:
             live.forget_done(tick.instrument_token)
@@ -159,10 +158,9 @@ class TradingEngine:
         if not resting:
             return
         await self.watcher.ready.wait()  # their fees follow their strategies' products
-        orders = [PendingLimitOrder.from_json_dict(o) for o in resting]
-        fills, still_resting = self.trader.on_tick(orders, tick)
+        fills, still_resting = self.trader.on_tick(resting, tick)
         if fills:
-            self.pending_orders[key] = [o.to_json_dict() for o in still_resting]
+            self.pending_orders[key] = tuple(still_resting)
             for fill in fills:
                 await self.send_fill(fill)
 
@@ -175,15 +173,14 @@ class TradingEngine:
             await self.on_live(envelope, validated)
             return
         key = str(signal.instrument_token)
-        raw = self.last_prices.get(key)
-        last = None if raw is None else LastPrice.from_json_dict(raw)
-        resting_now = self.pending_orders.get(key) or []
+        last = self.last_prices.get(key)
+        resting_now = self.pending_orders.get(key) or ()
         outcome = execute_validated(
             self.trader,
             validated,
             None if last is None else last.price,
             None if last is None else last.ts,
-            (o["signal_event_id"] for o in resting_now),
+            (o.signal_event_id for o in resting_now),
             None if last is None else last.market_depth(),
         )
         if outcome is None:
@@ -192,7 +189,7 @@ class TradingEngine:
             await self.reject(envelope, validated, outcome.reason, outcome.detail)
             return
         if isinstance(outcome, PendingLimitOrder):
-            self.pending_orders[key] = [*resting_now, outcome.to_json_dict()]
+            self.pending_orders[key] = (*resting_now, outcome)
             ctx.metrics.domain.labels(ctx.source, "limit_resting", signal.side.value).inc()
             return
         if isinstance(outcome, MarketFills):

@@ -10,7 +10,7 @@ Key schema (prefix ``ALPHA_PANDA_REDIS_KEY_PREFIX``, default ``alpha-panda``):
 | key | type | value |
 |---|---|---|
 | ``{p}:portfolios`` | set | strategy ids that have a portfolio |
-| ``{p}:portfolio:{strategy_id}`` | string | JSON ``Portfolio.to_json_dict()`` |
+| ``{p}:portfolio:{strategy_id}`` | string | JSON of a `PORTFOLIOS` value (tables/specs.py) |
 | ``{p}:fills:{strategy_id}`` | string | JSON list of recent fills, newest first |
 | ``{p}:prices`` | hash | ``instrument_token`` -> JSON ``{"price", "symbol", "ts"}`` |
 | ``{p}:rejections`` | set | rejection list keys (``strategy_id:instrument_token``) |

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import structlog
@@ -27,6 +27,7 @@ from alpha_panda.metrics import StageMetrics
 from alpha_panda.settings import Settings, Stage
 from alpha_panda.stages import AgentSpec
 from alpha_panda.topics import OutgoingRecord, TopicSpec, dlq_name, partitions_of
+from alpha_panda.typed_table import TypedTable
 from alpha_panda.workarounds import faust_internals
 from alpha_panda.write_behind import WriteBehindFlusher, WriteBehindTable
 from models.codec import DecodeError, decode
@@ -37,6 +38,9 @@ log = structlog.get_logger("alpha_panda.runtime")
 
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = (0.05, 0.2)
+
+V = TypeVar("V")
+T = TypeVar("T", bound=TypedTable[Any])
 
 Handler = Callable[[EventEnvelope[Any], EventT], Awaitable[None]]
 
@@ -75,6 +79,8 @@ class StageContext:
     _generation: int | None = None
     _write_behind: WriteBehindFlusher | None = None
     _meters: dict[str, _TopicMeters] = field(default_factory=dict)
+    # The typed view of each table the stage declared, by name (tests read them here).
+    tables: dict[str, TypedTable[Any]] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -126,8 +132,19 @@ class StageContext:
         agent_body.__name__ = agent_body.__qualname__ = spec.name.replace("-", "_")
         self.app.agent(self.source_channel(spec.inputs), name=spec.name)(agent_body)
 
-    def table(self, spec: TableSpec) -> faust.Table:
-        """A changelog-backed table of JSON values, co-partitioned with its source topic."""
+    def table(self, spec: TableSpec[V]) -> TypedTable[V]:
+        """A changelog-backed table of ``spec``'s value type, co-partitioned with its
+        source topic; its changelog holds the spec's encoding (JSON)."""
+        return self._declare(TypedTable(spec, self._faust_table(spec)))
+
+    def write_behind_table(self, spec: TableSpec[V]) -> WriteBehindTable[V]:
+        """A :meth:`table` for keys rewritten on every tick: its changelog writes are
+        coalesced to one per key per offset commit (see alpha_panda/write_behind.py)."""
+        if self._write_behind is None:
+            self._write_behind = WriteBehindFlusher(self.app)
+        return self._declare(self._write_behind.register(spec, self._faust_table(spec)))
+
+    def _faust_table(self, spec: TableSpec[Any]) -> faust.Table:
         return self.app.Table(
             spec.name,
             default=None,
@@ -137,19 +154,9 @@ class StageContext:
             help=spec.help,
         )
 
-    def write_behind_table(
-        self,
-        spec: TableSpec,
-        *,
-        encode: Callable[[Any], Any] | None = None,
-        decode: Callable[[Any], Any] | None = None,
-    ) -> WriteBehindTable:
-        """A :meth:`table` for keys rewritten on every tick: its changelog writes are
-        coalesced to one per key per offset commit, ``encode`` applied to each value
-        sent, ``decode`` to a recovered JSON value read (see alpha_panda/write_behind.py)."""
-        if self._write_behind is None:
-            self._write_behind = WriteBehindFlusher(self.app)
-        return self._write_behind.register(self.table(spec), encode, decode)
+    def _declare(self, table: T) -> T:
+        self.tables[table.name] = table
+        return table
 
     async def send(self, record: OutgoingRecord) -> None:
         topic = self.topic(record.topic)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from alpha_panda.settings import Stage
 from alpha_panda.topics import (
@@ -44,7 +45,7 @@ class StageSpec:
     stage: Stage
     agents: tuple[AgentSpec, ...]
     outputs: tuple[TopicSpec, ...]
-    tables: tuple[TableSpec, ...]
+    tables: tuple[TableSpec[Any], ...]
 
     @property
     def consumer_group(self) -> str:

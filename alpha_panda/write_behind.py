@@ -29,59 +29,66 @@ the log the source of truth:
 The cost is replay after a crash: up to one commit interval of records
 (``ALPHA_PANDA_BROKER_COMMIT_INTERVAL_S``) instead of at most one.
 
-A table may also keep immutable domain objects in memory and give an ``encode`` that
-turns one into its changelog JSON. The encoding then runs once per key per commit
-instead of once per write: the risk manager's state (hundreds of remembered decisions)
-cost a sixth of that stage's time to encode on every signal. Recovery fills memory with
-the JSON from the changelog, so such a table also gives a ``decode``: ``get`` turns a JSON
-value into the object once (and keeps the object in memory), and readers see one type.
+Memory holds the value itself, of the spec's type (tables/specs.py), and the spec's
+``encode`` turns it into its changelog JSON when the key is flushed: once per key per
+commit instead of once per write. The risk manager's state (hundreds of remembered
+decisions) cost a sixth of that stage's time to encode on every signal, and the last
+prices were decoded and re-encoded on every tick. Recovery fills memory with the JSON
+from the changelog (always an object, and no write-behind value type is a dict): ``get``
+decodes it once with the spec's ``decode`` and keeps the value in memory, so readers see
+one type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import faust
 from faust.streams import current_event
 
+from alpha_panda.typed_table import TypedTable
+from tables.specs import Json, TableSpec
 
-class WriteBehindTable:
-    """A Faust table whose changelog writes wait for the next commit (see module doc)."""
+V = TypeVar("V")
 
-    def __init__(
-        self,
-        table: faust.Table,
-        encode: Callable[[Any], Any] | None = None,
-        decode: Callable[[Any], Any] | None = None,
-    ) -> None:
-        self.table = table
-        self._encode = encode
-        self._decode = decode
+
+class WriteBehindTable(TypedTable[V]):
+    """A typed table whose changelog writes wait for the next commit (see module doc)."""
+
+    def __init__(self, spec: TableSpec[V], table: faust.Table) -> None:
+        super().__init__(spec, table)
         # key -> the source partition of the event that wrote it last, which is the
         # changelog partition Faust itself would have used.
         self._dirty: dict[Any, int] = {}
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: str, value: V) -> None:
         event = current_event()
         if event is None:
             raise RuntimeError(f"table {self.table.name}: written outside of an agent's event")
         self.table.data[key] = value
         self._dirty[key] = event.message.partition
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        value = self.table.get(key, default)
-        if self._decode is not None and isinstance(value, dict):
-            # Recovered from the changelog as JSON: decoded once, memory keeps the object
+    def __delitem__(self, key: str) -> None:
+        raise NotImplementedError(f"table {self.table.name}: write-behind tables keep their keys")
+
+    def get(self, key: str) -> V | None:
+        value = self.table.get(key)
+        if type(value) is dict:
+            # Recovered from the changelog as JSON: decoded once, memory keeps the value
             # (the same value, so nothing to send to the changelog).
             value = self.table.data[key] = self._decode(value)
-        return value
+        return value  # type: ignore[no-any-return]
 
-    def keys(self) -> Iterator[Any]:
-        return iter(self.table.keys())
+    def items(self) -> Iterator[tuple[str, V]]:
+        get = self.get
+        return ((k, v) for k in list(self.table.keys()) if (v := get(k)) is not None)
 
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        return iter(self.table.items())
+    def get_json(self, key: str) -> Json | None:
+        value = self.table.get(key)
+        if value is None or type(value) is dict:
+            return value
+        return self._encode(value)
 
     @property
     def dirty(self) -> int:
@@ -93,7 +100,9 @@ class WriteBehindTable:
         data, encode = self.table.data, self._encode
         for key, partition in dirty.items():
             value = data[key]
-            self.table.send_changelog(partition, key, value if encode is None else encode(value))
+            self.table.send_changelog(
+                partition, key, value if type(value) is dict else encode(value)
+            )
         return len(dirty)
 
 
@@ -102,17 +111,12 @@ class WriteBehindFlusher(faust.Sensor):  # type: ignore[misc]  # faust is untype
 
     def __init__(self, app: faust.App) -> None:
         super().__init__()
-        self.tables: list[WriteBehindTable] = []
+        self.tables: list[WriteBehindTable[Any]] = []
         app.sensors.add(self)
         app.on_partitions_revoked.connect(self._flush_before_rebalance)
 
-    def register(
-        self,
-        table: faust.Table,
-        encode: Callable[[Any], Any] | None = None,
-        decode: Callable[[Any], Any] | None = None,
-    ) -> WriteBehindTable:
-        wrapped = WriteBehindTable(table, encode, decode)
+    def register(self, spec: TableSpec[V], table: faust.Table) -> WriteBehindTable[V]:
+        wrapped = WriteBehindTable(spec, table)
         self.tables.append(wrapped)
         return wrapped
 

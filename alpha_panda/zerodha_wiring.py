@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -18,6 +17,7 @@ from alpha_panda.domain.live_orders import LiveOrder
 from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import ORDERS_FILLED_LIVE
+from alpha_panda.typed_table import TypedTable
 from alpha_panda.zerodha_trader import LiveTrading, Outcome
 from models.envelope import derived_event_id
 from models.events import OrderFill, RejectionReason, TradingSignal
@@ -45,7 +45,7 @@ class LiveTradingHandle:
     """What the trading engine's handlers use: submit a signal, record a placed order,
     forget finished ones."""
 
-    def __init__(self, ctx: StageContext, live: LiveTrading, table: Any) -> None:
+    def __init__(self, ctx: StageContext, live: LiveTrading, table: TypedTable[LiveOrder]) -> None:
         self._ctx = ctx
         self.live = live
         self._table = table
@@ -58,7 +58,7 @@ class LiveTradingHandle:
 
     def forget_done(self, instrument_token: int) -> None:
         for tag in self.done.pop(instrument_token, ()):
-            if self._table.get(tag) is not None:
+            if tag in self._table:
                 del self._table[tag]
 
     async def submit(self, signal_event_id: str, signal: TradingSignal, product: str) -> Outcome:
@@ -67,8 +67,8 @@ class LiveTradingHandle:
     def record(self, order: LiveOrder) -> None:
         """Remember a placed order in the changelog-backed table (inside a handler), so a
         restarted engine keeps collecting its fills."""
-        if self._table.get(order.tag) is None:
-            self._table[order.tag] = order.to_json_dict()
+        if order.tag not in self._table:
+            self._table[order.tag] = order
 
 
 def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
@@ -107,10 +107,7 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
         placed before today (IST) is over, and is forgotten rather than adopted."""
         today = datetime.now(UTC).astimezone(IST).date()
         known: dict[str, LiveOrder] = {}
-        for tag, raw in list(table.items()):
-            if not raw:
-                continue
-            order = LiveOrder.from_json_dict(raw)
+        for tag, order in table.items():
             if order.placed_ts.astimezone(IST).date() < today:
                 if handle is not None:
                     handle.finished(order)

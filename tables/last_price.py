@@ -7,8 +7,9 @@ changelog reads back unchanged:
 - ``offset``: the portfolio manager's redelivery guard (market.ticks offset of the tick);
 - ``depth``: the trading engine's order book of the last tick (a later tick without
   depth clears it), for depth-walking paper fills.
-The table holds the JSON dict (the read API and the Redis mirror serve it as is);
-handlers go through :meth:`LastPrice.from_json_dict` / :meth:`to_json_dict`.
+:meth:`to_json_dict` / :meth:`from_json_dict` are the ``LAST_PRICES`` codec
+(tables/specs.py); both stages' write-behind tables hold the value itself and encode it
+once per commit.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pure domain logic: no Faust, no I/O, no clock. The portfolio manager keeps one
 :class:`Portfolio` per strategy (fills are keyed by strategy, so all of a portfolio's
-fills arrive in order from one partition) and stores it with :meth:`Portfolio.to_json_dict`.
+fills arrive in order from one partition) in its `portfolios` table (tables/specs.py).
 
 Money stays exact ``Decimal``: fills are already at tick prices and fees already in paise,
 so cash is exact. The one inexact step is re-averaging (a quotient such as ``/3``), which

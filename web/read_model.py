@@ -26,6 +26,7 @@ from alpha_panda.mirror import RedisMirror
 from alpha_panda.topics import Tables
 from models.events import STRATEGY_ID_FULL_PATTERN
 from tables.portfolio import Portfolio, PortfolioValuation
+from tables.specs import PORTFOLIOS
 from web import schemas
 from web.auth import ApiError
 from web.formatting import money, parse_prices
@@ -185,7 +186,9 @@ def rejection_key_matches(key: str, strategy_id: str | None) -> bool:
 
 
 class TableLike(Protocol):
-    """What the API needs of a Faust table (a plain dict is one, for tests)."""
+    """What the API needs of a table: its values in their changelog JSON form, the form
+    the Redis mirror holds too (``TypedTable.as_json()``; a plain dict is one, for tests).
+    Both are decoded with the table spec's ``decode`` (tables/specs.py)."""
 
     def get(self, key: str, /) -> Any: ...
     def items(self) -> Iterable[tuple[Any, Any]]: ...
@@ -240,7 +243,7 @@ def _portfolios_from(raw: Mapping[str, Any]) -> dict[str, Portfolio]:
         if value is None:
             continue
         data = json.loads(value) if isinstance(value, str | bytes) else value
-        out[str(strategy_id)] = Portfolio.from_json_dict(data)
+        out[str(strategy_id)] = PORTFOLIOS.decode(data)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from alpha_panda.mirror import MirrorKeys
 from alpha_panda.settings import Settings
 from tables.portfolio import Portfolio
+from tables.specs import PORTFOLIOS
 from web.formatting import money, parse_prices
 
 TIMEOUT_S = 0.25
@@ -51,7 +52,7 @@ def read_mirror(client: Any, keys: MirrorKeys) -> tuple[list[Portfolio], dict[in
     if not ids:
         return [], {}
     raw = [v for v in client.mget([keys.portfolio(s) for s in ids]) if v is not None]
-    portfolios = [Portfolio.from_json_dict(json.loads(v)) for v in raw]
+    portfolios = [PORTFOLIOS.decode(json.loads(v)) for v in raw]
     tokens = sorted({t for p in portfolios for t in p.positions})
     values = client.hmget(keys.prices, [str(t) for t in tokens]) if tokens else []
     prices = parse_prices({str(t): v for t, v in zip(tokens, values, strict=True) if v is not None})

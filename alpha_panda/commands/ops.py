@@ -45,6 +45,7 @@ from models.codec import DecodeError, decode
 from models.envelope import EventType
 from models.events import OrderFill
 from tables.portfolio import Portfolio
+from tables.specs import PORTFOLIOS
 
 FILL_TOPICS = (ORDERS_FILLED_PAPER, ORDERS_FILLED_LIVE)
 RUNBOOK_WRONG_PORTFOLIO = 'docs/RUNBOOK.md, "A wrong portfolio"'
@@ -456,7 +457,7 @@ def _print_comparisons(title: str, comparisons: list[rebuild_ops.Comparison], la
 async def _rebuild(settings: Settings, *, apply: bool, repair: bool) -> int:
     log = await read_fills(settings)
     result = rebuild_ops.recompute(log.fills, settings.portfolio.starting_cash)
-    rebuilt = {sid: p.to_json_dict() for sid, p in result.portfolios.items()}
+    rebuilt = {sid: PORTFOLIOS.encode(p) for sid, p in result.portfolios.items()}
     print(
         f"fills: {result.applied} applied, {result.duplicates} duplicate(s) ignored, "
         f"{len(log.undecodable)} undecodable skipped; {len(rebuilt)} portfolio(s)"

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from alpha_panda.domain.products import Product, strategy_product
 from alpha_panda.domain.session_rules import (
@@ -32,6 +33,53 @@ from strategies.base import BaseStrategy, StrategyConfig
 from strategies.factory import StrategyConfigError, StrategyFactory
 
 ENTRY_VERSION = 2
+
+
+class StrategyStateEntry(NamedTuple):
+    """One (strategy, instrument)'s value in the runner's ``strategy-state`` table: the
+    strategy's exported state once it folded in the tick at ``offset``.
+
+    A NamedTuple rather than a frozen dataclass: one is built for every tick of every
+    assignment, and a frozen dataclass's ``__init__`` cost three times a dict's (0.67 vs
+    0.22 µs, measured); a NamedTuple costs what the dict did.
+
+    Its JSON keeps the short keys the runner has always written (``v``, ``fp``,
+    ``offset``, ``px``, ``state``), so older changelogs read back unchanged; an entry
+    written before a field existed has None there and is written back without it.
+    """
+
+    offset: int
+    state: dict[str, Any]  # the strategy's export_state(), never mutated
+    # The strategy's parameters when it was written (``fp``): a state that cannot be
+    # restored is corrupt under the same parameters, a re-parameterisation otherwise.
+    fingerprint: str | None = None
+    # The instrument's last accepted price (``px``): the reference of the price band
+    # check (alpha_panda/domain/price_band.py), kept here so it survives a restart.
+    price: Decimal | None = None
+    version: int | None = ENTRY_VERSION
+
+    def to_json_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.version is not None:
+            out["v"] = self.version
+        if self.fingerprint is not None:
+            out["fp"] = self.fingerprint
+        out["offset"] = self.offset
+        if self.price is not None:
+            out["px"] = str(self.price)
+        out["state"] = self.state
+        return out
+
+    @classmethod
+    def from_json_dict(cls, raw: Mapping[str, Any]) -> StrategyStateEntry:
+        px = raw.get("px")
+        return cls(
+            offset=raw["offset"],
+            state=raw["state"],
+            fingerprint=raw.get("fp"),
+            price=None if px is None else Decimal(px),
+            version=raw.get("v"),
+        )
 
 
 @dataclass(frozen=True)
@@ -56,7 +104,7 @@ class Assignment:
 @dataclass
 class TickOutcome:
     signals: list[tuple[str, TradingSignal]]
-    new_entry: dict[str, Any] | None  # None: nothing to write (a redelivered tick)
+    new_entry: StrategyStateEntry | None  # None: nothing to write (a redelivered tick)
 
 
 @dataclass
@@ -137,9 +185,9 @@ class StrategyHost:
         tick: MarketTick,
         tick_event_id: str,
         offset: int,
-        entry: dict[str, Any] | None,
+        entry: StrategyStateEntry | None,
     ) -> TickOutcome:
-        if entry is not None and offset <= entry["offset"]:
+        if entry is not None and offset <= entry.offset:
             return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
@@ -151,15 +199,9 @@ class StrategyHost:
             # stored state, as a restarted runner would, not from this half-moved object.
             self._cache.pop(assignment.key, None)
             raise
-        new_entry = {
-            "v": ENTRY_VERSION,
-            "fp": assignment.fingerprint,
-            "offset": offset,
-            # The instrument's last accepted price: the reference of the price band
-            # check (alpha_panda/domain/price_band.py), kept here so it survives a restart.
-            "px": str(tick.last_price),
-            "state": strategy.export_state(),
-        }
+        new_entry = StrategyStateEntry(
+            offset, strategy.export_state(), assignment.fingerprint, tick.last_price
+        )
         self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
         return TickOutcome(emitted, new_entry)
 
@@ -208,10 +250,10 @@ class StrategyHost:
         return signals
 
     def _strategy_for(
-        self, assignment: Assignment, entry: dict[str, Any] | None
+        self, assignment: Assignment, entry: StrategyStateEntry | None
     ) -> BaseStrategy[Any]:
         cached = self._cache.get(assignment.key)
-        entry_offset = entry["offset"] if entry is not None else None
+        entry_offset = entry.offset if entry is not None else None
         # The table is the truth; the cached instance is only valid if it has folded in
         # exactly what the table has (a rebalance or restart breaks that).
         if (
@@ -223,9 +265,9 @@ class StrategyHost:
         strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
         if entry is not None:
             try:
-                strategy.restore_state(entry["state"])
+                strategy.restore_state(entry.state)
             except ValueError:
-                if entry.get("fp") == assignment.fingerprint:
+                if entry.fingerprint == assignment.fingerprint:
                     raise  # same parameters, unreadable state: corrupt data
                 # Re-parameterised into an incompatible shape: start afresh.
                 strategy = StrategyFactory.create(
@@ -234,21 +276,21 @@ class StrategyHost:
         return strategy
 
 
-def entry_is_behind(entry: dict[str, Any] | None, offset: int) -> bool:
+def entry_is_behind(entry: StrategyStateEntry | None, offset: int) -> bool:
     """Whether a state entry has not yet folded in the tick at ``offset``."""
-    return entry is None or offset > entry["offset"]
+    return entry is None or offset > entry.offset
 
 
-def previous_price(entries: list[dict[str, Any] | None]) -> Decimal | None:
+def previous_price(entries: list[StrategyStateEntry | None]) -> Decimal | None:
     """The instrument's last accepted price: the ``px`` of its most advanced entry.
 
     Entries written before the price was recorded have none; with no price the band
     check has no reference and checks the tick size only.
     """
-    priced = [e for e in entries if e is not None and "px" in e]
+    priced = [e for e in entries if e is not None and e.price is not None]
     if not priced:
         return None
-    return Decimal(max(priced, key=lambda e: int(e["offset"]))["px"])
+    return max(priced, key=lambda e: e.offset).price
 
 
 def _apply_trading_day(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from models.events import OrderFill
 from tables.portfolio import Portfolio, Position
+from tables.specs import PORTFOLIOS
 
 # What the report compares (the rest, e.g. recent_fill_ids and source_offsets, is
 # bookkeeping the rebuild reproduces but an operator does not act on).
@@ -76,7 +77,7 @@ class UnreadablePortfolio(ValueError):
 
 
 def parse_stored(raw: bytes | str | Mapping[str, Any]) -> Portfolio:
-    """A stored portfolio from its JSON (``Portfolio.to_json_dict()``) or the dict."""
+    """A stored portfolio from its JSON (``PORTFOLIOS.encode``, tables/specs.py) or the dict."""
     try:
         data = raw if isinstance(raw, Mapping) else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -84,7 +85,7 @@ def parse_stored(raw: bytes | str | Mapping[str, Any]) -> Portfolio:
     if not isinstance(data, Mapping):
         raise UnreadablePortfolio(f"JSON {type(data).__name__}, not an object")
     try:
-        return Portfolio.from_json_dict(data)
+        return PORTFOLIOS.decode(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"
@@ -135,7 +136,7 @@ def diff_portfolios(
 ) -> list[FieldDiff]:
     """Differences in :data:`COMPARED_FIELDS`, numerically (Decimal), position by position.
 
-    Either side may be JSON bytes/text or a dict of the ``Portfolio.to_json_dict()``
+    Either side may be JSON bytes/text or a dict of the ``PORTFOLIOS.encode``
     shape; an unreadable one raises :class:`UnreadablePortfolio`.
     """
     mine = rebuilt if isinstance(rebuilt, Portfolio) else parse_stored(rebuilt)

@@ -8,6 +8,7 @@ pin the bookkeeping with a stand-in table.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,15 @@ import pytest
 
 from alpha_panda import write_behind
 from alpha_panda.write_behind import WriteBehindFlusher, WriteBehindTable
+from tables.specs import TableSpec
+
+
+def spec(
+    encode: Callable[[Any], Any] = lambda v: v, decode: Callable[[Any], Any] = lambda j: j
+) -> TableSpec[Any]:
+    return TableSpec(
+        "last-prices", key="k", partitions=1, value="test", encode=encode, decode=decode, help=""
+    )
 
 
 @dataclass
@@ -59,7 +69,7 @@ def in_event(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_a_write_is_visible_at_once_and_reaches_the_changelog_only_on_flush(in_event: Any) -> None:
     table = FakeTable()
-    wrapped = WriteBehindTable(table)  # type: ignore[arg-type]
+    wrapped = WriteBehindTable(spec(), table)  # type: ignore[arg-type]
     in_event(3)
     wrapped["256265"] = {"price": "100.05"}
     assert wrapped.get("256265") == {"price": "100.05"}
@@ -74,7 +84,7 @@ def test_a_write_is_visible_at_once_and_reaches_the_changelog_only_on_flush(in_e
 
 def test_many_writes_to_a_key_become_one_record_with_the_last_value(in_event: Any) -> None:
     table = FakeTable()
-    wrapped = WriteBehindTable(table)  # type: ignore[arg-type]
+    wrapped = WriteBehindTable(spec(), table)  # type: ignore[arg-type]
     in_event(0)
     for i in range(100):
         wrapped["a"] = i
@@ -91,7 +101,7 @@ def test_the_changelog_partition_is_that_of_the_last_event_that_wrote_the_key(
     in_event: Any,
 ) -> None:
     table = FakeTable()
-    wrapped = WriteBehindTable(table)  # type: ignore[arg-type]
+    wrapped = WriteBehindTable(spec(), table)  # type: ignore[arg-type]
     in_event(2)
     wrapped["k"] = 1
     in_event(5)
@@ -110,7 +120,7 @@ def test_memory_keeps_the_object_and_the_changelog_gets_it_encoded_once_per_flus
         return {"sum": sum(value)}
 
     table = FakeTable()
-    wrapped = WriteBehindTable(table, encode)  # type: ignore[arg-type]
+    wrapped = WriteBehindTable(spec(encode), table)  # type: ignore[arg-type]
     in_event(4)
     for i in range(1, 50):
         wrapped["s"] = tuple(range(i))
@@ -129,7 +139,7 @@ def test_a_recovered_json_value_is_decoded_once_and_kept_as_the_object(in_event:
         return tuple(raw["items"])
 
     table = FakeTable(data={"s": {"items": [1, 2]}})  # what recovery put in memory
-    wrapped = WriteBehindTable(table, lambda v: {"items": list(v)}, decode)  # type: ignore[arg-type]
+    wrapped = WriteBehindTable(spec(lambda v: {"items": list(v)}, decode), table)  # type: ignore[arg-type]
     assert wrapped.get("s") == (1, 2)
     assert wrapped.get("s") == (1, 2)
     assert decoded == [{"items": [1, 2]}]  # once: memory now holds the object
@@ -139,7 +149,7 @@ def test_a_recovered_json_value_is_decoded_once_and_kept_as_the_object(in_event:
 
 
 def test_a_write_outside_an_event_is_a_bug(in_event: Any) -> None:
-    wrapped = WriteBehindTable(FakeTable())  # type: ignore[arg-type]
+    wrapped = WriteBehindTable(spec(), FakeTable())  # type: ignore[arg-type]
     in_event(None)
     with pytest.raises(RuntimeError, match="last-prices: written outside of an agent's event"):
         wrapped["k"] = 1
@@ -182,8 +192,8 @@ def test_the_flusher_flushes_every_table_when_a_commit_starts(in_event: Any) -> 
     flusher = WriteBehindFlusher(app)  # type: ignore[arg-type]
     assert app.sensors.added == [flusher]
     prices, states = FakeTable("prices"), FakeTable("states")
-    wrapped_prices = flusher.register(prices)  # type: ignore[arg-type]
-    wrapped_states = flusher.register(states)  # type: ignore[arg-type]
+    wrapped_prices = flusher.register(spec(), prices)  # type: ignore[arg-type]
+    wrapped_states = flusher.register(spec(), states)  # type: ignore[arg-type]
     in_event(1)
     wrapped_prices["p"] = 1
     wrapped_states["s"] = 2
@@ -200,7 +210,7 @@ def test_revocation_flushes_and_waits_for_the_producer_only_when_something_was_d
     app = FakeApp()
     flusher = WriteBehindFlusher(app)  # type: ignore[arg-type]
     table = FakeTable()
-    wrapped = flusher.register(table)  # type: ignore[arg-type]
+    wrapped = flusher.register(spec(), table)  # type: ignore[arg-type]
     [on_revoked] = app.on_partitions_revoked.receivers
 
     asyncio.run(on_revoked(app, revoked=set()))

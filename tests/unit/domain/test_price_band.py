@@ -13,7 +13,7 @@ from alpha_panda.domain.price_band import (
     PriceBand,
     check_tick_price,
 )
-from alpha_panda.domain.strategy_host import entry_is_behind, previous_price
+from alpha_panda.domain.strategy_host import StrategyStateEntry, entry_is_behind, previous_price
 
 BAND = PriceBand()  # 20 %, 0.05
 
@@ -91,13 +91,16 @@ def test_band_and_tick_size_must_be_positive() -> None:
 
 
 def test_the_strategy_runner_reference_is_the_most_advanced_entrys_price() -> None:
+    def entry(offset: int, px: str | None = None) -> StrategyStateEntry:
+        return StrategyStateEntry(offset, {}, price=None if px is None else D(px))
+
     entries = [
-        {"offset": 7, "px": "101.00"},
+        entry(7, "101.00"),
         None,  # a strategy added since: no entry yet
-        {"offset": 9, "px": "102.50"},
-        {"offset": 3},  # written before prices were recorded
+        entry(9, "102.50"),
+        entry(3),  # written before prices were recorded
     ]
     assert previous_price(entries) == D("102.50")
-    assert previous_price([None, {"offset": 1}]) is None
-    assert entry_is_behind(None, 5) and entry_is_behind({"offset": 4}, 5)
-    assert not entry_is_behind({"offset": 5}, 5)
+    assert previous_price([None, entry(1)]) is None
+    assert entry_is_behind(None, 5) and entry_is_behind(entry(4), 5)
+    assert not entry_is_behind(entry(5), 5)

@@ -274,7 +274,7 @@ def test_host_state_survives_export_with_the_opening_time() -> None:
         )
         entry = host.on_tick(assignment, tick, f"t{offset}", offset, entry).new_entry
     assert entry is not None
-    assert entry["state"]["opened_ts"] == "2026-03-02T09:31:00Z"
+    assert entry.state["opened_ts"] == "2026-03-02T09:31:00Z"
     # A fresh host (a restart) restores it and squares off at 15:20.
     fresh = host_with("MIS")
     tick = MarketTick(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from alpha_panda.domain.strategy_host import (
     ENTRY_VERSION,
     Assignment,
     StrategyHost,
+    StrategyStateEntry,
     entry_is_behind,
 )
 from models.envelope import derived_event_id
@@ -63,9 +65,9 @@ def feed(
     host: StrategyHost,
     assignment: Assignment,
     prices: Sequence[str],
-    entry: dict[str, Any] | None = None,
+    entry: StrategyStateEntry | None = None,
     start: int = 0,
-) -> tuple[list[tuple[str, TradingSignal]], dict[str, Any] | None]:
+) -> tuple[list[tuple[str, TradingSignal]], StrategyStateEntry | None]:
     """Ticks at offsets start, start+1, ... as the runner hands them over; returns every
     (event id, signal) emitted and the last entry written."""
     emitted: list[tuple[str, TradingSignal]] = []
@@ -99,20 +101,21 @@ def test_signals_carry_ids_derived_from_the_tick_and_the_entry_records_the_offse
     first = host.on_tick(assignment, tick("100", 0), "tick-0", 7, None)
     assert first.signals == []
     assert first.new_entry is not None
-    assert first.new_entry["v"] == ENTRY_VERSION and first.new_entry["offset"] == 7
-    assert first.new_entry["px"] == "100" and first.new_entry["fp"] == assignment.fingerprint
+    assert first.new_entry.version == ENTRY_VERSION and first.new_entry.offset == 7
+    assert first.new_entry.price == Decimal("100")
+    assert first.new_entry.fingerprint == assignment.fingerprint
     second = host.on_tick(assignment, tick("101", 1), "tick-1", 8, first.new_entry)
     ((event_id, signal),) = second.signals
     assert event_id == derived_event_id("tick-1", "a", 0)
     assert (signal.side, signal.quantity, signal.strategy_id) == (Side.BUY, 10, "a")
-    assert second.new_entry is not None and second.new_entry["offset"] == 8
+    assert second.new_entry is not None and second.new_entry.offset == 8
 
 
 def test_a_redelivered_tick_changes_nothing_and_emits_nothing() -> None:
     host = host_for(record("a"))
     (assignment,) = host.assignments_for(RELIANCE)
     _, entry = feed(host, assignment, ["100", "101"])
-    assert entry is not None and entry["offset"] == 1
+    assert entry is not None and entry.offset == 1
     for offset in (0, 1):  # both already folded in (the second one emitted a BUY)
         again = host.on_tick(assignment, tick("101", offset), f"tick-{offset}", offset, entry)
         assert again.signals == [] and again.new_entry is None
@@ -163,7 +166,8 @@ def test_a_parameter_change_gets_a_new_fingerprint_and_keeps_compatible_state() 
     # (5 %) decides: a fall of 1 % no longer sells, a fall of 6 % does.
     held = host.on_tick(new, tick("100", 2), "tick-2", 2, entry)
     assert held.signals == [] and held.new_entry is not None
-    assert held.new_entry["fp"] == new.fingerprint and held.new_entry["state"]["position"] == 10
+    assert held.new_entry.fingerprint == new.fingerprint
+    assert held.new_entry.state["position"] == 10
     sold = host.on_tick(new, tick("94", 3), "tick-3", 3, held.new_entry)
     assert [(s.side, s.quantity) for _, s in sold.signals] == [(Side.SELL, 10)]
 
@@ -177,9 +181,9 @@ def test_a_new_kind_starts_afresh_but_unreadable_state_under_the_same_one_is_an_
     (exploding,) = host.assignments_for(RELIANCE)
     fresh = host.on_tick(exploding, tick("102", 2), "tick-2", 2, entry)
     assert [s.side for _, s in fresh.signals] == [Side.BUY]  # flat again: it enters
-    assert fresh.new_entry is not None and fresh.new_entry["state"]["kind"] == "exploding"
+    assert fresh.new_entry is not None and fresh.new_entry.state["kind"] == "exploding"
 
-    corrupt = {**entry, "fp": momentum.fingerprint, "state": {"version": -1}}
+    corrupt = entry._replace(fingerprint=momentum.fingerprint, state={"version": -1})
     with pytest.raises(ValueError, match="invalid strategy state"):
         host_for(record("a")).on_tick(momentum, tick("102", 2), "tick-2", 2, corrupt)
 
@@ -187,7 +191,7 @@ def test_a_new_kind_starts_afresh_but_unreadable_state_under_the_same_one_is_an_
 def test_one_strategy_raising_leaves_the_others_on_the_same_tick_untouched() -> None:
     host = host_for(record("good"), record("bad", kind=EXPLODING))
     assignments = {a.strategy_id: a for a in host.assignments_for(RELIANCE)}
-    entries: dict[str, dict[str, Any] | None] = {"good": None, "bad": None}
+    entries: dict[str, StrategyStateEntry | None] = {"good": None, "bad": None}
     emitted: dict[str, list[Side]] = {"good": [], "bad": []}
     raised: list[tuple[str, int]] = []
     for offset, price in enumerate(["12", "13", "14"]):
@@ -206,10 +210,10 @@ def test_one_strategy_raising_leaves_the_others_on_the_same_tick_untouched() -> 
     assert raised == [("bad", 1)]
     assert emitted == {"good": [Side.BUY], "bad": [Side.BUY]}
     good, bad = entries["good"], entries["bad"]
-    assert good is not None and good["offset"] == 2
+    assert good is not None and good.offset == 2
     # The bad one entered on its first tick and stays long; the tick it failed on wrote
     # no entry, the next one did.
-    assert bad is not None and bad["offset"] == 2 and bad["state"]["position"] == 1
+    assert bad is not None and bad.offset == 2 and bad.state["position"] == 1
 
 
 class _ExplodingWide(Exploding):
@@ -237,4 +241,4 @@ def test_after_a_strategy_raises_the_next_tick_starts_from_the_stored_state(
     (same,) = restarted.assignments_for(RELIANCE)
     replayed = restarted.on_tick(same, tick("14", 2), "t2", 2, first).new_entry
     assert after_failure is not None and replayed is not None
-    assert after_failure["state"]["prices"] == replayed["state"]["prices"] == ["12", "14"]
+    assert after_failure.state["prices"] == replayed.state["prices"] == ["12", "14"]

@@ -11,7 +11,7 @@ import pytest
 
 from alpha_panda.db import InstrumentRef, RuntimeConfig, StrategyConfigRecord
 from alpha_panda.domain.session_rules import SessionRules
-from alpha_panda.domain.strategy_host import StrategyHost
+from alpha_panda.domain.strategy_host import StrategyHost, StrategyStateEntry
 from alpha_panda.market_calendar import NseCalendar
 from models.events import ExecutionMode, MarketTick, TradingSignal
 
@@ -74,7 +74,7 @@ Signals = list[tuple[str, TradingSignal]]
 
 
 def live(host: StrategyHost, stream: list[tuple[MarketTick, str]]) -> Signals:
-    entries: dict[str, dict[str, Any] | None] = {}
+    entries: dict[str, StrategyStateEntry | None] = {}
     out: Signals = []
     for offset, (tick, event_id) in enumerate(stream):
         for a in host.assignments_for(tick.instrument_token):

@@ -29,6 +29,7 @@ from alpha_panda.factory import create_app
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import RedisSettings, Stage, load_settings
 from alpha_panda.topics import OutgoingRecord, TopicSpec
+from alpha_panda.typed_table import TypedTable
 from models.codec import decode
 from models.envelope import EventEnvelope
 
@@ -52,8 +53,9 @@ class StageHarness:
             if r.topic == spec.name
         ]
 
-    def table(self, name: str) -> Any:
-        return self.ctx.app.tables[name]
+    def table(self, name: str) -> TypedTable[Any]:
+        """The stage's typed view of table ``name`` (alpha_panda/typed_table.py)."""
+        return self.ctx.tables[name]
 
     async def deliver(
         self,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,7 +26,6 @@ from alpha_panda.topics import (
     Tables,
 )
 from models.events import RejectionReason, Side, ValidatedSignal
-from tables.portfolio import Portfolio
 from tests.factories import RELIANCE, T0, fill, rejection, signal, tick
 from tests.unit.stages.harness import running_stage
 
@@ -55,8 +53,8 @@ async def test_strategy_runner_skips_a_tick_at_or_below_the_stored_offset(
         (buy,) = stage.sent_to(SIGNALS_GENERATED)
         assert buy.data.side is Side.BUY
         states = stage.table("strategy-state")
-        entry: dict[str, Any] = states[f"a:{RELIANCE}"]
-        assert entry["offset"] == 1
+        entry = states[f"a:{RELIANCE}"]
+        assert entry.offset == 1
 
         await stage.deliver(MARKET_TICKS, tick("101", 1), offset=1)  # redelivered
         # The offset decides, not the content: even a record that would sell is skipped.
@@ -66,7 +64,7 @@ async def test_strategy_runner_skips_a_tick_at_or_below_the_stored_offset(
 
         await stage.deliver(MARKET_TICKS, tick("90", 5), offset=2)  # the next new one
         assert [s.data.side for s in stage.sent_to(SIGNALS_GENERATED)] == [Side.BUY, Side.SELL]
-        assert states[f"a:{RELIANCE}"]["offset"] == 2
+        assert states[f"a:{RELIANCE}"].offset == 2
 
 
 async def test_risk_manager_decides_a_redelivered_signal_once(
@@ -105,11 +103,11 @@ async def test_trading_engine_ignores_a_stale_tick_and_a_redelivered_limit_order
         )
         await stage.deliver(ENGINE_SIGNALS_BY_INSTRUMENT, order, offset=0, event_id="val-1")
         pending = stage.table(Tables.PENDING_ORDERS)
-        assert [o["signal_event_id"] for o in pending[str(RELIANCE)]] == ["sig-1"]
+        assert [o.signal_event_id for o in pending[str(RELIANCE)]] == ["sig-1"]
 
         # The same validated signal again: it is resting already, nothing new rests.
         await stage.deliver(ENGINE_SIGNALS_BY_INSTRUMENT, order, offset=0, event_id="val-1")
-        assert [o["signal_event_id"] for o in pending[str(RELIANCE)]] == ["sig-1"]
+        assert [o.signal_event_id for o in pending[str(RELIANCE)]] == ["sig-1"]
         assert stage.sent == []
 
         # An older tick (redelivered after a newer one) neither moves the last price
@@ -123,7 +121,7 @@ async def test_trading_engine_ignores_a_stale_tick_and_a_redelivered_limit_order
         await stage.deliver(MARKET_TICKS, tick("99.85", 6), offset=2)  # a new one fills
         (filled,) = stage.sent_to(ORDERS_FILLED_PAPER)
         assert (filled.data.signal_event_id, filled.data.quantity) == ("sig-1", 10)
-        assert pending[str(RELIANCE)] == []
+        assert pending[str(RELIANCE)] == ()
 
 
 async def test_portfolio_books_a_fill_once_by_offset_and_by_fill_id(
@@ -139,7 +137,7 @@ async def test_portfolio_books_a_fill_once_by_offset_and_by_fill_id(
         bought = fill("f1", Side.BUY, 10, "100", "1.50", strategy_id="a")
         await stage.deliver(ORDERS_FILLED_PAPER, bought, offset=3, event_id="e-f1")
         portfolios = stage.table(Tables.PORTFOLIOS)
-        booked = Portfolio.from_json_dict(portfolios["a"])
+        booked = portfolios["a"]
         start = booked.cash + D("1001.50")
         assert booked.positions[RELIANCE].quantity == 10
         assert len(stage.table(Tables.RECENT_FILLS)["a"]) == 1
@@ -150,11 +148,11 @@ async def test_portfolio_books_a_fill_once_by_offset_and_by_fill_id(
         # RECENT_FILL_IDS_BOUND): whatever is read at an applied offset is not booked.
         other = fill("f2", Side.BUY, 5, "100", strategy_id="a")
         await stage.deliver(ORDERS_FILLED_PAPER, other, offset=3, event_id="e-f2")
-        assert portfolios["a"] == booked.to_json_dict()
+        assert portfolios["a"] == booked
 
         # The same fill at a new offset (an upstream replay): recorded, not booked.
         await stage.deliver(ORDERS_FILLED_PAPER, bought, offset=4, event_id="e-f1")
-        again = Portfolio.from_json_dict(portfolios["a"])
+        again = portfolios["a"]
         assert again.cash == booked.cash == start - D("1001.50")
         assert again.positions[RELIANCE].quantity == 10 and again.trade_count == 1
         assert len(stage.table(Tables.RECENT_FILLS)["a"]) == 1
@@ -173,14 +171,14 @@ async def test_portfolio_marks_a_price_once_per_offset(
     ) as stage:
         await stage.deliver(MARKET_TICKS, tick("100", 0), offset=5)
         prices = stage.table(Tables.LAST_PRICES)
-        assert prices[str(RELIANCE)]["price"] == "100"
+        assert prices[str(RELIANCE)].price == D("100")
         # At or below the last offset marked: skipped, whatever price it carries.
         await stage.deliver(MARKET_TICKS, tick("100.05", 1), offset=5)
         await stage.deliver(MARKET_TICKS, tick("100.10", 2), offset=4)
-        assert prices[str(RELIANCE)]["price"] == "100"
-        assert prices[str(RELIANCE)]["offset"] == 5
+        assert prices[str(RELIANCE)].price == D("100")
+        assert prices[str(RELIANCE)].offset == 5
         await stage.deliver(MARKET_TICKS, tick("100.05", 3), offset=6)
-        assert prices[str(RELIANCE)]["price"] == "100.05"
+        assert prices[str(RELIANCE)].price == D("100.05")
 
 
 async def test_trading_engine_fills_a_redelivered_market_order_under_the_same_ids(
@@ -213,7 +211,7 @@ async def test_portfolio_keeps_a_redelivered_rejection_once(
         refused = rejection(signal(strategy_id="a"), RejectionReason.KILL_SWITCH, "halted")
         for offset in (0, 0, 1):  # redelivered, then replayed upstream at a new offset
             await stage.deliver(SIGNALS_REJECTED, refused, offset=offset, event_id="rej-1")
-        (kept,) = stage.table(Tables.RECENT_REJECTIONS)[f"a:{RELIANCE}"]
-        assert (kept["event_id"], kept["reason"]) == ("rej-1", "kill_switch")
+        ((event_id, kept),) = stage.table(Tables.RECENT_REJECTIONS)[f"a:{RELIANCE}"].rejections()
+        assert (event_id, kept.reason) == ("rej-1", RejectionReason.KILL_SWITCH)
         await stage.deliver(SIGNALS_REJECTED, refused, offset=2, event_id="rej-2")
         assert len(stage.table(Tables.RECENT_REJECTIONS)[f"a:{RELIANCE}"]) == 2

@@ -56,5 +56,5 @@ async def test_a_strategy_that_raises_is_skipped_and_the_others_still_trade(
         assert failures() == 1
         assert stage.dead_lettered == []  # the tick itself was fine: no DLQ, no retry
         states = stage.table("strategy-state")
-        assert states[f"good:{RELIANCE}"]["offset"] == 2
-        assert states[f"bad:{RELIANCE}"]["offset"] == 2  # it carried on after its failure
+        assert states[f"good:{RELIANCE}"].offset == 2
+        assert states[f"bad:{RELIANCE}"].offset == 2  # it carried on after its failure
