@@ -38,8 +38,12 @@ lock: ## regenerate constraints.txt from a fresh install (then re-check the work
 
 # `make run` is a demo that should trade at any hour: unless the environment says
 # otherwise, the mock feed ticks outside NSE sessions and risk does not enforce them.
+# Not with Kite's feed: real ticks keep the trading day (market_closed, the MIS cut-off and
+# square-off), and `alpha-panda run` refuses live strategies at the real Kite without it.
+ifneq ($(ALPHA_PANDA_FEED_SOURCE),zerodha)
 run: export ALPHA_PANDA_FEED_SESSIONS_ONLY ?= false
 run: export ALPHA_PANDA_MARKET_ENFORCE_SESSIONS ?= false
+endif
 run: $(STAMP) ## run the whole pipeline on the embedded broker (Ctrl-C stops it)
 	$(BIN)/alpha-panda run
 

@@ -29,6 +29,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from alpha_panda.domain.products import Product
 
 PLACEHOLDER_JWT_SECRET = "change-me-in-production"
+# The real Kite Connect REST API; any other root URL is a local or test Kite server.
+KITE_ROOT_URL = "https://api.kite.trade"
 # Absolute once expanded, so it means the same files from every working directory.
 DEFAULT_DATA_DIR = "~/.alpha-panda"
 DEFAULT_DATABASE_FILE = "alpha_panda.db"
@@ -308,7 +310,7 @@ class ZerodhaSettings(_Section):
     api_secret: SecretStr = Field(
         default=SecretStr(""), description="Kite Connect app's API secret (never logged)."
     )
-    root_url: str = Field(default="https://api.kite.trade", description="Kite REST API.")
+    root_url: str = Field(default=KITE_ROOT_URL, description="Kite REST API.")
     ws_url: str = Field(default="wss://ws.kite.trade", description="Kite ticker WebSocket.")
     login_url: str = Field(
         default="https://kite.zerodha.com/connect/login",

@@ -31,8 +31,9 @@ from alpha_panda.broker import EmbeddedBroker, is_reachable
 from alpha_panda.embedded_log import close_log, durability, open_log, snapshot_path
 from alpha_panda.log_identity import ensure_identity
 from alpha_panda.log_snapshot import SnapshotError
-from alpha_panda.settings import Settings, Stage, get_settings
+from alpha_panda.settings import KITE_ROOT_URL, Settings, Stage, get_settings
 from alpha_panda.supervisor import ChildStatus, Process, Supervisor, die_with_parent
+from models.events import ExecutionMode
 
 STOP_TIMEOUT_S = 30.0
 
@@ -97,6 +98,50 @@ def _prepare_database(settings: Settings) -> list[str]:
             await engine.dispose()
 
     return asyncio.run(prepare())
+
+
+def _live_without_trading_day(settings: Settings) -> str | None:
+    """Why live trading must not run with the trading-day rules off, or None.
+
+    `make run` turns the NSE session rules off so that its demo trades at any hour; with
+    them off no ``market_closed`` check runs, no new MIS entry is refused after the
+    cut-off and no MIS position is squared off. Against the real Kite that is refused
+    (the caller exits); against the local Kite server it is said loudly and allowed.
+    """
+    if settings.market.enforce_sessions:
+        return None
+    live = _enabled_live_strategies(settings)
+    if not live:
+        return None
+    return (
+        f"alpha-panda: strategies {', '.join(live)} trade live while the NSE trading-day "
+        "rules are off (ALPHA_PANDA_MARKET_ENFORCE_SESSIONS=false): no market_closed check, "
+        "no MIS cut-off, no MIS square-off. "
+        + (
+            "Refused against the real Kite: set ALPHA_PANDA_MARKET_ENFORCE_SESSIONS=true "
+            "(`make run` sets it false only for the mock feed)."
+            if settings.zerodha.root_url == KITE_ROOT_URL
+            else f"Allowed against {settings.zerodha.root_url} (not the real Kite)."
+        )
+    )
+
+
+def _enabled_live_strategies(settings: Settings) -> list[str]:
+    from alpha_panda import db
+
+    async def read() -> list[str]:
+        engine = db.create_engine(settings.database.url)
+        try:
+            config = await db.load_runtime_config(db.session_factory(engine))
+        finally:
+            await engine.dispose()
+        return [
+            s.strategy_id
+            for s in config.enabled_strategies
+            if s.execution_mode is ExecutionMode.LIVE
+        ]
+
+    return asyncio.run(read())
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -233,6 +278,11 @@ def run(args: argparse.Namespace) -> int:
         seeded = _prepare_database(settings)
         if seeded:
             print(f"database: seeded demo strategies {', '.join(seeded)}")
+        refusal = _live_without_trading_day(settings)
+        if refusal is not None:
+            print(refusal, file=sys.stderr, flush=True)
+            if settings.zerodha.root_url == KITE_ROOT_URL:
+                return 1
         for stage in stages:
             log_path = log_dir / f"{stage.value}.log"
             supervisor.add(

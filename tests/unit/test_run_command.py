@@ -1,4 +1,5 @@
-"""`alpha-panda run` stops on SIGTERM wherever the signal finds it.
+"""`alpha-panda run`: it stops on SIGTERM wherever the signal finds it, and refuses live
+trading against the real Kite with the trading-day rules off.
 
 Its summary reads the database and Redis and tolerates their failures with
 ``except Exception``; a SIGTERM landing during such a read was once swallowed as one of
@@ -45,3 +46,23 @@ def test_the_summarys_own_failures_are_still_tolerated(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(db, "create_engine", unreachable)
     assert run_command._halted_scopes(load_settings()) == []
+
+
+def test_live_strategies_with_the_trading_day_off_are_refused_against_the_real_kite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: ["live-1"])
+    off = {"enforce_sessions": False}
+    assert run_command._live_without_trading_day(load_settings(market={})) is None
+    refusal = run_command._live_without_trading_day(load_settings(market=off))
+    assert refusal is not None
+    assert "live-1" in refusal and "Refused against the real Kite" in refusal
+    local = load_settings(market=off, zerodha={"root_url": "http://127.0.0.1:5080"})
+    warning = run_command._live_without_trading_day(local)
+    assert warning is not None and "Allowed against http://127.0.0.1:5080" in warning
+
+
+def test_paper_only_pipelines_may_run_at_any_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: [])
+    off = load_settings(market={"enforce_sessions": False})
+    assert run_command._live_without_trading_day(off) is None
