@@ -408,13 +408,18 @@ class StrategyRiskState(_Frozen):
         return self.model_copy(update={"last_price": {**self.last_price, token: price}})
 
     def with_seen(
-        self, signal_event_id: str, rejection: RejectionReason | None
+        self,
+        signal_event_id: str,
+        rejection: RejectionReason | None,
+        update: Mapping[str, Any] | None = None,
     ) -> StrategyRiskState:
+        """This state having decided ``signal_event_id``; ``update`` changes other fields in
+        the same copy (an approval's new position: one copy per decision, not two)."""
         seen = _SeenLog.appended(
             self.seen_signals, SeenSignal(event_id=signal_event_id, rejection=rejection)
         )
         # model_copy does not validate, so the indexed tuple is kept as it is.
-        return self.model_copy(update={"seen_signals": seen})
+        return self.model_copy(update={**(update or {}), "seen_signals": seen})
 
     def orders_in_window(self, ts: datetime) -> int:
         """Approved orders in the 60 s window ending at ``ts``: (ts - 60 s, ts]."""

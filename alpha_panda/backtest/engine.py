@@ -39,7 +39,7 @@ from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.domain.session_rules import SessionRules, session_rules_from
 from alpha_panda.domain.strategy_host import StrategyHost
 from alpha_panda.settings import Settings
-from models.events import MarketDepth, MarketTick, OrderFill, TradingSignal, ValidatedSignal
+from models.events import MarketTick, OrderFill, TradingSignal, ValidatedSignal
 from tables.portfolio import Portfolio, PortfolioValuation, book_fill
 from tables.risk_state import RiskLimits, StrategyRiskState
 
@@ -150,8 +150,8 @@ class BacktestEngine:
                 "; ".join(f"strategy {sid!r}: {error}" for sid, error in invalid)
             )
         self._risk: dict[str, StrategyRiskState] = {}
-        # token -> the engine's last tick: price, time, and its book (None without depth).
-        self._engine_prices: dict[int, tuple[Decimal, datetime, MarketDepth | None]] = {}
+        # token -> the engine's last tick: its price, time, and book (None without depth).
+        self._engine_ticks: dict[int, MarketTick] = {}
         self._resting: dict[int, list[PendingLimitOrder]] = {}
         self.portfolios: dict[str, Portfolio] = {}
         self.marks: dict[int, Decimal] = {}
@@ -214,9 +214,9 @@ class BacktestEngine:
                 ledger.remark(token, old, price)
 
         # Trading engine: last price, then resting LIMIT orders this tick trades through.
-        previous = self._engine_prices.get(token)
-        if not tick_is_stale(None if previous is None else previous[1], tick):
-            self._engine_prices[token] = (price, ts, tick.depth)
+        previous = self._engine_ticks.get(token)
+        if not tick_is_stale(None if previous is None else previous.exchange_ts, tick):
+            self._engine_ticks[token] = tick
             resting = self._resting.get(token)
             if resting:
                 fills, still_resting = self.trader.on_tick(resting, tick)
@@ -242,19 +242,22 @@ class BacktestEngine:
         if decision.rejection is not None:
             self.rejections[(sid, decision.rejection.reason.value)] += 1
             return
-        validated = ValidatedSignal(
+        # Not validated again: the id is derived (32 hex digits), the signal is a validated
+        # model (the strategy's), and its time is already UTC. The risk manager validates
+        # the same three values when it builds the record.
+        validated = ValidatedSignal.model_construct(
             signal_event_id=signal_event_id, signal=signal, validated_ts=signal.signal_ts
         )
         token = signal.instrument_token
-        price = self._engine_prices.get(token)
+        last = self._engine_ticks.get(token)
         resting = self._resting.get(token, [])
         outcome = execute_validated(
             self.trader,
             validated,
-            None if price is None else price[0],
-            None if price is None else price[1],
+            None if last is None else last.last_price,
+            None if last is None else last.exchange_ts,
             (order.signal_event_id for order in resting),
-            None if price is None else price[2],
+            None if last is None else last.depth,
         )
         if outcome is None:
             return
