@@ -229,7 +229,8 @@ class OrderFill(_Payload):
 
     @model_validator(mode="after")
     def _fees_add_up(self) -> OrderFill:
-        if self.fee_breakdown != _NO_FEE_BREAKDOWN and self.fee_breakdown.total != self.fees:
+        # The sum first: it usually matches, which spares the model comparison.
+        if self.fee_breakdown.total != self.fees and self.fee_breakdown != _NO_FEE_BREAKDOWN:
             raise ValueError("fees must equal the sum of fee_breakdown")
         return self
 
