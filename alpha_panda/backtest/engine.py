@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from alpha_panda.backtest.metrics import Ledger, sharpe_like
@@ -46,6 +46,8 @@ from tables.risk_state import RiskLimits, StrategyRiskState
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
 DEFAULT_BAR = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class BacktestConfigError(ValueError):
@@ -168,6 +170,9 @@ class BacktestEngine:
         self._bar_seconds = setup.bar.total_seconds()
         self._bar: float | None = None
         self._bar_ts: datetime | None = None
+        # [from, until): event times known to fall in self._bar, so most ticks skip
+        # computing their bar (see _bar_span). Empty until the first tick.
+        self._bar_from = self._bar_until = _EPOCH
         self.ticks = 0
         self.first_ts: datetime | None = None
         self.last_ts: datetime | None = None
@@ -197,12 +202,14 @@ class BacktestEngine:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
-        bar = ts.timestamp() // self._bar_seconds
-        if bar != self._bar:
-            if self._bar_ts is not None:
-                for ledger in self.ledgers.values():
-                    ledger.close_bar(self._bar_ts)
-            self._bar = bar
+        if not self._bar_from <= ts < self._bar_until:
+            bar = ts.timestamp() // self._bar_seconds
+            if bar != self._bar:
+                if self._bar_ts is not None:
+                    for ledger in self.ledgers.values():
+                        ledger.close_bar(self._bar_ts)
+                self._bar = bar
+            self._bar_from, self._bar_until = self._bar_span(bar)
         self._bar_ts = ts
 
         # Portfolio manager: the mark, and the equity of every strategy holding it.
@@ -230,6 +237,27 @@ class BacktestEngine:
         if signals:
             for signal_event_id, signal in signals:
                 self._on_signal(signal_event_id, signal)
+
+    def _bar_span(self, bar: float) -> tuple[datetime, datetime]:
+        """The event times [from, until) whose bar, ``ts.timestamp() // bar seconds``, is
+        ``bar``; an empty span where that cannot be confirmed.
+
+        The bar is a float computation, so the span's ends are checked with it rather than
+        trusted: it never decreases as time goes on, so when the first and the last
+        microsecond of the span both give ``bar``, every time between them does too.
+        """
+        seconds = self._bar_seconds
+        try:
+            start = _EPOCH + timedelta(seconds=bar * seconds)
+            end = _EPOCH + timedelta(seconds=(bar + 1) * seconds)
+        except OverflowError:
+            return _EPOCH, _EPOCH
+        if (
+            start.timestamp() // seconds == bar
+            and (end - _MICROSECOND).timestamp() // seconds == bar
+        ):
+            return start, end
+        return _EPOCH, _EPOCH
 
     def _on_signal(self, signal_event_id: str, signal: TradingSignal) -> None:
         sid = signal.strategy_id
