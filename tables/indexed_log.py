@@ -49,7 +49,9 @@ class IndexedLog(tuple[T, ...]):
         cls, log: tuple[T, ...], item: T, key: Callable[[T], str], bound: int
     ) -> IndexedLog[T]:
         """``log`` with ``item`` appended, its oldest dropped past ``bound``."""
-        new: IndexedLog[T] = cls((*log, item)[-bound:])
+        # Slice before appending: these logs are full (a few hundred items) nearly always.
+        kept = log[len(log) - bound + 1 :] if len(log) >= bound else log
+        new: IndexedLog[T] = cls((*kept, item))
         index = log._index if isinstance(log, IndexedLog) else None
         item_key = key(item)
         if (
