@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -73,7 +74,19 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
 def derived_event_id(parent_id: str, *discriminators: object) -> str:
-    """Deterministic id of an event caused by `parent_id` (same input, same id)."""
+    """Deterministic id of an event caused by `parent_id` (same input, same id).
+
+    ``uuid.uuid5(EVENT_ID_NAMESPACE, name).hex``, computed without the UUID object (a
+    third of the cost; every signal and fill derives ids): the SHA-1 of namespace and
+    name, its first 16 bytes with the version (5) and RFC 4122 variant bits set, as
+    uuid5 sets them. tests/unit/test_event_ids.py compares the two.
+    """
     name = ":".join([parent_id, *(str(d) for d in discriminators)])
-    return uuid.uuid5(EVENT_ID_NAMESPACE, name).hex
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()

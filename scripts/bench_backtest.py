@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -106,6 +107,15 @@ def main() -> None:
     end_to_end_s = time.perf_counter() - started
     assert streamed.fills == result.fills  # same inputs, same run
 
+    # What the run decided, hashed, so a change meant to be faster only can be checked
+    # against the code before it: every fill, final portfolio and rejection count.
+    digest = hashlib.sha256()
+    for fill in result.fills:
+        digest.update(fill.model_dump_json().encode())
+    for _, portfolio in sorted(result.portfolios.items()):
+        digest.update(portfolio.model_dump_json().encode())
+    digest.update(repr(sorted(result.rejections.items())).encode())
+
     out = {
         "ticks": args.ticks,
         "instruments": 4,
@@ -121,6 +131,7 @@ def main() -> None:
         "engine_ticks_per_cpu_s": round(args.ticks / engine_cpu),
         "end_to_end_ticks_per_s": round(args.ticks / end_to_end_s),
         "target_ticks_per_s": 100_000,
+        "results_sha256": digest.hexdigest(),
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -131,7 +142,7 @@ def main() -> None:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(f"ticks:                  {args.ticks:,} (4 instruments, 2 strategies)")
-    print(f"fills:                  {out['fills']:,}")
+    print(f"fills:                  {out['fills']:,} (results sha256 {out['results_sha256'][:16]})")
     print(f"random walk generation: {out['generate_ticks_per_s']:,} ticks/s")
     print(
         f"backtest engine:        {out['engine_ticks_per_s']:,} ticks/s best of {args.repeat} "

@@ -58,7 +58,14 @@ def format_decimal(value: Decimal, like: Decimal, min_places: int = 2) -> str:
     """
     exponent = like.as_tuple().exponent
     places = max(min_places, -exponent) if isinstance(exponent, int) else min_places
-    return str(value.quantize(Decimal(1).scaleb(-places), context=_DISPLAY))
+    quantum = _QUANTA.get(places)
+    if quantum is None:
+        quantum = _QUANTA[places] = Decimal(1).scaleb(-places)
+    return str(value.quantize(quantum, context=_DISPLAY))
+
+
+# places -> Decimal("1E-places"), built once: every signal's reason formats a few figures.
+_QUANTA: dict[int, Decimal] = {}
 
 
 class StrategyConfig(BaseModel):

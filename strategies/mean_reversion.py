@@ -68,6 +68,9 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         self._squares = Decimal(0)
         # The window's squares, beside it, so the one leaving need not be squared again.
         self._window_squares: deque[Decimal] = deque(maxlen=self._window)
+        # The thresholds squared once: every full-window tick compares d^2 with z^2 * V.
+        self._entry_z2 = _EXACT.multiply(params.entry_z, params.entry_z)
+        self._exit_z2 = _EXACT.multiply(params.exit_z, params.exit_z)
 
     def _history_size(self) -> int:
         return self.params.window
@@ -106,15 +109,28 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         which lets the thresholds be tested by squaring instead of by an irrational
         sqrt that could round a z sitting exactly on a threshold to either side.
         """
-        n = len(self._prices)
-        if n != self._window:  # window_full, inlined: once per tick
+        d = self._deviation()
+        if d is None:
             return None
-        total, squares = self._total, self._squares
-        d = _EXACT.subtract(_EXACT.multiply(n, self._prices[-1]), total)
-        v = _EXACT.subtract(_EXACT.multiply(n, squares), _EXACT.multiply(total, total))
+        v = self._variance_n2()
         if v == 0:
             return None
         return d, v
+
+    def _deviation(self) -> Decimal | None:
+        """D = n*p - S, or None while the window is not full."""
+        prices = self._prices
+        n = len(prices)
+        if n != self._window:  # window_full, inlined: once per tick
+            return None
+        return _EXACT.subtract(_EXACT.multiply(n, prices[-1]), self._total)
+
+    def _variance_n2(self) -> Decimal:
+        """V = n*Q - S^2 (n^2 times the population variance; 0 iff all prices are equal)."""
+        total = self._total
+        return _EXACT.subtract(
+            _EXACT.multiply(len(self._prices), self._squares), _EXACT.multiply(total, total)
+        )
 
     def _reason(self, d: Decimal, v: Decimal, comparison: str, bound: Decimal) -> str:
         n = len(self._prices)
@@ -129,14 +145,15 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         )
 
     def _entry_reason(self, tick: MarketTick) -> str | None:
-        moments = self._moments()
-        if moments is None:
+        # z <= -entry_z  <=>  d <= -entry_z * sqrt(v)  <=>  d < 0 and d^2 >= entry_z^2 * v.
+        # V is only needed when d < 0, and then V > 0 (V = 0 means every price is equal,
+        # so d = 0): most ticks decide on d alone, exactly as the full test would.
+        d = self._deviation()
+        if d is None or d >= 0:
             return None
-        d, v = moments
-        entry_z = self.params.entry_z
-        # z <= -entry_z  <=>  d <= -entry_z * sqrt(v)  <=>  d < 0 and d^2 >= entry_z^2 * v
-        if d < 0 and _EXACT.multiply(d, d) >= _EXACT.multiply(_EXACT.multiply(entry_z, entry_z), v):
-            return self._reason(d, v, "<=", _DISPLAY.minus(entry_z))
+        v = self._variance_n2()
+        if _EXACT.multiply(d, d) >= _EXACT.multiply(self._entry_z2, v):
+            return self._reason(d, v, "<=", _DISPLAY.minus(self.params.entry_z))
         return None
 
     def _exit_reason(self, tick: MarketTick) -> str | None:
@@ -144,8 +161,7 @@ class MeanReversionStrategy(BaseStrategy[MeanReversionParams]):
         if moments is None:
             return None
         d, v = moments
-        exit_z = self.params.exit_z
         # z >= -exit_z  <=>  d >= -exit_z * sqrt(v)  <=>  d >= 0 or d^2 <= exit_z^2 * v
-        if d >= 0 or _EXACT.multiply(d, d) <= _EXACT.multiply(_EXACT.multiply(exit_z, exit_z), v):
-            return self._reason(d, v, ">=", _DISPLAY.minus(exit_z))
+        if d >= 0 or _EXACT.multiply(d, d) <= _EXACT.multiply(self._exit_z2, v):
+            return self._reason(d, v, ">=", _DISPLAY.minus(self.params.exit_z))
         return None

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import InstrumentToken, OrderFill, Side, StrategyId, UtcDatetime
+from tables.indexed_log import IndexedLog
 
 # Two kinds of duplicate reach a portfolio. Redelivery after a crash or rebalance re-reads
 # records at or below an offset already applied: `source_offsets` (the last applied offset
@@ -141,7 +142,7 @@ class Portfolio(_Frozen):
                 f"fill {fill.fill_id} of strategy {fill.strategy_id!r} "
                 f"routed to portfolio {self.strategy_id!r}"
             )
-        if fill.fill_id in self.recent_fill_ids:
+        if _holds(self.recent_fill_ids, fill.fill_id):
             return None
         signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
         previous = self.positions.get(fill.instrument_token)
@@ -170,7 +171,10 @@ class Portfolio(_Frozen):
                 "fees_paid": self.fees_paid + fill.fees,
                 "trade_count": self.trade_count + 1,
                 "last_fill_ts": last_fill_ts,
-                "recent_fill_ids": (*self.recent_fill_ids, fill.fill_id)[-RECENT_FILL_IDS_BOUND:],
+                # model_copy does not validate, so the indexed tuple is kept as it is.
+                "recent_fill_ids": IndexedLog.appended(
+                    self.recent_fill_ids, fill.fill_id, _itself, RECENT_FILL_IDS_BOUND
+                ),
             }
         )
 
@@ -206,6 +210,18 @@ class Portfolio(_Frozen):
             equity=equity,
             net_pnl=equity - self.starting_cash,
         )
+
+
+def _itself(fill_id: str) -> str:
+    return fill_id
+
+
+def _holds(fill_ids: tuple[str, ...], fill_id: str) -> bool:
+    """Whether ``fill_id`` is among the recent ids: one dict lookup once the portfolio has
+    booked a fill (the ids are then an IndexedLog), a scan for one read from JSON."""
+    if isinstance(fill_ids, IndexedLog):
+        return fill_ids.find(fill_id) is not None
+    return fill_id in fill_ids
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from alpha_panda.domain.products import Product
 from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
+from tables.indexed_log import IndexedLog
 
 IST = ZoneInfo("Asia/Kolkata")
 ORDER_RATE_WINDOW = timedelta(seconds=60)
@@ -279,63 +280,8 @@ class SeenSignal(_Frozen):
     rejection: RejectionReason | None = Field(description="None when it was approved.")
 
 
-class _SeenIndex:
-    """event id -> (sequence number, decision), shared by successive _SeenLogs.
-
-    Appending to the newest log adds one entry here instead of copying the index; each
-    log answers only for the sequence numbers it holds, so an older log is not misled by
-    entries added after it. Any other append (to an older log, of an id the index already
-    holds, or once the index has grown to a few times the bound) starts a fresh index:
-    rare, and O(bound) when it happens, so the cost per decision stays constant.
-    """
-
-    __slots__ = ("entries", "tip")
-
-    def __init__(self, log: tuple[SeenSignal, ...]) -> None:
-        # Oldest first, so a repeated id keeps its newest decision, as a scan finds it.
-        self.entries = {seen.event_id: (seq, seen) for seq, seen in enumerate(log)}
-        self.tip = len(log) - 1  # the sequence number of the newest decision indexed
-
-
-class _SeenLog(tuple[SeenSignal, ...]):
-    """``seen_signals`` with an index by event id, so :meth:`StrategyRiskState.seen` is one
-    dict lookup instead of a scan of up to SEEN_SIGNALS_BOUND decisions per signal.
-
-    A plain tuple to everything else (equality, JSON, pydantic's serializer): the stored
-    shape does not change. Built only by :meth:`StrategyRiskState.with_seen` (a state read
-    from JSON holds a plain tuple and is scanned until its first new decision). Never
-    changed after construction (the shared index only gains entries past its ``_last``).
-    """
-
-    _index: _SeenIndex
-    _last: int  # the sequence number of this log's newest decision
-
-    @classmethod
-    def appended(cls, log: tuple[SeenSignal, ...], seen: SeenSignal) -> _SeenLog:
-        new = cls((*log, seen)[-SEEN_SIGNALS_BOUND:])
-        index = log._index if isinstance(log, _SeenLog) else None
-        if (
-            index is not None
-            and isinstance(log, _SeenLog)
-            and index.tip == log._last
-            and seen.event_id not in index.entries
-            and len(index.entries) < 4 * SEEN_SIGNALS_BOUND
-        ):
-            index.tip += 1
-            index.entries[seen.event_id] = (index.tip, seen)
-        else:
-            index = _SeenIndex(new)
-        new._index = index
-        new._last = index.tip
-        return new
-
-    def find(self, event_id: str) -> SeenSignal | None:
-        entry = self._index.entries.get(event_id)
-        if entry is None:
-            return None
-        seq, seen = entry
-        # Indexed by a later log (after this one), or fallen off this log's front: not here.
-        return seen if self._last - len(self) < seq <= self._last else None
+def _event_id(seen: SeenSignal) -> str:
+    return seen.event_id
 
 
 class StrategyRiskState(_Frozen):
@@ -372,7 +318,8 @@ class StrategyRiskState(_Frozen):
 
     def seen(self, signal_event_id: str) -> SeenSignal | None:
         log = self.seen_signals
-        if isinstance(log, _SeenLog):
+        if isinstance(log, IndexedLog):
+            # One dict lookup instead of a scan of up to SEEN_SIGNALS_BOUND decisions.
             return log.find(signal_event_id)
         for seen in reversed(self.seen_signals):
             if seen.event_id == signal_event_id:
@@ -410,13 +357,21 @@ class StrategyRiskState(_Frozen):
         return self.model_copy(update={"last_price": {**self.last_price, token: price}})
 
     def with_seen(
-        self, signal_event_id: str, rejection: RejectionReason | None
+        self,
+        signal_event_id: str,
+        rejection: RejectionReason | None,
+        update: Mapping[str, Any] | None = None,
     ) -> StrategyRiskState:
-        seen = _SeenLog.appended(
-            self.seen_signals, SeenSignal(event_id=signal_event_id, rejection=rejection)
+        """This state having decided ``signal_event_id``; ``update`` changes other fields in
+        the same copy (an approval's new position: one copy per decision, not two)."""
+        seen = IndexedLog.appended(
+            self.seen_signals,
+            SeenSignal(event_id=signal_event_id, rejection=rejection),
+            _event_id,
+            SEEN_SIGNALS_BOUND,
         )
         # model_copy does not validate, so the indexed tuple is kept as it is.
-        return self.model_copy(update={"seen_signals": seen})
+        return self.model_copy(update={**(update or {}), "seen_signals": seen})
 
     def orders_in_window(self, ts: datetime) -> int:
         """Approved orders in the 60 s window ending at ``ts``: (ts - 60 s, ts]."""

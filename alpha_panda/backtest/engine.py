@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from alpha_panda.backtest.metrics import Ledger, sharpe_like
@@ -39,13 +39,15 @@ from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.domain.session_rules import SessionRules, session_rules_from
 from alpha_panda.domain.strategy_host import StrategyHost
 from alpha_panda.settings import Settings
-from models.events import MarketDepth, MarketTick, OrderFill, TradingSignal, ValidatedSignal
+from models.events import MarketTick, OrderFill, TradingSignal, ValidatedSignal
 from tables.portfolio import Portfolio, PortfolioValuation, book_fill
 from tables.risk_state import RiskLimits, StrategyRiskState
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
 DEFAULT_BAR = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class BacktestConfigError(ValueError):
@@ -151,8 +153,8 @@ class BacktestEngine:
                 "; ".join(f"strategy {sid!r}: {error}" for sid, error in invalid)
             )
         self._risk: dict[str, StrategyRiskState] = {}
-        # token -> the engine's last tick: price, time, and its book (None without depth).
-        self._engine_prices: dict[int, tuple[Decimal, datetime, MarketDepth | None]] = {}
+        # token -> the engine's last tick: its price, time, and book (None without depth).
+        self._engine_ticks: dict[int, MarketTick] = {}
         self._resting: dict[int, list[PendingLimitOrder]] = {}
         self.portfolios: dict[str, Portfolio] = {}
         self.marks: dict[int, Decimal] = {}
@@ -169,6 +171,9 @@ class BacktestEngine:
         self._bar_seconds = setup.bar.total_seconds()
         self._bar: float | None = None
         self._bar_ts: datetime | None = None
+        # [from, until): event times known to fall in self._bar, so most ticks skip
+        # computing their bar (see _bar_span). Empty until the first tick.
+        self._bar_from = self._bar_until = _EPOCH
         self.ticks = 0
         self.first_ts: datetime | None = None
         self.last_ts: datetime | None = None
@@ -198,12 +203,14 @@ class BacktestEngine:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
-        bar = ts.timestamp() // self._bar_seconds
-        if bar != self._bar:
-            if self._bar_ts is not None:
-                for ledger in self.ledgers.values():
-                    ledger.close_bar(self._bar_ts)
-            self._bar = bar
+        if not self._bar_from <= ts < self._bar_until:
+            bar = ts.timestamp() // self._bar_seconds
+            if bar != self._bar:
+                if self._bar_ts is not None:
+                    for ledger in self.ledgers.values():
+                        ledger.close_bar(self._bar_ts)
+                self._bar = bar
+            self._bar_from, self._bar_until = self._bar_span(bar)
         self._bar_ts = ts
 
         # Portfolio manager: the mark, and the equity of every strategy holding it.
@@ -215,9 +222,9 @@ class BacktestEngine:
                 ledger.remark(token, old, price)
 
         # Trading engine: last price, then resting LIMIT orders this tick trades through.
-        previous = self._engine_prices.get(token)
-        if not tick_is_stale(None if previous is None else previous[1], tick):
-            self._engine_prices[token] = (price, ts, tick.depth)
+        previous = self._engine_ticks.get(token)
+        if not tick_is_stale(None if previous is None else previous.exchange_ts, tick):
+            self._engine_ticks[token] = tick
             resting = self._resting.get(token)
             if resting:
                 fills, still_resting = self.trader.on_tick(resting, tick)
@@ -232,6 +239,27 @@ class BacktestEngine:
             for signal_event_id, signal in signals:
                 self._on_signal(signal_event_id, signal)
 
+    def _bar_span(self, bar: float) -> tuple[datetime, datetime]:
+        """The event times [from, until) whose bar, ``ts.timestamp() // bar seconds``, is
+        ``bar``; an empty span where that cannot be confirmed.
+
+        The bar is a float computation, so the span's ends are checked with it rather than
+        trusted: it never decreases as time goes on, so when the first and the last
+        microsecond of the span both give ``bar``, every time between them does too.
+        """
+        seconds = self._bar_seconds
+        try:
+            start = _EPOCH + timedelta(seconds=bar * seconds)
+            end = _EPOCH + timedelta(seconds=(bar + 1) * seconds)
+        except OverflowError:
+            return _EPOCH, _EPOCH
+        if (
+            start.timestamp() // seconds == bar
+            and (end - _MICROSECOND).timestamp() // seconds == bar
+        ):
+            return start, end
+        return _EPOCH, _EPOCH
+
     def _on_signal(self, signal_event_id: str, signal: TradingSignal) -> None:
         sid = signal.strategy_id
         state = self._risk.get(sid)
@@ -243,19 +271,22 @@ class BacktestEngine:
         if decision.rejection is not None:
             self.rejections[(sid, decision.rejection.reason.value)] += 1
             return
-        validated = ValidatedSignal(
+        # Not validated again: the id is derived (32 hex digits), the signal is a validated
+        # model (the strategy's), and its time is already UTC. The risk manager validates
+        # the same three values when it builds the record.
+        validated = ValidatedSignal.model_construct(
             signal_event_id=signal_event_id, signal=signal, validated_ts=signal.signal_ts
         )
         token = signal.instrument_token
-        price = self._engine_prices.get(token)
+        last = self._engine_ticks.get(token)
         resting = self._resting.get(token, [])
         outcome = execute_validated(
             self.trader,
             validated,
-            None if price is None else price[0],
-            None if price is None else price[1],
+            None if last is None else last.last_price,
+            None if last is None else last.exchange_ts,
             (order.signal_event_id for order in resting),
-            None if price is None else price[2],
+            None if last is None else last.depth,
         )
         if outcome is None:
             return

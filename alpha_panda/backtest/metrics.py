@@ -59,6 +59,9 @@ class Ledger:
     open_since: datetime | None = None
     time_in_market: timedelta = timedelta(0)
     series: list[EquityPoint] = field(default_factory=list)
+    # The deepest drawdown since the peak was last raised: a drawdown no deeper cannot set
+    # a new maximum, in rupees or percent (see _watch), so most ticks skip the division.
+    _deepest_under_peak: Decimal = field(default=ZERO, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.cash = self.starting_cash
@@ -112,8 +115,15 @@ class Ledger:
         equity = self.cash + self.market_value
         if equity > self.peak:
             self.peak = equity
+            self._deepest_under_peak = ZERO
             return
         drawdown = self.peak - equity
+        # Under one peak the percentage grows with the drawdown (the division rounds
+        # monotonically), and an earlier, deeper drawdown under this peak was already
+        # compared: one no deeper changes neither maximum.
+        if drawdown <= self._deepest_under_peak:
+            return
+        self._deepest_under_peak = drawdown
         if drawdown > self.max_drawdown:
             self.max_drawdown = drawdown
         if self.peak > 0:

@@ -312,11 +312,13 @@ def _apply_order(
     )
     window_start = signal.signal_ts - ORDER_RATE_WINDOW
     recent = tuple(ts for ts in state.recent_order_ts if ts > window_start)
-    return state.model_copy(
+    return state.with_seen(
+        signal_event_id,
+        None,
         update={
             "positions": {**state.positions, token: quantity},
             "avg_price": {**state.avg_price, token: avg_price},
             "realized_pnl_today": state.realized_pnl_today + realized,
             "recent_order_ts": (*recent, signal.signal_ts),
-        }
-    ).with_seen(signal_event_id, None)
+        },
+    )
