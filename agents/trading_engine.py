@@ -11,6 +11,16 @@ Each strategy's product (alpha_panda/domain/products.py) decides its fills' char
 the product of its live orders. Signals do not carry it (their wire format predates it),
 so the engine reads it from the runtime configuration, as the runner and risk manager
 read theirs, and handles no signal before its first configuration is loaded.
+
+The kill switch (``alpha-panda halt``) is read from the same configuration: while a halt
+covers a strategy, its validated signals are refused rather than executed (the risk
+manager approved them before the halt) and its resting paper LIMIT orders are cancelled
+at their instrument's next tick, before that tick could fill them; each one becomes a
+rejection (alpha_panda/domain/engine_rules.py).
+
+Live orders are placed only where the log survives a crash: on the embedded broker, whose
+log a crash rolls back, the engine refuses live signals unless
+ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER accepts it (``Settings.live_trading_refusal``).
 """
 
 from __future__ import annotations
@@ -22,7 +32,13 @@ from faust.types import EventT
 
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
-from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from alpha_panda.domain.engine_rules import (
+    EngineRejection,
+    cancel_halted,
+    execute_validated,
+    halt_refusal,
+    tick_is_stale,
+)
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.domain.products import StrategyProducts, strategy_product
 from alpha_panda.rejections import emit_rejection
@@ -47,6 +63,7 @@ from models.events import (
     ValidatedSignal,
 )
 from tables.last_price import LastPrice
+from tables.risk_state import KillSwitch
 from tables.specs import LAST_PRICES, PENDING_ORDERS
 
 log = structlog.get_logger(__name__)
@@ -59,6 +76,7 @@ class TradingEngine:
         self.ctx = ctx
         paper = ctx.settings.paper
         self.products = StrategyProducts(default=strategy_product({}, ctx.settings.risk.product))
+        self.kill_switch = KillSwitch()
         self.trader = PaperTrader(
             slippage_bps=paper.slippage_bps,
             fees=lambda strategy_id: self.products.fees_of(strategy_id),
@@ -69,7 +87,17 @@ class TradingEngine:
         self.last_prices = ctx.write_behind_table(LAST_PRICES)
         self.guard = TickGuard(ctx)
         self.pending_orders = ctx.table(PENDING_ORDERS)
-        self.live = install_live_trading(ctx) if ctx.settings.zerodha.configured else None
+        # Why live signals are refused although Zerodha is configured; None: they are not.
+        self.live_refusal = (
+            ctx.settings.live_trading_refusal if ctx.settings.zerodha.configured else None
+        )
+        self.live = (
+            install_live_trading(ctx)
+            if ctx.settings.zerodha.configured and self.live_refusal is None
+            else None
+        )
+        if self.live_refusal is not None:
+            ctx.health_checks["zerodha"] = self.live_refused_health
         ctx.run_agent(SPEC.agent("engine-repartition"), {SIGNALS_VALIDATED.name: self.repartition})
         ctx.run_agent(
             SPEC.agent("engine-execute"),
@@ -81,6 +109,11 @@ class TradingEngine:
 
     def on_config(self, config: RuntimeConfig) -> None:
         self.products = StrategyProducts.from_config(config, self.ctx.settings.risk.product)
+        self.kill_switch = KillSwitch.of(config)
+
+    async def live_refused_health(self) -> tuple[bool, str]:
+        assert self.live_refusal is not None
+        return False, self.live_refusal
 
     async def send_fill(self, fill: OrderFill) -> None:
         ctx = self.ctx
@@ -157,9 +190,28 @@ class TradingEngine:
         resting = self.pending_orders.get(key)
         if not resting:
             return
-        await self.watcher.ready.wait()  # their fees follow their strategies' products
-        fills, still_resting = self.trader.on_tick(resting, tick)
-        if fills:
+        # Their fees follow their strategies' products, their fate the kill switch.
+        await self.watcher.ready.wait()
+        orders, cancelled = cancel_halted(resting, self.kill_switch)
+        for order, rejection in cancelled:
+            await emit_rejection(
+                self.ctx,
+                handled_event_id=order.signal_event_id,
+                id_suffix="halt-cancelled",
+                ts=envelope.ts,
+                signal_event_id=order.signal_event_id,
+                signal=order.signal,
+                reason=rejection.reason,
+                detail=rejection.detail,
+            )
+            log.info(
+                "paper_order_cancelled_by_halt",
+                signal_event_id=order.signal_event_id,
+                strategy_id=order.signal.strategy_id,
+                instrument_token=order.instrument_token,
+            )
+        fills, still_resting = self.trader.on_tick(orders, tick)
+        if fills or cancelled:
             self.pending_orders[key] = tuple(still_resting)
             for fill in fills:
                 await self.send_fill(fill)
@@ -169,9 +221,22 @@ class TradingEngine:
         ctx = self.ctx
         validated: ValidatedSignal = envelope.data
         signal = validated.signal
-        if signal.execution_mode is ExecutionMode.LIVE and self.live is not None:
-            await self.on_live(envelope, validated)
+        halted = halt_refusal(signal, self.kill_switch)
+        if halted is not None:
+            await self.reject(envelope, validated, halted.reason, halted.detail)
             return
+        if signal.execution_mode is ExecutionMode.LIVE:
+            if self.live_refusal is not None:
+                await self.reject(
+                    envelope,
+                    validated,
+                    RejectionReason.LIVE_TRADING_NOT_CONFIGURED,
+                    self.live_refusal,
+                )
+                return
+            if self.live is not None:
+                await self.on_live(envelope, validated)
+                return
         key = str(signal.instrument_token)
         last = self.last_prices.get(key)
         resting_now = self.pending_orders.get(key) or ()

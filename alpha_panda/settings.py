@@ -350,6 +350,12 @@ class ZerodhaSettings(_Section):
     breaker_reset_s: float = Field(
         default=10.0, gt=0, description="How long the open breaker refuses before a probe."
     )
+    allow_embedded_broker: bool = Field(
+        default=False,
+        description="Place live orders although the log is the embedded broker's, which a "
+        "crash rolls back to its last clean stop (Kite fills since then are forgotten); "
+        "false: the engine refuses live signals there.",
+    )
 
     @property
     def configured(self) -> bool:
@@ -456,6 +462,18 @@ class Settings(BaseSettings):
                 "(ALPHA_PANDA_ZERODHA_API_KEY) is not set"
             )
         return self
+
+    @property
+    def live_trading_refusal(self) -> str | None:
+        """Why the trading engine may not place live orders with these settings, or None."""
+        if self.broker.kind is BrokerKind.EMBEDDED and not self.zerodha.allow_embedded_broker:
+            return (
+                "live trading refused on the embedded broker: a crash rolls its log back to "
+                "the last clean stop and Kite fills since then would be forgotten; run on "
+                "Redpanda (ALPHA_PANDA_BROKER_KIND=redpanda) or accept the risk with "
+                "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER=true"
+            )
+        return None
 
     def stage_web_port(self, stage: Stage) -> int:
         if stage is Stage.PORTFOLIO_MANAGER:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from alpha_panda.domain.products import Product
+from models.config import RuntimeConfig
 from models.events import InstrumentToken, RejectionReason, StrategyId, UtcDatetime
 from tables.indexed_log import IndexedLog
 
@@ -268,6 +269,11 @@ def _whole(key: str, value: Any) -> int:
 class KillSwitch(_Frozen):
     halt_all: bool = False
     halted_strategies: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, config: RuntimeConfig) -> KillSwitch:
+        """The halts in force in ``config`` (the risk manager's and the engine's one view)."""
+        return cls(halt_all=config.halt_all, halted_strategies=config.halted_strategies)
 
     def halts(self, strategy_id: str) -> bool:
         return self.halt_all or strategy_id in self.halted_strategies

@@ -1,5 +1,5 @@
 """The trading engine's decisions, outside the agent: which ticks count, what a
-validated signal becomes.
+validated signal becomes, what the kill switch stops.
 
 Pure domain logic (no Faust, no I/O, no clock): the engine (agents/trading_engine.py)
 keeps last prices and resting LIMIT orders in its tables and asks these functions what
@@ -9,20 +9,23 @@ same functions, so both fill the same orders at the same prices.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
+from alpha_panda.domain.risk_rules import check_kill_switch
 from models.events import (
     ExecutionMode,
     MarketDepth,
     MarketTick,
     OrderFill,
     RejectionReason,
+    TradingSignal,
     ValidatedSignal,
 )
+from tables.risk_state import KillSwitch
 
 LIVE_NOT_CONFIGURED = "live trading not configured: set ALPHA_PANDA_ZERODHA_API_KEY and log in"
 
@@ -31,6 +34,36 @@ LIVE_NOT_CONFIGURED = "live trading not configured: set ALPHA_PANDA_ZERODHA_API_
 class EngineRejection:
     reason: RejectionReason
     detail: str
+
+
+def halt_refusal(signal: TradingSignal, kill_switch: KillSwitch) -> EngineRejection | None:
+    """The kill switch at execution: a signal the risk manager approved before a halt
+    (still in flight, or redelivered) is not executed while its strategy is halted.
+
+    The same rule and wording as the risk manager's (``check_kill_switch``), so an
+    operator reads one reason whichever stage refused the signal.
+    """
+    rejection = check_kill_switch(signal, kill_switch)
+    if rejection is None:
+        return None
+    return EngineRejection(rejection.reason, f"{rejection.detail}: not executed")
+
+
+def cancel_halted(
+    resting: Sequence[PendingLimitOrder], kill_switch: KillSwitch
+) -> tuple[list[PendingLimitOrder], list[tuple[PendingLimitOrder, EngineRejection]]]:
+    """Split resting LIMIT orders into those that keep resting and those the kill switch
+    cancels (each with its reason), in their resting order."""
+    kept: list[PendingLimitOrder] = []
+    cancelled: list[tuple[PendingLimitOrder, EngineRejection]] = []
+    for order in resting:
+        rejection = check_kill_switch(order.signal, kill_switch)
+        if rejection is None:
+            kept.append(order)
+        else:
+            detail = f"{rejection.detail}: resting LIMIT order cancelled"
+            cancelled.append((order, EngineRejection(rejection.reason, detail)))
+    return kept, cancelled
 
 
 def tick_is_stale(previous_ts: datetime | None, tick: MarketTick) -> bool:

@@ -57,9 +57,7 @@ class RiskPolicy:
                 unusable[record.strategy_id] = f"risk limits invalid: {exc}"
                 invalid.append((record.strategy_id, str(exc)))
         self.limits, self.unusable = limits, unusable
-        self.kill_switch = KillSwitch(
-            halt_all=config.halt_all, halted_strategies=config.halted_strategies
-        )
+        self.kill_switch = KillSwitch.of(config)
         return invalid
 
     def precheck(self, signal: TradingSignal) -> tuple[RejectionReason, str] | None:

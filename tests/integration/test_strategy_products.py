@@ -117,6 +117,9 @@ def test_paper_fees_and_live_kite_orders_follow_each_strategys_product(
         data_dir=tmp_path,
         database_url=pg_url,
         extra_env={
+            # These tests run on the embedded broker: live orders there need the opt-in
+            # (a crash would roll its log back; Kite here is the local fake).
+            "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER": "true",
             "ALPHA_PANDA_ZERODHA_API_KEY": kite.kite.api_key,
             "ALPHA_PANDA_ZERODHA_API_SECRET": kite.kite.api_secret,
             "ALPHA_PANDA_ZERODHA_ROOT_URL": kite.kite.root_url,

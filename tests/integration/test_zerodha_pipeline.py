@@ -114,6 +114,9 @@ def deployment(
         database_url=pg_url,
         extra_env={
             "ALPHA_PANDA_FEED_SOURCE": "zerodha",
+            # These tests run on the embedded broker: live orders there need the opt-in
+            # (a crash would roll its log back; Kite here is the local fake).
+            "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER": "true",
             "ALPHA_PANDA_ZERODHA_API_KEY": kite.kite.api_key,
             "ALPHA_PANDA_ZERODHA_API_SECRET": SECRETS_API,
             "ALPHA_PANDA_ZERODHA_ROOT_URL": kite.kite.root_url,

@@ -43,6 +43,7 @@ class StageHarness:
         self.sent: list[OutgoingRecord] = []
         self.dead_lettered: list[tuple[Message, str]] = []
         self._handled = 0
+        self._config: list[db.RuntimeConfig] = []
         self._progress = asyncio.Condition()
 
     def sent_to(self, spec: TopicSpec) -> list[EventEnvelope[Any]]:
@@ -52,6 +53,13 @@ class StageHarness:
             for r in self.sent
             if r.topic == spec.name
         ]
+
+    async def reconfigure(self, config: db.RuntimeConfig) -> None:
+        """The database now holds ``config``; the stage's watcher reads it at once (as at
+        its next refresh), e.g. an operator's ``alpha-panda halt``."""
+        self._config[0] = config
+        database = self.ctx.health_checks["database"]
+        await database.__self__.refresh(None)  # type: ignore[attr-defined]
 
     def table(self, name: str) -> TypedTable[Any]:
         """The stage's typed view of table ``name`` (alpha_panda/typed_table.py)."""
@@ -146,8 +154,10 @@ async def running_stage(
     """``stage`` built by the factory, its agent ``agent_name`` in a test context, the
     configuration ``config`` loaded (as the config watcher would from the database)."""
 
+    current = [config]
+
     async def load(_sessions: object) -> db.RuntimeConfig:
-        return config
+        return current[0]
 
     monkeypatch.setattr(db, "load_runtime_config", load)
     # The Redis mirror is the outside world here: its copy is tested on its own.
@@ -158,6 +168,7 @@ async def running_stage(
     agent = next(a for a in app.agents.values() if a.name.endswith(agent_name))
     async with agent.test_context() as wrapped:
         harness = StageHarness(ctx, wrapped)
+        harness._config = current
         harness._install()
         if database is not None:  # the stage waits for its first configuration
             watcher = database.__self__  # type: ignore[attr-defined]

@@ -111,7 +111,8 @@ async def test_live_orders_are_submitted_with_their_strategys_product(
         tmp_path,
         monkeypatch,
         config,
-        zerodha=ZerodhaSettings(api_key="k", api_secret="s"),  # type: ignore[arg-type]
+        # The embedded broker (the default kind) needs the opt-in to place live orders.
+        zerodha=ZerodhaSettings(api_key="k", api_secret="s", allow_embedded_broker=True),  # type: ignore[arg-type]
     ) as stage:
         engine = stage.ctx.stage_handlers
         monkeypatch.setattr(engine.live, "submit", submit)  # type: ignore[attr-defined]
