@@ -36,6 +36,7 @@ from alpha_panda.domain.engine_rules import (
     EngineRejection,
     cancel_halted,
     execute_validated,
+    halt_cancellation,
     halt_refusal,
     tick_is_stale,
 )
@@ -60,6 +61,7 @@ from models.events import (
     MarketTick,
     OrderFill,
     RejectionReason,
+    TradingSignal,
     ValidatedSignal,
 )
 from tables.last_price import LastPrice
@@ -92,7 +94,7 @@ class TradingEngine:
             ctx.settings.live_trading_refusal if ctx.settings.zerodha.configured else None
         )
         self.live = (
-            install_live_trading(ctx)
+            install_live_trading(ctx, self.live_cancellation)
             if ctx.settings.zerodha.configured and self.live_refusal is None
             else None
         )
@@ -110,6 +112,10 @@ class TradingEngine:
     def on_config(self, config: RuntimeConfig) -> None:
         self.products = StrategyProducts.from_config(config, self.ctx.settings.risk.product)
         self.kill_switch = KillSwitch.of(config)
+
+    def live_cancellation(self, signal: TradingSignal) -> str | None:
+        rejection = halt_cancellation(signal, self.kill_switch, "open order at Kite")
+        return None if rejection is None else rejection.detail
 
     async def live_refused_health(self) -> tuple[bool, str]:
         assert self.live_refusal is not None

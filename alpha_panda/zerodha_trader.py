@@ -17,7 +17,15 @@ orders and collects the trades of any order of ours whose filled quantity moved.
 trade is one fill with fill id = trade id; trades already sent are remembered so a trade
 is sent once per process, and a restart's re-sends are dropped by the portfolio by id.
 Orders placed by hand on Kite carry no tag of ours: they are logged and counted once each,
-never booked.
+never booked. An order that carries our tag but that this engine has no record of (its
+signal's record lost, e.g. a log rolled back by a crash of the embedded broker) is an
+error: its fills cannot be booked. It is logged as one, counted, and /health fails while
+Kite lists it unclaimed.
+
+The kill switch: :meth:`ZerodhaTrader.cancel_halted` cancels at Kite
+(``DELETE /orders/regular/{order_id}``) every working order of ours whose strategy is
+halted; each cancellation is reported as a rejection, and what filled before it is booked
+as any fill.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from alpha_panda.domain.live_orders import (
 )
 from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.settings import Settings
-from alpha_panda.zerodha.errors import KiteError, RateLimited, TokenException
+from alpha_panda.zerodha.errors import InputException, KiteError, RateLimited, TokenException
 from alpha_panda.zerodha.models import KiteOrder
 from alpha_panda.zerodha.rest import KiteRestClient
 from alpha_panda.zerodha.ticker import KiteTicker, OrderUpdateReceived, Reconnected
@@ -125,6 +133,7 @@ class ZerodhaTrader:
         max_signal_age_s: float = 60.0,
         send_fill: Callable[[OrderFill], Awaitable[None]],
         send_rejection: Callable[[LiveOrder, str], Awaitable[None]],
+        send_cancelled: Callable[[LiveOrder, str], Awaitable[None]] | None = None,
         on_event: Callable[[str, str], None] = lambda event, detail: None,
         on_finished: Callable[[LiveOrder], None] = lambda order: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -139,6 +148,7 @@ class ZerodhaTrader:
         self._max_signal_age_s = max_signal_age_s
         self._send_fill = send_fill
         self._send_rejection = send_rejection
+        self._send_cancelled = send_cancelled
         self._on_event = on_event
         self._on_finished = on_finished
         self._now = now
@@ -149,6 +159,11 @@ class ZerodhaTrader:
         self._filled_seen: dict[str, int] = {}  # order id -> filled quantity collected
         self._finished: set[str] = set()
         self._manual_seen: set[str] = set()
+        # Orders of ours Kite lists that no signal here claims: seen unclaimed at the last
+        # poll, and unknown (unclaimed at two polls running, an error while it lasts).
+        self._unclaimed: set[str] = set()
+        self.unknown_orders: set[str] = set()
+        self._cancel_requested: set[str] = set()
         self._unconfirmed: dict[str, tuple[str, TradingSignal]] = {}
         # Kite order id -> its product as Kite lists it: an order found placed (after a
         # restart) keeps the product it was placed with, whatever the strategy says now.
@@ -168,6 +183,12 @@ class ZerodhaTrader:
             return False, "zerodha: token expired"
         if self.breaker.state is BreakerState.OPEN:
             return False, f"zerodha: circuit open ({self.breaker.last_error})"
+        if self.unknown_orders:
+            return False, (
+                f"zerodha: {len(self.unknown_orders)} order(s) at Kite carry our tag but the "
+                f"engine has no record of them, their fills are not booked: "
+                f"{', '.join(sorted(self.unknown_orders))}"
+            )
         return True, f"zerodha: connected, {len(self.orders) - len(self._finished)} open orders"
 
     @property
@@ -384,6 +405,76 @@ class ZerodhaTrader:
         for order in listed:
             if order.order_id in self.orders:
                 await self._advance(order)
+        self._check_unclaimed(listed)
+
+    def _check_unclaimed(self, listed: list[KiteOrder]) -> None:
+        """Orders of ours that no signal here claims. One poll's grace: an order placed
+        while that poll listed (its placing not yet recorded), or one whose signal is
+        about to be redelivered after a restart, is claimed by then."""
+        unclaimed = {o.order_id for o in listed if is_ours(o) and o.order_id not in self.orders}
+        by_id = {o.order_id: o for o in listed}
+        for order_id in sorted((unclaimed & self._unclaimed) - self.unknown_orders):
+            order = by_id[order_id]
+            self._on_event("unknown_order", order.status)
+            log.error(
+                "live_order_unknown",
+                order_id=order_id,
+                tags=self._tags_of(order),
+                tradingsymbol=order.tradingsymbol,
+                transaction_type=order.transaction_type,
+                quantity=order.quantity,
+                filled_quantity=order.filled_quantity,
+                status=order.status,
+                note="carries our tag but the engine has no record of it (its signal's "
+                "record lost, e.g. a log rolled back): its fills are not booked; reconcile "
+                "by hand",
+            )
+        self.unknown_orders = (self.unknown_orders | (unclaimed & self._unclaimed)) & unclaimed
+        self._unclaimed = unclaimed
+
+    async def cancel_halted(self, halted: Callable[[TradingSignal], str | None]) -> list[str]:
+        """Cancel at Kite every working order of ours that ``halted`` gives a reason to
+        cancel (its strategy is halted); returns the ids Kite cancelled. A failed call is
+        retried next round."""
+        token = self._access_token()
+        if token is None or self.token_rejected == token:
+            return []
+        cancelled: list[str] = []
+        for order_id, order in list(self.orders.items()):
+            if order_id in self._finished or order_id in self._cancel_requested:
+                continue
+            reason = halted(order.signal)
+            if reason is None:
+                continue
+            await self._limiter.acquire()
+            try:
+                done = await self.breaker.call(lambda oid=order_id: self._cancel(oid))  # type: ignore[misc]
+            except (KiteError, CircuitOpenError) as exc:
+                log.warning("live_cancel_failed", order_id=order_id, error=str(exc)[:300])
+                continue
+            self._cancel_requested.add(order_id)
+            if not done:
+                continue  # already over at Kite: its last update books what it filled
+            self._on_event("order_cancelled", "halt")
+            log.warning(
+                "live_order_cancelled_by_halt",
+                order_id=order_id,
+                tag=order.tag,
+                strategy_id=order.signal.strategy_id,
+            )
+            if self._send_cancelled is not None:
+                await self._send_cancelled(order, f"{reason} (Kite order {order_id})")
+            cancelled.append(order_id)
+        return cancelled
+
+    async def _cancel(self, order_id: str) -> bool:
+        """True: Kite cancelled it; False: Kite refused because it is already over (a
+        refusal that is no failure of Kite's, so it must not count against the breaker)."""
+        try:
+            await self._rest.cancel_order(order_id)
+        except InputException:
+            return False
+        return True
 
     async def on_order_update(self, data: Mapping[str, Any]) -> None:
         """An order update from the ticker WebSocket (the primary source)."""
@@ -462,8 +553,12 @@ class LiveTrading:
         on_event: Callable[[str, str], None],
         on_breaker: Callable[[str, BreakerState], None],
         on_finished: Callable[[LiveOrder], None] = lambda order: None,
+        send_cancelled: Callable[[LiveOrder, str], Awaitable[None]] | None = None,
+        halted: Callable[[TradingSignal], str | None] = lambda signal: None,
     ) -> None:
         self.settings = settings
+        self._send_cancelled = send_cancelled
+        self._halted = halted
         self.watcher = watcher
         self._send_fill = send_fill
         self._send_rejection = send_rejection
@@ -500,6 +595,7 @@ class LiveTrading:
             max_signal_age_s=zerodha.max_signal_age_s,
             send_fill=self._send_fill,
             send_rejection=self._send_rejection,
+            send_cancelled=self._send_cancelled,
             on_event=self._on_event,
             on_finished=self._on_finished,
         )
@@ -561,6 +657,8 @@ class LiveTrading:
                 await self.trader.poll()
             except (KiteError, CircuitOpenError) as exc:
                 log.warning("live_poll_failed", error=str(exc)[:300])
+            # The kill switch: a halted strategy's working orders are cancelled at Kite.
+            await self.trader.cancel_halted(self._halted)
             await asyncio.sleep(poll_s)
 
     async def health(self) -> tuple[bool, str]:

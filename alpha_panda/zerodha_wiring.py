@@ -6,7 +6,7 @@ registration (no I/O then) and gets an object to call from its handlers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import structlog
@@ -71,7 +71,10 @@ class LiveTradingHandle:
             self._table[order.tag] = order
 
 
-def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
+def install_live_trading(
+    ctx: StageContext, halted: Callable[[TradingSignal], str | None]
+) -> LiveTradingHandle:
+    """``halted``: why the kill switch cancels a signal's working order at Kite, or None."""
     table = ctx.table(LIVE_ORDERS)
     metrics = ctx.metrics
 
@@ -98,6 +101,18 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
             reason=RejectionReason.BROKER_REJECTED,
             detail=detail,
             counted=False,
+        )
+
+    async def send_cancelled(order: LiveOrder, detail: str) -> None:
+        await emit_rejection(
+            ctx,
+            handled_event_id=order.signal_event_id,
+            id_suffix="halt-cancelled",
+            ts=order.signal.signal_ts,
+            signal_event_id=order.signal_event_id,
+            signal=order.signal,
+            reason=RejectionReason.KILL_SWITCH,
+            detail=detail,
         )
 
     handle: LiveTradingHandle | None = None
@@ -135,6 +150,8 @@ def install_live_trading(ctx: StageContext) -> LiveTradingHandle:
         on_event=on_event,
         on_breaker=on_breaker,
         on_finished=on_finished,
+        send_cancelled=send_cancelled,
+        halted=halted,
     )
     metrics.breaker_state.labels(ctx.source, "zerodha-rest").set(0)
 

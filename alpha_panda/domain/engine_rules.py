@@ -57,13 +57,23 @@ def cancel_halted(
     kept: list[PendingLimitOrder] = []
     cancelled: list[tuple[PendingLimitOrder, EngineRejection]] = []
     for order in resting:
-        rejection = check_kill_switch(order.signal, kill_switch)
+        rejection = halt_cancellation(order.signal, kill_switch, "resting LIMIT order")
         if rejection is None:
             kept.append(order)
         else:
-            detail = f"{rejection.detail}: resting LIMIT order cancelled"
-            cancelled.append((order, EngineRejection(rejection.reason, detail)))
+            cancelled.append((order, rejection))
     return kept, cancelled
+
+
+def halt_cancellation(
+    signal: TradingSignal, kill_switch: KillSwitch, order: str
+) -> EngineRejection | None:
+    """Why the kill switch cancels ``signal``'s working ``order`` (a resting paper LIMIT
+    order, an open order at Kite), or None when its strategy is not halted."""
+    rejection = check_kill_switch(signal, kill_switch)
+    if rejection is None:
+        return None
+    return EngineRejection(rejection.reason, f"{rejection.detail}: {order} cancelled")
 
 
 def tick_is_stale(previous_ts: datetime | None, tick: MarketTick) -> bool:

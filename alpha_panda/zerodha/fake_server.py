@@ -6,7 +6,8 @@ talks to Kite. The market behind it (price walk, books, matcher) is `fake_market
 
 REST: GET /connect/login (hands out a request token, redirecting when a redirect URL is set),
 POST /session/token (checksum checked), DELETE /session/token, GET /user/profile,
-POST /orders/regular, GET /orders, GET /orders/{id}, GET /orders/{id}/trades, GET /trades,
+POST /orders/regular, DELETE /orders/regular/{id} (cancel), GET /orders, GET /orders/{id},
+GET /orders/{id}/trades, GET /trades,
 GET /instruments[/{exchange}] (CSV), GET /instruments/historical/{token}/{interval}.
 Ticker: GET /ws?api_key=..&access_token=.. upgrades to the ticker protocol (binary frames in
 ltp/quote/full, 1-byte heartbeats, order-update text frames); a bad or expired token gets 403
@@ -301,6 +302,7 @@ class FakeKite:
         r.add_delete("/session/token", self._logout)
         r.add_get("/user/profile", self._profile)
         r.add_post("/orders/{variety}", self._place_order)
+        r.add_delete("/orders/{variety}/{order_id}", self._cancel_order)
         r.add_get("/orders", self._orders)
         r.add_get("/orders/{order_id}", self._order_history)
         r.add_get("/orders/{order_id}/trades", self._order_trades)
@@ -770,6 +772,23 @@ class FakeKite:
         if order is None or order.user.user_id != user.user_id:
             raise KiteHTTPError(400, "OrderException", "Couldn't find that `order_id`.")
         return order
+
+    async def _cancel_order(self, request: web.Request) -> web.Response:
+        """Kite's cancel: an order still working is cancelled (its unfilled quantity
+        counted as cancelled, the change pushed to the ticker); one already complete,
+        cancelled or rejected is refused with 400, as Kite refuses it."""
+        order = self._user_order(request)
+        if request.match_info["variety"] != "regular":
+            raise KiteHTTPError(400, "InputException", "Only the regular variety is supported.")
+        if order.status in ("COMPLETE", "CANCELLED", "REJECTED"):
+            raise KiteHTTPError(
+                400,
+                "InputException",
+                f"Order cannot be cancelled as it is already in {order.status} state.",
+            )
+        order.cancelled_quantity = order.quantity - order.filled_quantity
+        await self._record(order, "CANCELLED")
+        return _ok({"order_id": order.order_id})
 
     async def _orders(self, request: web.Request) -> web.Response:
         user = self._auth(request)

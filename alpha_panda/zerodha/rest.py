@@ -140,6 +140,15 @@ class KiteRestClient:
         except (TypeError, KeyError) as exc:
             raise DataException("order response without order_id", "DataException", 200) from exc
 
+    async def cancel_order(self, order_id: str, variety: str = "regular") -> str:
+        """Cancel a working order; Kite's order id. Kite refuses (400) an order that is
+        already complete, cancelled or rejected."""
+        data = await self._call("DELETE", f"/orders/{variety}/{order_id}")
+        try:
+            return str(data["order_id"])
+        except (TypeError, KeyError) as exc:
+            raise DataException("cancel response without order_id", "DataException", 200) from exc
+
     async def orders(self) -> list[KiteOrder]:
         """Today's orders of the user (also those placed by hand on Kite web or mobile)."""
         data = await self._call("GET", "/orders")

@@ -2,7 +2,9 @@
 
 Covers placing, the tag that stops a restarted trader from placing twice, partial fills
 across book levels, Kite's refusals with their message, 500s opening the breaker, 429s,
-an expired token, and manual orders that are counted and never booked.
+an expired token, manual orders that are counted and never booked, orders of ours that
+the engine has no record of (an error, on /health), and the kill switch cancelling a
+halted strategy's open orders at Kite.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from alpha_panda.kite_instruments import InstrumentsCache
 from alpha_panda.zerodha.fake_server import FakeKite
 from alpha_panda.zerodha.rest import KiteRestClient
 from alpha_panda.zerodha_trader import Placed, RateLimiter, Refused, ZerodhaTrader
-from models.events import ExecutionMode, OrderFill, RejectionReason
+from models.events import ExecutionMode, OrderFill, RejectionReason, TradingSignal
 from tests.factories import RELIANCE, T0
 from tests.factories import live_signal as signal
 
@@ -38,6 +40,7 @@ class Rig:
     token: list[str | None]
     fills: list[OrderFill] = field(default_factory=list)
     rejections: list[tuple[LiveOrder, str]] = field(default_factory=list)
+    cancellations: list[tuple[LiveOrder, str]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
     now: datetime = T0 + timedelta(seconds=1)  # signals are a second old
 
@@ -56,6 +59,9 @@ class Rig:
         async def send_rejection(order: LiveOrder, detail: str) -> None:
             self.rejections.append((order, detail))
 
+        async def send_cancelled(order: LiveOrder, detail: str) -> None:
+            self.cancellations.append((order, detail))
+
         async def no_wait(_: float) -> None:
             return None
 
@@ -68,6 +74,7 @@ class Rig:
             market_protection=-1,
             send_fill=send_fill,
             send_rejection=send_rejection,
+            send_cancelled=send_cancelled,
             on_event=lambda e, d: self.events.append((e, d)),
             retry_sleep=no_wait,
             now=lambda: self.now,
@@ -262,6 +269,68 @@ async def test_manual_orders_are_counted_once_and_never_booked(rig: Rig) -> None
     assert [e for e in rig.events if e[0] == "manual_order"] == [("manual_order", "COMPLETE")]
     assert all(f.order_id != manual for f in rig.fills)
     assert {f.signal_event_id for f in rig.fills} == {"sig-own"}
+
+
+async def test_an_order_of_ours_the_engine_has_no_record_of_is_an_error_until_claimed(
+    rig: Rig,
+) -> None:
+    placed = await rig.trader().submit("sig-lost", signal(quantity=10), "MIS")
+    assert isinstance(placed, Placed)
+    # A trader whose record of that order is gone (a log rolled back by a crash).
+    forgetful = rig.trader()
+    await forgetful.poll()
+    assert forgetful.health()[0]  # one poll's grace: its signal may be redelivered yet
+    await forgetful.poll()
+    await forgetful.poll()
+    assert forgetful.unknown_orders == {placed.order.order_id}
+    assert [e for e in rig.events if e[0] == "unknown_order"] == [("unknown_order", "COMPLETE")]
+    ok, detail = forgetful.health()
+    assert not ok and placed.order.order_id in detail and "not booked" in detail
+    # Its signal comes back (redelivered): the order is claimed, and the error clears.
+    again = await forgetful.submit("sig-lost", signal(quantity=10), "MIS")
+    assert isinstance(again, Placed) and again.already_placed
+    await forgetful.poll()
+    assert forgetful.unknown_orders == set() and forgetful.health()[0]
+
+
+async def test_the_kill_switch_cancels_a_halted_strategys_open_orders_at_kite(
+    rig: Rig,
+) -> None:
+    trader = rig.trader()
+    # LIMIT orders below the ask: they rest OPEN at Kite.
+    halted = await trader.submit("sig-h", signal(quantity=10, limit="1200.00"), "MIS")
+    calm = await trader.submit(
+        "sig-c", signal(quantity=10, limit="1200.00", strategy_id="calm"), "MIS"
+    )
+    assert isinstance(halted, Placed) and isinstance(calm, Placed)
+    await trader.poll()
+    assert rig.kite.orders[halted.order.order_id].status == "OPEN"
+
+    def reason(sig: TradingSignal) -> str | None:
+        return None if sig.strategy_id == "calm" else "strategy halted: cancelled"
+
+    assert await trader.cancel_halted(reason) == [halted.order.order_id]
+    kite_order = rig.kite.orders[halted.order.order_id]
+    assert (kite_order.status, kite_order.cancelled_quantity) == ("CANCELLED", 10)
+    assert rig.kite.orders[calm.order.order_id].status == "OPEN"
+    assert [(o.order_id, d) for o, d in rig.cancellations] == [
+        (halted.order.order_id, f"strategy halted: cancelled (Kite order {halted.order.order_id})")
+    ]
+    await trader.poll()
+    assert halted.order.order_id in trader.finished_orders
+    # Once over, it is never cancelled again; the breaker saw no failure.
+    assert await trader.cancel_halted(reason) == []
+    assert len(rig.cancellations) == 1 and trader.breaker.state is BreakerState.CLOSED
+
+
+async def test_cancelling_an_order_already_complete_is_refused_by_kite(rig: Rig) -> None:
+    trader = rig.trader()
+    done = await trader.submit("sig-done", signal(quantity=10), "MIS")
+    assert isinstance(done, Placed)
+    # Not yet seen finished by this trader: it asks, Kite refuses (400), nothing is reported.
+    assert await trader.cancel_halted(lambda sig: "halted") == []
+    assert rig.cancellations == [] and trader.breaker.state is BreakerState.CLOSED
+    assert rig.kite.orders[done.order.order_id].status == "COMPLETE"
 
 
 async def test_the_rate_limiter_queues_beyond_ten_a_second() -> None:
