@@ -25,11 +25,13 @@ ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER accepts it (``Settings.live_trading_re
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from faust.types import EventT
 
+from alpha_panda import db
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.engine_rules import (
@@ -84,7 +86,7 @@ class TradingEngine:
             fees=lambda strategy_id: self.products.fees_of(strategy_id),
             leave_rest_unfilled=paper.leave_rest_unfilled,
         )
-        self.watcher = ConfigWatcher(ctx, self.on_config)
+        self.watcher = ConfigWatcher(ctx, self.on_config, after_apply=self.acknowledge_halts)
         self.watcher.install()
         self.last_prices = ctx.write_behind_table(LAST_PRICES)
         self.guard = TickGuard(ctx)
@@ -112,6 +114,16 @@ class TradingEngine:
     def on_config(self, config: RuntimeConfig) -> None:
         self.products = StrategyProducts.from_config(config, self.ctx.settings.risk.product)
         self.kill_switch = KillSwitch.of(config)
+
+    async def acknowledge_halts(self, config: RuntimeConfig, sessions: db.SessionFactory) -> None:
+        # Runs after on_config(config): every handler from now on reads these halts.
+        if not config.engine_unapplied_halts:
+            return
+        applied = await db.acknowledge_halts(
+            sessions, config.engine_unapplied_halts, datetime.now(UTC), engine=True
+        )
+        if applied:
+            log.info("halts_applied", stage=self.ctx.source, scopes=applied)
 
     def live_cancellation(self, signal: TradingSignal) -> str | None:
         rejection = halt_cancellation(signal, self.kill_switch, "open order at Kite")

@@ -194,7 +194,8 @@ def _add_missing_columns(conn: Connection) -> list[str]:
     """``ALTER TABLE ... ADD COLUMN`` for each model column an existing table lacks.
 
     Enough for the additive changes made so far (version 2: ``users.token_version``,
-    which has a server default so existing rows get a value). Both backends accept the
+    which has a server default so existing rows get a value; version 3:
+    ``trading_halts.engine_applied_at``, nullable). Both backends accept the
     statement inside the upgrade transaction.
     """
     inspector = inspect(conn)
@@ -280,6 +281,7 @@ def _halt_record(row: TradingHalt) -> HaltRecord:
         created_by=row.created_by,
         created_at=row.created_at,
         applied_at=row.applied_at,
+        engine_applied_at=row.engine_applied_at,
     )
 
 
@@ -670,27 +672,29 @@ async def remove_halt(sessions: SessionFactory, scope: str) -> bool:
 
 
 async def acknowledge_halts(
-    sessions: SessionFactory, halts: Iterable[HaltRecord], at: datetime
+    sessions: SessionFactory, halts: Iterable[HaltRecord], at: datetime, *, engine: bool = False
 ) -> list[str]:
-    """Record that a risk manager's kill switch now holds ``halts``; returns the scopes.
+    """Record that a risk manager's kill switch (``engine``: the trading engine's) now
+    holds ``halts``; returns the scopes.
 
     Only the very rows that were loaded (scope and created_at) and not yet acknowledged
     are marked: a halt lifted and re-created since the load is a new row and waits for
     the next load, so an acknowledgement never covers a halt that was not applied.
     """
+    column = TradingHalt.engine_applied_at if engine else TradingHalt.applied_at
     done: list[str] = []
     async with sessions() as session, session.begin():
         for halt in halts:
-            if halt.applied_at is not None:
+            if (halt.engine_applied_at if engine else halt.applied_at) is not None:
                 continue
             result = await session.execute(
                 update(TradingHalt)
                 .where(
                     TradingHalt.scope == halt.scope,
                     TradingHalt.created_at == halt.created_at,
-                    TradingHalt.applied_at.is_(None),
+                    column.is_(None),
                 )
-                .values(applied_at=at)
+                .values({column: at})
             )
             if getattr(result, "rowcount", 0):
                 done.append(halt.scope)

@@ -45,8 +45,10 @@ class HaltRecord(ReadModel):
     reason: str
     created_by: str
     created_at: datetime
-    # When a risk manager applied it (see acknowledge_halts); None: not yet.
+    # When a risk manager / the trading engine applied it (see acknowledge_halts); None:
+    # not yet.
     applied_at: datetime | None = None
+    engine_applied_at: datetime | None = None
 
     @property
     def is_global(self) -> bool:
@@ -66,6 +68,10 @@ class RuntimeConfig(ReadModel):
     @property
     def unapplied_halts(self) -> tuple[HaltRecord, ...]:
         return tuple(h for h in self.halts if h.applied_at is None)
+
+    @property
+    def engine_unapplied_halts(self) -> tuple[HaltRecord, ...]:
+        return tuple(h for h in self.halts if h.engine_applied_at is None)
 
     @property
     def enabled_strategies(self) -> tuple[StrategyConfigRecord, ...]:

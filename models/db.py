@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.events import STRATEGY_ID_MAX_LENGTH
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 64
@@ -140,6 +140,9 @@ class TradingHalt(Base):
     # Schema version 2. Set by the risk manager once its kill switch holds this halt, so
     # an operator sees that the running pipeline, not just the database, has stopped.
     applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Schema version 3. Set by the trading engine once it refuses to execute for this
+    # halt: the risk manager's acknowledgement alone left approved signals executing.
+    engine_applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class BrokerSession(Base):

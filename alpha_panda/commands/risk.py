@@ -1,14 +1,16 @@
 """`alpha-panda halt` / `alpha-panda resume`: the operator kill switch.
 
-A halt is a row in ``trading_halts``; the risk manager rejects new signals for a halted
-scope from its next configuration refresh (``database.config_refresh_s``) on, and then
-records when it applied it (``applied_at``). Positions already open are left alone:
-flattening is a separate, deliberate decision.
+A halt is a row in ``trading_halts``. From its next configuration refresh
+(``database.config_refresh_s``) on, the risk manager rejects new signals for a halted
+scope and records when it applied the halt (``applied_at``); the trading engine refuses
+to execute signals approved before it, cancels the scope's resting paper LIMIT orders and
+its open orders at Kite, and records when it applied it (``engine_applied_at``).
+Positions already open are left alone: flattening is a separate, deliberate decision.
 
 Both commands print the database they wrote first, so a halt written to the wrong
 database is visible at once; ``halt --wait N`` waits for the risk manager's
 acknowledgement and fails when none comes. ``alpha-panda status`` shows the database,
-the running pipeline's database and every halt with its acknowledgement.
+the running pipeline's database and every halt with both acknowledgements.
 """
 
 from __future__ import annotations
@@ -91,10 +93,16 @@ def _applied(h: HaltRecord) -> str:
     return f"applied by the risk manager {h.applied_at:%Y-%m-%d %H:%M:%S}Z"
 
 
+def _engine_applied(h: HaltRecord) -> str:
+    if h.engine_applied_at is None:
+        return "NOT YET APPLIED by a trading engine"
+    return f"applied by the trading engine {h.engine_applied_at:%Y-%m-%d %H:%M:%S}Z"
+
+
 def halt_line(h: HaltRecord) -> str:
     return (
         f"{_label(h.scope)}: halted {h.created_at:%Y-%m-%d %H:%M:%S}Z by {h.created_by}: "
-        f"{h.reason}; {_applied(h)}"
+        f"{h.reason}; {_applied(h)}; {_engine_applied(h)}"
     )
 
 

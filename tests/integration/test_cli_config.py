@@ -266,7 +266,10 @@ def test_halt_and_resume_say_which_database_and_status_shows_the_acknowledgement
     assert lines[0] == f"database: {masked}"
     assert lines[1].startswith("pipeline: no record in ")
     assert "HALTED" in lines
-    assert "exchange outage; NOT YET APPLIED by a risk manager" in status.out
+    assert (
+        "exchange outage; NOT YET APPLIED by a risk manager; NOT YET APPLIED by a trading engine"
+        in status.out
+    )
 
     # What the risk manager does once its kill switch holds the halt.
     async def acknowledge() -> list[str]:
@@ -285,6 +288,26 @@ def test_halt_and_resume_say_which_database_and_status_shows_the_acknowledgement
     assert body["halted"] is True
     assert body["halts"][0]["applied_at"] == "2026-01-05T09:15:00Z"
     assert "applied by the risk manager 2026-01-05 09:15:00Z" in cli("status").out
+    assert body["halts"][0]["engine_applied_at"] is None
+
+    # What the trading engine does once it refuses to execute for the halt.
+    async def engine_acknowledges() -> list[str]:
+        engine = db.create_engine(pg_url)
+        try:
+            sessions = db.session_factory(engine)
+            config = await db.load_runtime_config(sessions)
+            return await db.acknowledge_halts(
+                sessions, config.engine_unapplied_halts, T_ACK, engine=True
+            )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(engine_acknowledges()) == [HALT_ALL]
+    assert asyncio.run(engine_acknowledges()) == []
+    assert (
+        "applied by the risk manager 2026-01-05 09:15:00Z; "
+        "applied by the trading engine 2026-01-05 09:15:00Z"
+    ) in cli("status").out
     waited = cli("halt", "--all", "--wait", "1")  # already applied: returns at once
     assert waited.code == 0 and "applied by the risk manager" in waited.out
 
