@@ -10,6 +10,11 @@
 - The trading engine is killed with SIGKILL after Kite accepted its order but before it
   recorded it: the restarted engine finds the order by its tag (no second order) and the
   fills arrive once in the portfolio.
+- A strategy is halted while its LIMIT order works at Kite: the engine cancels it at Kite
+  and reports the cancellation as a rejection.
+- Live trading on the embedded broker without ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER:
+  /health says why (503) and live signals are rejected naming the setting, no order placed.
+(Every other test here runs on the embedded broker with that opt-in set, in deploy().)
 """
 
 from __future__ import annotations
@@ -302,14 +307,15 @@ class HoldingProxy:
         return web.Response(body=payload, status=status, headers={"Content-Type": ctype})
 
 
-def validated_record(signal_id: str) -> object:
+def validated_record(signal_id: str, limit: str | None = None) -> object:
     signal = TradingSignal(
         strategy_id="live-mom",
         instrument_token=RELIANCE,
         symbol="RELIANCE",
         side=Side.BUY,
         quantity=25,
-        order_type=OrderType.MARKET,
+        order_type=OrderType.LIMIT if limit else OrderType.MARKET,
+        limit_price=Decimal(limit) if limit else None,
         reference_price=Decimal("1250"),
         execution_mode=ExecutionMode.LIVE,
         signal_ts=datetime.now(UTC),
@@ -434,3 +440,70 @@ def test_without_credentials_live_signals_are_rejected_as_not_configured(
     rejected = decode(record.value, topic=record.topic).data
     assert rejected.reason is RejectionReason.LIVE_TRADING_NOT_CONFIGURED
     assert "ALPHA_PANDA_ZERODHA_API_KEY" in rejected.detail
+
+
+def test_halting_a_strategy_cancels_its_open_order_at_kite(
+    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path, kite: KiteThread
+) -> None:
+    deployment = deploy(fresh_broker, pg_url, tmp_path, kite, root_url=kite.kite.root_url)
+    engine = StageProcess(deployment, Stage.TRADING_ENGINE).start()
+
+    def kite_status(tag: str) -> str | None:
+        async def read() -> str | None:
+            return next((o.status for o in kite.kite.orders.values() if o.tag == tag), None)
+
+        return kite.call(read())
+
+    tag = order_tag("sig-resting")
+    try:
+        engine.wait_ready(require="zerodha: connected")
+        # Far below the market: the order works at Kite, unfilled.
+        asyncio.run(produce(fresh_broker.bootstrap, [validated_record("sig-resting", "1000")]))
+        wait_for(lambda: kite_status(tag) == "OPEN", timeout=30, what="the order to work")
+
+        async def halt() -> None:
+            store = db.create_engine(pg_url)
+            try:
+                await db.add_halt(db.session_factory(store), "live-mom", "test", "test")
+            finally:
+                await store.dispose()
+
+        asyncio.run(halt())
+        wait_for(lambda: kite_status(tag) == "CANCELLED", timeout=30, what="the cancel at Kite")
+        (record,) = asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_REJECTED.name, until=1))
+    finally:
+        engine.stop()
+    rejected = decode(record.value, topic=record.topic).data
+    assert rejected.signal_event_id == "sig-resting"
+    assert rejected.reason is RejectionReason.KILL_SWITCH
+    assert rejected.detail.startswith("strategy live-mom halted: open order at Kite cancelled")
+
+
+def test_live_trading_on_the_embedded_broker_needs_the_opt_in(
+    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path, kite: KiteThread
+) -> None:
+    deployment = deploy(fresh_broker, pg_url, tmp_path, kite, root_url=kite.kite.root_url)
+    del deployment.extra_env["ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER"]
+    engine = StageProcess(deployment, Stage.TRADING_ENGINE).start()
+
+    def refusing() -> bool:
+        try:
+            status, body = engine.get("/health")
+        except OSError:
+            return False
+        return (
+            status == 503
+            and body.get("failing") == ["zerodha"]
+            and "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER" in body["checks"]["zerodha"]["detail"]
+        )
+
+    try:
+        wait_for(refusing, timeout=60, what="/health to refuse live trading, naming the setting")
+        asyncio.run(produce(fresh_broker.bootstrap, [validated_record("sig-embedded")]))
+        (record,) = asyncio.run(read_topic(fresh_broker.bootstrap, SIGNALS_REJECTED.name, until=1))
+    finally:
+        engine.stop()
+    rejected = decode(record.value, topic=record.topic).data
+    assert rejected.reason is RejectionReason.LIVE_TRADING_NOT_CONFIGURED
+    assert "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER=true" in rejected.detail
+    assert kite.sync(lambda: len(kite.kite.orders)) == 0  # nothing reached Kite
