@@ -126,6 +126,19 @@ def _live_without_trading_day(settings: Settings) -> str | None:
     )
 
 
+def _live_refused(settings: Settings) -> str | None:
+    """What to say at start when live strategies are enabled but the trading engine will
+    refuse their signals (``Settings.live_trading_refusal``: the embedded broker without
+    the opt-in), or None. Paper trading runs on; the engine's /health says the same."""
+    refusal = settings.live_trading_refusal
+    if not settings.zerodha.configured or refusal is None:
+        return None
+    live = _enabled_live_strategies(settings)
+    if not live:
+        return None
+    return f"alpha-panda: strategies {', '.join(live)} trade live, but {refusal}"
+
+
 def _enabled_live_strategies(settings: Settings) -> list[str]:
     from alpha_panda import db
 
@@ -283,6 +296,9 @@ def run(args: argparse.Namespace) -> int:
             print(refusal, file=sys.stderr, flush=True)
             if settings.zerodha.root_url == KITE_ROOT_URL:
                 return 1
+        refused = _live_refused(settings)
+        if refused is not None:
+            print(refused, file=sys.stderr, flush=True)
         for stage in stages:
             log_path = log_dir / f"{stage.value}.log"
             supervisor.add(

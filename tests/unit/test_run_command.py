@@ -62,6 +62,22 @@ def test_live_strategies_with_the_trading_day_off_are_refused_against_the_real_k
     assert warning is not None and "Allowed against http://127.0.0.1:5080" in warning
 
 
+def test_live_strategies_on_the_embedded_broker_are_announced_as_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: ["live-1"])
+    kite = {"api_key": "k"}
+    said = run_command._live_refused(load_settings(zerodha=kite))
+    assert said is not None and "live-1" in said
+    assert "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER=true" in said
+    accepted = load_settings(zerodha={**kite, "allow_embedded_broker": True})
+    assert run_command._live_refused(accepted) is None
+    assert (
+        run_command._live_refused(load_settings(zerodha=kite, broker={"kind": "redpanda"})) is None
+    )
+    assert run_command._live_refused(load_settings()) is None  # no Kite: nothing live to refuse
+
+
 def test_paper_only_pipelines_may_run_at_any_hour(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: [])
     off = load_settings(market={"enforce_sessions": False})
