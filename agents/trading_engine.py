@@ -89,7 +89,6 @@ class TradingEngine:
         self.watcher = ConfigWatcher(ctx, self.on_config, after_apply=self.acknowledge_halts)
         self.watcher.install()
         self.last_prices = ctx.write_behind_table(LAST_PRICES)
-        self.guard = TickGuard(ctx)
         self.pending_orders = ctx.table(PENDING_ORDERS)
         # Why live signals are refused although Zerodha is configured; None: they are not.
         self.live_refusal = (
@@ -102,6 +101,7 @@ class TradingEngine:
         )
         if self.live_refusal is not None:
             ctx.health_checks["zerodha"] = self.live_refused_health
+        self.guard = TickGuard(ctx, token_watcher=self.live.live.watcher if self.live else None)
         ctx.run_agent(SPEC.agent("engine-repartition"), {SIGNALS_VALIDATED.name: self.repartition})
         ctx.run_agent(
             SPEC.agent("engine-execute"),

@@ -2,8 +2,9 @@
 
 Kite regenerates the master (``GET /instruments``, a CSV of every tradable instrument)
 daily before the market opens. The feed takes symbols from it and the trader takes the
-tradingsymbol and exchange an order needs; tick and lot sizes come with it. One fetch per
-IST day per process: the file is large and changes only overnight.
+tradingsymbol and exchange an order needs; tick and lot sizes come with it. The stages
+that check ticks take each instrument's tick size from it (:class:`MasterTickSizes`). One
+fetch per IST day per process: the file is large and changes only overnight.
 """
 
 from __future__ import annotations
@@ -11,14 +12,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import structlog
 
 from alpha_panda.broker_session import IST
+from alpha_panda.domain.price_band import TickSizes
 from alpha_panda.zerodha.models import Instrument
 from alpha_panda.zerodha.rest import KiteRestClient
 
 log = structlog.get_logger(__name__)
+
+
+def master_day(moment: datetime) -> date:
+    """The IST day whose instruments master is in force at ``moment``."""
+    return moment.astimezone(IST).date()
 
 
 class InstrumentsCache:
@@ -37,7 +45,7 @@ class InstrumentsCache:
         return self._by_token.get(token)
 
     async def _fresh(self) -> None:
-        today = self._now().astimezone(IST).date()
+        today = master_day(self._now())
         if self._day == today:
             return
         async with self._lock:
@@ -48,3 +56,44 @@ class InstrumentsCache:
             self._day = today
             self.fetches += 1
             log.info("instruments_master_loaded", instruments=len(rows), day=today.isoformat())
+
+
+class MasterTickSizes:
+    """Each instrument's tick size from the instruments master, re-read once per IST day.
+
+    Keeps only the sizes (a dict of the tokens), not the master's rows: three stages hold
+    it, and the master lists every instrument of every exchange. ``current`` is what the
+    tick guard reads; until a master is loaded it gives ``default`` for every instrument.
+    """
+
+    def __init__(
+        self,
+        rest: KiteRestClient,
+        default: Decimal,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._rest = rest
+        self._now = now
+        self.current = TickSizes(default=default)
+        self.day: date | None = None
+        self.fetches = 0
+
+    async def refresh(self) -> bool:
+        """Fetch today's master unless it is loaded; True when ``current`` changed.
+        A failed fetch (KiteError) leaves ``current`` as it was."""
+        today = master_day(self._now())
+        if self.day == today:
+            return False
+        rows = await self._rest.instruments()
+        self.current = TickSizes.from_master(rows, self.current.default)
+        self.day = today
+        self.fetches += 1
+        indices = sum(1 for size in self.current.known.values() if size is None)
+        log.info(
+            "tick_sizes_loaded",
+            instruments=len(self.current.known),
+            indices=indices,
+            day=today.isoformat(),
+        )
+        return True

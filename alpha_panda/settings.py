@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from alpha_panda.domain.price_band import DEFAULT_TICK_SIZE
 from alpha_panda.domain.products import Product
 
 PLACEHOLDER_JWT_SECRET = "change-me-in-production"
@@ -375,9 +376,11 @@ class TicksSettings(_Section):
         "dead-lettered (NSE bands: 2, 5, 10, 20).",
     )
     tick_size: Decimal = Field(
-        default=Decimal("0.05"),
+        default=DEFAULT_TICK_SIZE,
         gt=0,
-        description="A tick whose price is not a multiple of this is dead-lettered.",
+        description="The tick size of an instrument Kite's instruments master does not "
+        "give (the mock feed's, or before the master is loaded): a tick whose price is not a "
+        "multiple of its instrument's tick size is dead-lettered.",
     )
 
 

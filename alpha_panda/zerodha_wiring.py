@@ -1,4 +1,5 @@
-"""Wires the Zerodha parts into a stage: the token watcher, the trader, their health.
+"""Wires the Zerodha parts into a stage: the token watcher, the trader, the tick sizes of
+Kite's instruments master, their health.
 
 Kept out of the agents so they stay thin: an agent calls ``install_*`` once at
 registration (no I/O then) and gets an object to call from its handlers.
@@ -6,22 +7,32 @@ registration (no I/O then) and gets an object to call from its handlers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import structlog
 
-from alpha_panda.broker_session import IST, StageTokenWatcher
+from alpha_panda.broker_session import IST, StageTokenWatcher, TokenWatcher
 from alpha_panda.circuit_breaker import BreakerState
 from alpha_panda.domain.live_orders import LiveOrder
+from alpha_panda.kite_instruments import MasterTickSizes
 from alpha_panda.rejections import emit_rejection
 from alpha_panda.runtime import StageContext
+from alpha_panda.settings import Settings
 from alpha_panda.topics import ORDERS_FILLED_LIVE
 from alpha_panda.typed_table import TypedTable
+from alpha_panda.zerodha.errors import KiteError
+from alpha_panda.zerodha.rest import KiteRestClient
 from alpha_panda.zerodha_trader import LiveTrading, Outcome
 from models.envelope import derived_event_id
 from models.events import OrderFill, RejectionReason, TradingSignal
 from tables.specs import LIVE_ORDERS
+
+if TYPE_CHECKING:
+    from alpha_panda.tick_guard import TickGuard
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +50,81 @@ def install_token_watcher(ctx: StageContext) -> StageTokenWatcher:
 
     ctx.app.task(watch)
     return watcher
+
+
+class MasterTickSizesTask:
+    """Keeps a stage's tick guard on the tick sizes of today's instruments master.
+
+    A background task fetches the master once per IST day, once a token is stored, and
+    swaps the sizes into the guard whole: no tick waits for Kite. Until it loads (no login
+    yet, Kite unreachable) the guard checks every instrument against its default, which
+    refuses no valid NSE price, so the stage stays healthy and /health says which sizes
+    it checks with. A failed fetch is retried every token poll.
+    """
+
+    def __init__(self, ctx: StageContext, guard: TickGuard, watcher: TokenWatcher) -> None:
+        self._ctx = ctx
+        self._guard = guard
+        self._watcher = watcher
+        self.master: MasterTickSizes | None = None
+        self.error: str | None = None
+
+    async def run(self) -> None:
+        zerodha = self._ctx.settings.zerodha
+        async with aiohttp.ClientSession() as http:
+            rest = KiteRestClient(
+                http,
+                root_url=zerodha.root_url,
+                api_key=zerodha.api_key.get_secret_value(),
+                access_token=self._watcher.access_token,
+            )
+            self.master = master = MasterTickSizes(rest, self._guard.tick_sizes.default)
+            while not self._ctx.app.should_stop:
+                if self._watcher.access_token() is not None:
+                    await self._refresh(master)
+                await asyncio.sleep(zerodha.token_poll_s)
+
+    async def _refresh(self, master: MasterTickSizes) -> None:
+        try:
+            if await master.refresh():
+                self._guard.tick_sizes = master.current
+        except KiteError as exc:
+            self.error = str(exc)[:300]
+            log.warning("tick_sizes_master_failed", error=self.error)
+        else:
+            self.error = None
+
+    async def health(self) -> tuple[bool, str]:
+        master = self.master
+        if master is not None and master.day is not None:
+            failed = f"; today's fetch failed: {self.error}" if self.error else ""
+            return True, (
+                f"tick sizes: {len(master.current.known)} instruments from Kite's instruments "
+                f"master of {master.day.isoformat()}{failed}"
+            )
+        if self.error:
+            why = self.error
+        elif self._watcher.access_token() is None:
+            why = self._watcher.describe()
+        else:
+            why = "loading"
+        default = self._guard.tick_sizes.default
+        return True, f"tick sizes: {default} for every instrument, no instruments master ({why})"
+
+
+def kite_feeds_ticks(settings: Settings) -> bool:
+    return settings.feed.source == "zerodha" and settings.zerodha.configured
+
+
+def follow_master_tick_sizes(
+    ctx: StageContext, guard: TickGuard, watcher: TokenWatcher | None = None
+) -> MasterTickSizesTask:
+    """Start keeping ``guard`` on the master's tick sizes (see MasterTickSizesTask);
+    ``watcher`` is the stage's own when it has one already."""
+    task = MasterTickSizesTask(ctx, guard, watcher or install_token_watcher(ctx))
+    ctx.app.task(task.run)
+    ctx.health_checks["tick_sizes"] = task.health
+    return task
 
 
 class LiveTradingHandle:

@@ -3,16 +3,19 @@
 No I/O and no clock: the server drives `step()` and passes the time in. The model, kept
 deliberately small and documented in docs/ZERODHA.md:
 
-- Each tradable instrument has a mid price on its tick grid. A step moves it by -2..+2 ticks
-  (never below one tick) and rebuilds the book around it: best bid one tick below the mid,
-  best ask one tick above, 5 levels a side one tick apart, each with a seeded quantity
-  (1..20 lots) and order count. Rebuilding restores liquidity, as a real book refills.
+- Each tradable instrument has a mid price on its tick grid (the tick size its row of the
+  instruments master states: ₹0.05 by default, ₹0.01 for IDEA, as NSE has for stocks below
+  ₹250). A step moves it by -2..+2 ticks (never below one tick) and rebuilds the book
+  around it: best bid one tick below the mid, best ask one tick above, 5 levels a side
+  one tick apart, each with a seeded quantity (1..20 lots) and order count. Rebuilding
+  restores liquidity, as a real book refills.
 - A MARKET order walks the opposite side best first and takes one trade per level touched
   (the partial fills a real exchange reports), removing what it took from the book. What
   the 5 levels cannot fill stays open and is matched against later books (IOC: cancelled).
 - A LIMIT order fills against the levels at or better than its price; the rest stays open
   and is matched on later steps when the book crosses it.
-- Indices have no book; they only move.
+- Indices have no book; they only move, in steps of ₹0.01 (an index is a computed value
+  with two decimals, off any tick grid), whatever tick size their master row states.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from alpha_panda.zerodha.ticker_protocol import (
 )
 
 LEVELS = 5
+INDEX_STEP = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,11 @@ class FakeInstrument:
     @property
     def is_index(self) -> bool:
         return segment_of(self.instrument_token) == SEGMENT_INDICES
+
+    @property
+    def price_step(self) -> Decimal:
+        """What one step of the walk moves the price by."""
+        return INDEX_STEP if self.is_index else self.tick_size
 
     @property
     def segment(self) -> str:
@@ -65,6 +74,9 @@ DEFAULT_INSTRUMENTS: tuple[FakeInstrument, ...] = (
     FakeInstrument(341249, "HDFCBANK", "NSE", Decimal("1650.00"), name="HDFC BANK"),
     FakeInstrument(779521, "SBIN", "NSE", Decimal("800.00"), name="STATE BANK OF INDIA"),
     FakeInstrument(256265, "NIFTY 50", "NSE", Decimal("24000.00"), name="NIFTY 50"),
+    FakeInstrument(
+        3677697, "IDEA", "NSE", Decimal("8.50"), tick_size=Decimal("0.01"), name="VODAFONE IDEA"
+    ),
 )
 
 
@@ -163,9 +175,9 @@ class FakeMarket:
         for token, state in self._states.items():
             if token in self.pinned:
                 continue
-            tick = state.instrument.tick_size
-            move = self._rng.randint(-2, 2) * tick
-            state.mid = max(tick, state.mid + move)
+            step = state.instrument.price_step
+            move = self._rng.randint(-2, 2) * step
+            state.mid = max(step, state.mid + move)
             state.high = max(state.high, state.mid)
             state.low = min(state.low, state.mid)
             if not state.instrument.is_index:

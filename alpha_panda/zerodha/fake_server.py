@@ -892,7 +892,7 @@ class FakeKite:
     ) -> list[list[Any]]:
         # Seeded by the instrument and the first bar, so the same request answers the same bars.
         rng = random.Random(f"{self._seed}:{inst.instrument_token}:{int(start.timestamp())}")
-        tick = inst.tick_size
+        tick = inst.price_step
         price = inst.price
         out: list[list[Any]] = []
         moment = start

@@ -43,6 +43,6 @@ def test_price_band_and_tick_size_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ALPHA_PANDA_TICKS_PRICE_BAND_PCT", "10")
-    monkeypatch.setenv("ALPHA_PANDA_TICKS_TICK_SIZE", "0.01")
+    monkeypatch.setenv("ALPHA_PANDA_TICKS_TICK_SIZE", "0.05")  # the default is 0.01
     ticks = load_settings().ticks
-    assert (ticks.price_band_pct, ticks.tick_size) == (Decimal("10"), Decimal("0.01"))
+    assert (ticks.price_band_pct, ticks.tick_size) == (Decimal("10"), Decimal("0.05"))

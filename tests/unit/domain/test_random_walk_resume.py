@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from alpha_panda.domain.price_band import PriceBand, check_tick_price
-from alpha_panda.domain.random_walk import InstrumentSpec, RandomWalkFeed
+from alpha_panda.domain.random_walk import TICK_SIZE, InstrumentSpec, RandomWalkFeed
 from tests.factories import T0
 
 NIFTY = InstrumentSpec(256265, "NIFTY 50", Decimal("22000"))
@@ -20,7 +20,8 @@ def test_resume_continues_from_the_given_price_and_volume() -> None:
     tick = feed.step(T0)
     # One step of 8 bps volatility from 23456.75, on the tick grid, within any band.
     assert abs(tick.last_price - Decimal("23456.75")) < Decimal("23456.75") * Decimal("0.01")
-    assert check_tick_price(tick.last_price, Decimal("23456.75"), PriceBand(Decimal(2))) is None
+    previous = Decimal("23456.75")
+    assert check_tick_price(tick.last_price, previous, PriceBand(Decimal(2)), TICK_SIZE) is None
     assert tick.volume > 90_000
 
 

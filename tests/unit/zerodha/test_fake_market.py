@@ -22,7 +22,7 @@ from alpha_panda.zerodha.ticker_protocol import (
 )
 
 D = Decimal
-INFY, NIFTY = 408065, 256265
+INFY, NIFTY, IDEA = 408065, 256265, 3677697
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 
 
@@ -67,7 +67,7 @@ def test_zero_quantity_matches_nothing() -> None:
     assert match(sample_book(), "BUY", 0, None) == []
 
 
-def test_walk_is_seeded_and_stays_on_the_tick_grid() -> None:
+def test_walk_is_seeded_and_stays_on_each_instruments_tick_grid() -> None:
     a, b = FakeMarket(DEFAULT_INSTRUMENTS, seed=3), FakeMarket(DEFAULT_INSTRUMENTS, seed=3)
     other = FakeMarket(DEFAULT_INSTRUMENTS, seed=4)
     for _ in range(50):
@@ -76,8 +76,13 @@ def test_walk_is_seeded_and_stays_on_the_tick_grid() -> None:
         other.step()
     assert a.mid(INFY) == b.mid(INFY)
     assert [a.mid(t) for t in a.instruments] != [other.mid(t) for t in other.instruments]
-    for token in a.instruments:
-        assert a.mid(token) % D("0.05") == 0 and a.mid(token) > 0
+    for token, inst in a.instruments.items():
+        assert a.mid(token) % inst.price_step == 0 and a.mid(token) > 0
+    # IDEA trades in paise; the index is a computed value in paise, whatever tick size its
+    # row of the master states.
+    assert a.instruments[IDEA].tick_size == a.instruments[IDEA].price_step == D("0.01")
+    assert a.instruments[NIFTY].tick_size == D("0.05") != a.instruments[NIFTY].price_step
+    assert any(m.mid(t) % D("0.05") for m in (a, other) for t in (IDEA, NIFTY))
     book = a.book(INFY)
     assert len(book.bids) == LEVELS and len(book.asks) == LEVELS
     assert book.bids[0].price < a.mid(INFY) < book.asks[0].price
