@@ -3,7 +3,8 @@ by every stage that acts on ticks, and never reaches their state.
 
 Real stages on the embedded broker and PostgreSQL. One momentum strategy trades the
 instrument, so the strategy runner acts on its ticks too. The sequence is
-100.00 (good), 1e12 (out of band), 100.03 (off the 0.05 grid), 100.50 (good). Had the
+100.00 (good), 1e12 (out of band), 100.003 (off the 0.01 grid every instrument has
+without Kite's instruments master), 100.50 (good). Had the
 1e12 tick been accepted, the momentum rule would have signalled on it and the 100.50
 tick would then have been the "jump"; so the final prices of every stage's table and
 an empty signal topic show the bad ticks changed nothing.
@@ -81,7 +82,7 @@ def test_out_of_band_and_off_grid_ticks_are_dead_lettered_by_every_tick_stage(
         ticks = [
             tick_record("100.00", 0),
             tick_record("1000000000000", 1),
-            tick_record("100.03", 2),
+            tick_record("100.003", 2),
             tick_record("100.50", 3),
         ]
         asyncio.run(produce(bootstrap, ticks))
@@ -102,7 +103,7 @@ def test_out_of_band_and_off_grid_ticks_are_dead_lettered_by_every_tick_stage(
         for headers in grid:
             assert headers["x-error-type"] == "PriceBand.off_tick_size"
             assert headers["x-error-message"].endswith(
-                "price 100.03 is not a multiple of the tick size 0.05"
+                "price 100.003 is not a multiple of the tick size 0.01"
             )
         for group in (band, grid):
             assert sorted(h["x-stage"] for h in group) == sorted(s.value for s in STAGES)
