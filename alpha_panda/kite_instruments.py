@@ -1,17 +1,23 @@
-"""Kite's instruments master, fetched once per IST day and kept in memory.
+"""Kite's instruments master, fetched once a day and kept in memory.
 
 Kite regenerates the master (``GET /instruments``, a CSV of every tradable instrument)
-daily before the market opens. The feed takes symbols from it and the trader takes the
-tradingsymbol and exchange an order needs; tick and lot sizes come with it. The stages
-that check ticks take each instrument's tick size from it (:class:`MasterTickSizes`). One
-fetch per IST day per process: the file is large and changes only overnight.
+once each morning before the market opens. The feed takes symbols from it and the trader
+takes the tradingsymbol and exchange an order needs; tick and lot sizes come with it. The
+stages that check ticks take each instrument's tick size from it (:class:`MasterTickSizes`).
+One fetch per master day per process: the file is large and changes only overnight.
+
+A master day starts at ``MASTER_DAY_STARTS`` IST, not at midnight: a fetch just after
+midnight would get the previous day's file and keep it all day, and NSE's monthly tick
+size revisions take effect in the new file. 08:45 is after the morning regeneration and
+before the 09:00 pre-open, so the fetch (1-2 s of parsing on a stage's loop for a full
+master) never falls in a session.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import structlog
@@ -24,9 +30,14 @@ from alpha_panda.zerodha.rest import KiteRestClient
 log = structlog.get_logger(__name__)
 
 
+MASTER_DAY_STARTS = time(8, 45)  # IST
+_SINCE_MIDNIGHT = timedelta(hours=MASTER_DAY_STARTS.hour, minutes=MASTER_DAY_STARTS.minute)
+
+
 def master_day(moment: datetime) -> date:
-    """The IST day whose instruments master is in force at ``moment``."""
-    return moment.astimezone(IST).date()
+    """The day whose instruments master is in force at ``moment``: the IST date, until
+    ``MASTER_DAY_STARTS`` the previous one."""
+    return (moment.astimezone(IST) - _SINCE_MIDNIGHT).date()
 
 
 class InstrumentsCache:
@@ -59,7 +70,7 @@ class InstrumentsCache:
 
 
 class MasterTickSizes:
-    """Each instrument's tick size from the instruments master, re-read once per IST day.
+    """Each instrument's tick size from the instruments master, re-read each master day.
 
     Keeps only the sizes (a dict of the tokens), not the master's rows: three stages hold
     it, and the master lists every instrument of every exchange. ``current`` is what the

@@ -9,7 +9,7 @@ logged as not subscribed.
 
 Each tick becomes a MarketTick v2 (with depth when the packet has it) keyed by instrument
 token (alpha_panda/domain/kite_ticks.py). Symbols and exchanges come from Kite's instruments master
-(fetched once per IST day), else from the strategy's configuration.
+(fetched once a day), else from the strategy's configuration.
 
 The access token comes from the token store through a TokenWatcher. On a 403 at the
 upgrade the ticker stops retrying; ``/health`` reports ``zerodha: token expired`` and

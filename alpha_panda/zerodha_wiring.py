@@ -55,11 +55,11 @@ def install_token_watcher(ctx: StageContext) -> StageTokenWatcher:
 class MasterTickSizesTask:
     """Keeps a stage's tick guard on the tick sizes of today's instruments master.
 
-    A background task fetches the master once per IST day, once a token is stored, and
-    swaps the sizes into the guard whole: no tick waits for Kite. Until it loads (no login
-    yet, Kite unreachable) the guard checks every instrument against its default, which
-    refuses no valid NSE price, so the stage stays healthy and /health says which sizes
-    it checks with. A failed fetch is retried every token poll.
+    A background task fetches the master once a master day (kite_instruments.py), once a
+    token is stored, and swaps the sizes into the guard whole: no tick waits for Kite.
+    Until it loads (no login yet, Kite unreachable) the guard checks every instrument
+    against its default, which refuses no valid NSE price, so the stage stays healthy and
+    /health says which sizes it checks with. A failed fetch is retried every token poll.
     """
 
     def __init__(self, ctx: StageContext, guard: TickGuard, watcher: TokenWatcher) -> None:

@@ -1,13 +1,14 @@
-"""The tick sizes of Kite's instruments master: fetched once per IST day, kept as sizes."""
+"""The tick sizes of Kite's instruments master: fetched once a master day (from 08:45 IST
+to 08:45 IST), kept as sizes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal as D
 
 import pytest
 
-from alpha_panda.kite_instruments import MasterTickSizes
+from alpha_panda.kite_instruments import MasterTickSizes, master_day
 from alpha_panda.zerodha.errors import NetworkException
 from alpha_panda.zerodha.models import Instrument
 
@@ -50,21 +51,31 @@ class Clock:
         return self.moment
 
 
-async def test_the_master_is_fetched_once_per_ist_day() -> None:
+def test_a_master_day_starts_at_0845_ist() -> None:
+    assert master_day(datetime(2026, 12, 1, 3, 14, tzinfo=UTC)) == date(2026, 11, 30)  # 08:44
+    assert master_day(datetime(2026, 12, 1, 3, 15, tzinfo=UTC)) == date(2026, 12, 1)  # 08:45
+    assert master_day(datetime(2026, 11, 30, 18, 31, tzinfo=UTC)) == date(2026, 11, 30)
+
+
+async def test_the_master_is_fetched_once_a_master_day() -> None:
     day_one = [row(3677697, "0.01"), row(256265, "0.05", "INDICES")]
     day_two = [row(3677697, "0.05")]  # re-graded after a month above ₹250
     rest = StubRest(day_one, day_two)
-    clock = Clock(datetime(2026, 11, 30, 3, 0, tzinfo=UTC))  # 08:30 IST
+    clock = Clock(datetime(2026, 11, 30, 3, 30, tzinfo=UTC))  # 09:00 IST
     master = MasterTickSizes(rest, D("0.01"), now=clock)  # type: ignore[arg-type]
     assert master.current.of(3677697) == D("0.01") and master.day is None  # the default
 
     assert await master.refresh() is True
     assert (master.current.of(3677697), master.current.of(256265)) == (D("0.01"), None)
-    clock.moment = datetime(2026, 11, 30, 18, 29, tzinfo=UTC)  # 23:59 IST, same day
-    assert await master.refresh() is False
+    for moment in (
+        datetime(2026, 11, 30, 18, 31, tzinfo=UTC),  # 00:01 IST the next day
+        datetime(2026, 12, 1, 3, 14, tzinfo=UTC),  # 08:44 IST: still yesterday's file
+    ):
+        clock.moment = moment
+        assert await master.refresh() is False
     assert rest.calls == 1
 
-    clock.moment = datetime(2026, 11, 30, 18, 31, tzinfo=UTC)  # 00:01 IST the next day
+    clock.moment = datetime(2026, 12, 1, 3, 15, tzinfo=UTC)  # 08:45 IST: the new file
     assert await master.refresh() is True
     assert master.current.of(3677697) == D("0.05")
     assert master.current.of(256265) == D("0.01")  # no longer listed: the default
