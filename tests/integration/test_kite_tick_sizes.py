@@ -102,6 +102,9 @@ def test_one_paisa_and_index_ticks_pass_and_an_off_grid_five_paisa_tick_is_dead_
             "ALPHA_PANDA_ZERODHA_ROOT_URL": kite.kite.root_url,
             "ALPHA_PANDA_ZERODHA_WS_URL": kite.kite.ws_url,
             "ALPHA_PANDA_ZERODHA_TOKEN_POLL_S": "0.5",
+            # The engine trades live only with this on the embedded broker; it shares its
+            # token watcher with the tick sizes (the other stages have their own).
+            "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER": "true",
             "ALPHA_PANDA_REDIS_ENABLED": "false",
         },
     )
