@@ -7,7 +7,10 @@
   best first is dropped (the tick goes out without depth) rather than passed on wrong.
   The best levels also fill ``bid`` and ``ask``.
 - Exchange time is Kite's exchange timestamp, else the last trade time, else the time the
-  frame arrived (``received``): the feed is the one place outside time enters.
+  frame arrived (``received``): the feed is the one place outside time enters. The arrival
+  time is cut to the whole second, Kite's own resolution: the quote-mode snapshot a new
+  subscription gets carries no time, and stamped to the microsecond it was newer than the
+  full-mode ticks of the same second, which the trading engine then skipped as stale.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def market_tick(
         last_quantity=tick.last_quantity or 0,
         bid=depth.bids[0].price if depth and depth.bids else None,
         ask=depth.asks[0].price if depth and depth.asks else None,
-        exchange_ts=tick.exchange_timestamp or tick.last_trade_time or received,
+        exchange_ts=tick.exchange_timestamp
+        or tick.last_trade_time
+        or received.replace(microsecond=0),
         depth=depth,
     )

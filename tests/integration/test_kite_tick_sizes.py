@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,19 +47,10 @@ OFF_GRID, BACK_ON_GRID = Decimal("1250.03"), Decimal("1250.05")
 FIVE_PAISE = Decimal("0.05")
 
 
-def exchange_clock() -> datetime:
-    """Kite's exchange time, a little ahead of ours. The feed stamps the quote-mode snapshot
-    a new subscription gets (no exchange time in that mode) with its receive time, to the
-    microsecond, while full-mode ticks carry Kite's whole seconds; the engine ignores a
-    tick older than the last it took, so in the subscription's first second it would skip
-    the steps' ticks (and their checks) without this lead."""
-    return datetime.now(UTC) + timedelta(seconds=2)
-
-
 @pytest.fixture
 def kite() -> Iterator[KiteThread]:
     # tick_interval_s=None: no walk of its own; the test steps the market.
-    with kite_in_thread(tick_interval_s=None, clock=exchange_clock) as handle:
+    with kite_in_thread(tick_interval_s=None) as handle:
         yield handle
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from alpha_panda.domain.engine_rules import tick_is_stale
 from alpha_panda.domain.kite_ticks import depth_of, market_tick
 from alpha_panda.zerodha.ticker_protocol import DepthLevel, KiteTick, TickMode
 from models.events import MarketDepth
@@ -51,6 +52,18 @@ def test_an_ltp_tick_has_no_depth_and_takes_the_arrival_time() -> None:
     assert tick is not None
     assert tick.depth is None and tick.bid is None and tick.ask is None
     assert (tick.volume, tick.last_quantity, tick.exchange_ts) == (0, 0, RECEIVED)
+
+
+def test_the_arrival_time_is_cut_to_kites_whole_second_so_later_ticks_are_not_stale() -> None:
+    snapshot = kite(TickMode.QUOTE, bids=(), asks=(), exchange_timestamp=None)
+    arrived = RECEIVED.replace(microsecond=734_512)
+    first = market_tick(snapshot, symbol="R", exchange="NSE", received=arrived)
+    same_second = market_tick(
+        kite(exchange_timestamp=RECEIVED), symbol="R", exchange="NSE", received=arrived
+    )
+    assert first is not None and same_second is not None
+    assert first.exchange_ts == RECEIVED
+    assert not tick_is_stale(first.exchange_ts, same_second)
 
 
 def test_last_trade_time_stands_in_for_a_missing_exchange_time() -> None:
