@@ -316,6 +316,18 @@ def metric(process: StageProcess, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in scrape(process).items() if n == name and wanted <= ls)
 
 
+@dataclass(frozen=True)
+class NotYet:
+    """A :func:`wait_for` predicate's "not yet" that carries what it saw, for the timeout's
+    message. Return this, never the observation itself: a non-empty body is truthy, and
+    ``return done or body`` ended the wait at once, done or not."""
+
+    seen: Any
+
+    def __bool__(self) -> bool:
+        return False
+
+
 def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     last: Any = None
