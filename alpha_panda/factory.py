@@ -20,7 +20,7 @@ from alpha_panda.parent_watch import install_parent_watch
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Settings, Stage
 from alpha_panda.stages import STAGES
-from alpha_panda.workarounds import faust_drain
+from alpha_panda.workarounds import faust_drain, producer_flush
 from alpha_panda.workarounds.recovery import table_manager_for
 from web.http_errors import install_json_errors
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     config.update(faust_overrides)
     app = faust.App(stage.consumer_group, monitor=LeanMonitor(), **config)
     faust_drain.install(app)  # a record per event without four tasks (see the module)
+    producer_flush.install(app)  # a commit waits for every table write before it
     context = StageContext(
         app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value)
     )

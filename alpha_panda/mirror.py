@@ -163,7 +163,12 @@ class RedisMirror:
                 return False
             self._bound = True
             self._resync = True
-        if self._resync and self.sources.all_keys is not None:
+        # The marks and a resync request are taken *before* the write: the agents run
+        # while it is in flight, and what they mark then (a fill booked after its value
+        # was read for this write, a rebalance's resync) must stay for the next flush.
+        # Taking them afterwards dropped such a mark, and Redis kept the older value.
+        resync, self._resync = self._resync, False
+        if resync and self.sources.all_keys is not None:
             portfolio_ids, tokens, rejection_keys = self.sources.all_keys()
             self.dirty_portfolios.update(portfolio_ids)
             self.dirty_prices.update(tokens)
@@ -171,26 +176,30 @@ class RedisMirror:
             self._last_equity.clear()
         if not self.backlog:
             return True
-        portfolios, prices, rejections = (
-            set(self.dirty_portfolios),
-            set(self.dirty_prices),
-            set(self.dirty_rejections),
-        )
+        portfolios, self.dirty_portfolios = self.dirty_portfolios, set()
+        prices, self.dirty_prices = self.dirty_prices, set()
+        rejections, self.dirty_rejections = self.dirty_rejections, set()
         try:
             await self.breaker.call(lambda: self._write(portfolios, prices, rejections))
         except CircuitOpenError:
+            self._keep(portfolios, prices, rejections, resync=resync)
             return False
         except Exception as exc:  # Redis errors must never reach the agents
             log.warning("redis_mirror_write_failed", error=f"{type(exc).__name__}: {exc}")
             # Redis may come back empty (no persistence): copy everything next time.
-            self._resync = True
+            self._keep(portfolios, prices, rejections, resync=True)
             return False
-        self._resync = False
-        self.dirty_portfolios -= portfolios
-        self.dirty_prices -= prices
-        self.dirty_rejections -= rejections
         self.flushes += 1
         return True
+
+    def _keep(
+        self, portfolios: set[str], prices: set[str], rejections: set[str], *, resync: bool
+    ) -> None:
+        """A failed write's marks (and resync) go back for the next flush."""
+        self.dirty_portfolios |= portfolios
+        self.dirty_prices |= prices
+        self.dirty_rejections |= rejections
+        self._resync = self._resync or resync
 
     async def _write(self, portfolios: set[str], prices: set[str], rejections: set[str]) -> None:
         now = datetime.now(UTC).isoformat()

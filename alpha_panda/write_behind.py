@@ -14,8 +14,9 @@ the log the source of truth:
 
 * Faust's commit calls ``sensors.on_commit_initiated`` and then, without yielding,
   computes the offsets to commit from the acked messages; it then flushes the producer
-  and only then commits. Every acked event's handler has returned, so its writes are in
-  the flushed values: the changelog is never behind a committed offset.
+  (every queued record: :mod:`alpha_panda.workarounds.producer_flush`) and only then
+  commits. Every acked event's handler has returned, so its writes are in the flushed
+  values: the changelog is never behind a committed offset.
 * A crash loses at most the writes since the last commit, and exactly those source
   records are uncommitted: the restarted worker replays them onto the older state, which
   is what the per-stage redelivery guards were built for (the strategy runner re-emits

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,18 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from alpha_panda.mirror import MirrorKeys
 from alpha_panda.settings import Stage
 from alpha_panda.topics import OutgoingRecord, partitions_of
 from alpha_panda.workarounds.end_offsets import high_watermarks as confirmed_high_watermarks
 from alpha_panda.workarounds.end_offsets import watermarks
 
 FAUST = str(Path(sys.executable).with_name("faust"))
+REDIS_KEY_PREFIX_ENV = "ALPHA_PANDA_REDIS_KEY_PREFIX"
+
+
+def _unique_redis_key_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @dataclass
@@ -36,10 +43,23 @@ class Deployment:
     database_url: str = "sqlite+aiosqlite:///:memory:"
     redis_url: str = "redis://127.0.0.1:1/0"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The Redis mirror's key prefix, this deployment's own: suites running at the same
+    # time, and tests one after another, share the test Redis, and the mirror's log-id
+    # check clears every key under its prefix when another log wrote there (docs/TESTING.md).
+    # A test that sets ALPHA_PANDA_REDIS_KEY_PREFIX in extra_env keeps its own.
+    redis_key_prefix: str = field(default_factory=_unique_redis_key_prefix)
     api_port: int = field(default_factory=lambda: _free_port_block(1))
     base_port: int = field(default_factory=lambda: _free_port_block(4))
     # Web ports of further workers of a stage (instance 1, 2, ...): (api port, base port).
     _instance_ports: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.redis_key_prefix = self.extra_env.get(REDIS_KEY_PREFIX_ENV, self.redis_key_prefix)
+
+    @property
+    def mirror_keys(self) -> MirrorKeys:
+        """The keys this deployment's Redis mirror writes: read them through this."""
+        return MirrorKeys(self.redis_key_prefix)
 
     def ports(self, instance: int = 0) -> tuple[int, int]:
         """(API port, base port of the other stages) of the workers numbered ``instance``;
@@ -62,6 +82,7 @@ class Deployment:
                 "ALPHA_PANDA_DATABASE_URL": self.database_url,
                 "ALPHA_PANDA_DATABASE_CONFIG_REFRESH_S": "0.3",
                 "ALPHA_PANDA_REDIS_URL": self.redis_url,
+                REDIS_KEY_PREFIX_ENV: self.redis_key_prefix,
                 "ALPHA_PANDA_WEB_PORT": str(api_port),
                 "ALPHA_PANDA_WEB_STAGE_BASE_PORT": str(base_port),
                 "ALPHA_PANDA_LOG_LEVEL": "INFO",
@@ -293,6 +314,18 @@ def metric(process: StageProcess, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     wanted = set(labels.items())
     return sum(v for (n, ls), v in scrape(process).items() if n == name and wanted <= ls)
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """A :func:`wait_for` predicate's "not yet" that carries what it saw, for the timeout's
+    message. Return this, never the observation itself: a non-empty body is truthy, and
+    ``return done or body`` ended the wait at once, done or not."""
+
+    seen: Any
+
+    def __bool__(self) -> bool:
+        return False
 
 
 def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") -> None:

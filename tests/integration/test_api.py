@@ -371,7 +371,10 @@ def test_read_api_from_redis_and_from_the_tables(
         # -- the terminal summary reads the same mirror --------------------------------
         line = equity_summary(
             load_settings(
-                redis=RedisSettings(url=deployment.redis_url), data_dir=deployment.data_dir
+                redis=RedisSettings(
+                    url=deployment.redis_url, key_prefix=deployment.redis_key_prefix
+                ),
+                data_dir=deployment.data_dir,
             )
         )
         assert line == "meanrev equity 1,000,045.00 (+45.00)  mom equity 1,000,055.40 (+55.40)"

@@ -147,7 +147,7 @@ def seed() -> list[Any]:
     ]
 
 
-async def walk_prices(bootstrap: str, redis_url: str, steps: int) -> None:
+async def walk_prices(bootstrap: str, redis_url: str, keys: MirrorKeys, steps: int) -> None:
     """A seeded random walk, one step at a time; each step waits for its equity sample.
 
     Waiting for the mirror's sample (rather than sleeping) gives the chart one point per
@@ -158,7 +158,7 @@ async def walk_prices(bootstrap: str, redis_url: str, steps: int) -> None:
     rng = random.Random(7)
     prices = {RELIANCE: Decimal("2899.00"), TCS: Decimal("3921.40"), INFY: Decimal("1519.60")}
     client = redis_asyncio.Redis.from_url(redis_url, decode_responses=True)
-    key = MirrorKeys("alpha-panda").equity("momentum-nifty")
+    key = keys.equity("momentum-nifty")
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", max_batch_size=1, linger_ms=1
     )
@@ -245,7 +245,9 @@ def test_dashboard_logs_in_and_follows_a_tick_live(
     try:
         worker.wait_ready(require="mirror in sync")
         # ~0.7 s a step (the worker's fetch latency): enough points for a chart, quickly.
-        asyncio.run(walk_prices(fresh_broker.bootstrap, redis_url, steps=16))
+        asyncio.run(
+            walk_prices(fresh_broker.bootstrap, redis_url, deployment.mirror_keys, steps=16)
+        )
 
         waiter = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
 

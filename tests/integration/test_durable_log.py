@@ -35,7 +35,6 @@ pytestmark = pytest.mark.integration
 
 TICKS = 1_000
 DLQ = MARKET_TICKS.dlq_name
-PREFIX = "durable-test"
 
 
 def _records(bootstrap: str, topic: str) -> list[tuple[int, int, Any, Any, Any]]:
@@ -71,13 +70,12 @@ def test_stop_and_start_keeps_fills_portfolios_offsets_and_dlq(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'config.db'}",
         redis_url=redis_url,
         extra_env={
-            "ALPHA_PANDA_REDIS_KEY_PREFIX": PREFIX,
             "ALPHA_PANDA_FEED_TICKS_PER_SECOND": "100",
             "ALPHA_PANDA_FEED_MAX_TICKS": str(TICKS),
         },
     )
     bootstrap = deployment.bootstrap
-    keys = MirrorKeys(PREFIX)
+    keys = deployment.mirror_keys
     client = redis.Redis.from_url(redis_url)
     stages = list(Stage)
 

@@ -43,6 +43,7 @@ from tests.conftest import REDIS_TEST_URL, _require_service
 from tests.factories import make_fill
 from tests.integration.harness import (
     Deployment,
+    NotYet,
     StageProcess,
     latest_per_key,
     metric,
@@ -273,7 +274,8 @@ def test_two_workers_per_stage_one_killed_each_lose_and_double_nothing(
             rows = {r["strategy_id"]: r for r in body.get("portfolios", [])}
             trades = {sid: r.get("trade_count") for sid, r in rows.items()}
             want = {s: len({f.fill_id for f in fills if f.strategy_id == s}) for s in rows}
-            return (status == 200 and set(rows) == expected_sids and trades == want) or body
+            done = status == 200 and set(rows) == expected_sids and trades == want
+            return done or NotYet(body)
 
         wait_for(api_final, timeout=30, what="the API to show every fill booked")
         for watcher in watchers:
@@ -410,7 +412,7 @@ def test_single_portfolio_read_is_routed_to_its_owner_without_the_mirror(
                 for sid in STRATEGIES
             }
             ok = all(code == 200 and body["trade_count"] == 2 for code, body in got.values())
-            return ok or {k: v for k, v in got.items() if v[0] != 200}
+            return ok or NotYet({k: v for k, v in got.items() if v[0] != 200})
 
         # Both workers must own part of the fills for the routing to be exercised.
         wait_for(
