@@ -4,6 +4,13 @@ Consumes market.ticks (group alpha-panda.strategy-runner), hands each tick to th
 strategies configured for its instrument, and publishes their signals keyed
 "{strategy_id}:{instrument_token}". Strategy state lives in a changelog-backed table
 co-partitioned with market.ticks, so a restarted runner resumes exactly where it was.
+
+Each strategy also sees its own fills and rejections (issue 16). They are keyed by
+strategy (fills) or by strategy and instrument (rejections) on partitions unrelated to
+the ticks', so the first agent forwards them, bytes unchanged, keyed by instrument onto
+two topics partitioned as market.ticks; the second agent consumes those with the ticks,
+so the worker owning an instrument's ticks also books its strategies' fills into the
+own-positions table, which the host hands the strategy with each tick.
 """
 
 from __future__ import annotations
@@ -15,16 +22,28 @@ from faust.types import EventT
 
 from alpha_panda.config_watch import ConfigWatcher
 from alpha_panda.db import RuntimeConfig
+from alpha_panda.domain.own_position import NOTHING_BOOKED, OwnPosition
 from alpha_panda.domain.session_rules import session_rules_from
 from alpha_panda.domain.strategy_host import StrategyHost, entry_is_behind, previous_price
 from alpha_panda.runtime import StageContext
 from alpha_panda.settings import Stage
 from alpha_panda.stages import STAGES
 from alpha_panda.tick_guard import TickGuard
-from alpha_panda.topics import MARKET_TICKS, SIGNALS_GENERATED
+from alpha_panda.topics import (
+    MARKET_TICKS,
+    ORDERS_FILLED_LIVE,
+    ORDERS_FILLED_PAPER,
+    RUNNER_FILLS_BY_INSTRUMENT,
+    RUNNER_REJECTIONS_BY_INSTRUMENT,
+    SIGNALS_GENERATED,
+    SIGNALS_REJECTED,
+    rejected_key,
+    strategy_instrument_key,
+)
 from models.envelope import EventEnvelope
+from models.events import OrderFill, RejectedSignal
 from strategies.factory import StrategyFactory
-from tables.specs import STRATEGY_STATE
+from tables.specs import OWN_POSITIONS, STRATEGY_STATE
 
 log = structlog.get_logger(__name__)
 
@@ -44,14 +63,68 @@ class StrategyRunner:
             log.warning("strategy_plugin_skipped", stage=ctx.source, reason=problem)
         self.guard = TickGuard(ctx)
         self.states = ctx.write_behind_table(STRATEGY_STATE)
+        self.own_positions = ctx.table(OWN_POSITIONS)
+        # key -> (stored value, decoded view): a view is decoded once per fill, not per tick.
+        self._own_views: dict[str, tuple[Any, OwnPosition]] = {}
         self.watcher = ConfigWatcher(ctx, self.on_config)
         self.watcher.install()
-        ctx.run_agent(SPEC.agent("strategy-runner"), {MARKET_TICKS.name: self.on_tick})
+        ctx.run_agent(
+            SPEC.agent("strategy-feedback"),
+            {
+                ORDERS_FILLED_PAPER.name: self.forward_fill,
+                ORDERS_FILLED_LIVE.name: self.forward_fill,
+                SIGNALS_REJECTED.name: self.forward_rejection,
+            },
+        )
+        ctx.run_agent(
+            SPEC.agent("strategy-runner"),
+            {
+                MARKET_TICKS.name: self.on_tick,
+                RUNNER_FILLS_BY_INSTRUMENT.name: self.book_fill,
+                RUNNER_REJECTIONS_BY_INSTRUMENT.name: self.book_rejection,
+            },
+        )
 
     def on_config(self, config: RuntimeConfig) -> None:
         for problem in self.host.configure(config):
             log.warning("strategy_skipped", stage=self.ctx.source, reason=problem)
         log.info("strategies_routed", stage=self.ctx.source, assignments=self.host.assignment_count)
+
+    async def forward_fill(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        token = str(envelope.data.instrument_token)
+        await self.ctx.forward(RUNNER_FILLS_BY_INSTRUMENT, token, event.message.value)
+
+    async def forward_rejection(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        token = str(envelope.data.signal.instrument_token)
+        await self.ctx.forward(RUNNER_REJECTIONS_BY_INSTRUMENT, token, event.message.value)
+
+    async def book_fill(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        fill: OrderFill = envelope.data
+        key = strategy_instrument_key(fill.strategy_id, fill.instrument_token)
+        booked = self.own_view(key).book_fill(fill)
+        if booked is not None:  # None: this fill id is booked already (a redelivery)
+            self.own_positions[key] = booked
+
+    async def book_rejection(self, envelope: EventEnvelope[Any], event: EventT) -> None:
+        rejected: RejectedSignal = envelope.data
+        key = rejected_key(rejected)
+        booked = self.own_view(key).book_rejection(rejected)
+        if booked is not None:
+            self.own_positions[key] = booked
+
+    def own_view(self, key: str) -> OwnPosition:
+        """The strategy's own position at ``key`` as booked (nothing booked: empty)."""
+        # Its changelog form, to tell a new value from the one decoded last (every tick of
+        # every strategy asks; a value changes with a fill or a rejection).
+        raw = self.own_positions.get_json(key)
+        if raw is None:
+            return NOTHING_BOOKED
+        cached = self._own_views.get(key)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        view = OWN_POSITIONS.decode(raw)
+        self._own_views[key] = (raw, view)
+        return view
 
     async def on_tick(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         await self.watcher.ready.wait()
@@ -69,7 +142,12 @@ class StrategyRunner:
         for assignment in assignments:
             try:
                 outcome = host.on_tick(
-                    assignment, tick, envelope.id, offset, states.get(assignment.key)
+                    assignment,
+                    tick,
+                    envelope.id,
+                    offset,
+                    states.get(assignment.key),
+                    self.own_view(assignment.key),
                 )
             except Exception as exc:
                 # One strategy's bug must not starve the others of this tick.

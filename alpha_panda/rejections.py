@@ -12,9 +12,7 @@ from datetime import datetime
 from alpha_panda.runtime import StageContext
 from alpha_panda.topics import SIGNALS_REJECTED
 from models.envelope import derived_event_id
-from models.events import RejectedSignal, RejectionReason, TradingSignal
-
-DETAIL_MAX = 500  # RejectedSignal.detail's bound
+from models.events import REJECTION_DETAIL_MAX, RejectedSignal, RejectionReason, TradingSignal
 
 
 async def emit_rejection(
@@ -37,7 +35,7 @@ async def emit_rejection(
         signal_event_id=signal_event_id,
         signal=signal,
         reason=reason,
-        detail=detail[:DETAIL_MAX],
+        detail=detail[:REJECTION_DETAIL_MAX],
         rejected_by=ctx.source,
         rejected_ts=signal.signal_ts,
     )

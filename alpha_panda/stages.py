@@ -23,6 +23,8 @@ from alpha_panda.topics import (
     ORDERS_FILLED_LIVE,
     ORDERS_FILLED_PAPER,
     RISK_SIGNALS_BY_STRATEGY,
+    RUNNER_FILLS_BY_INSTRUMENT,
+    RUNNER_REJECTIONS_BY_INSTRUMENT,
     SIGNALS_GENERATED,
     SIGNALS_REJECTED,
     SIGNALS_VALIDATED,
@@ -77,9 +79,22 @@ STAGES: Mapping[Stage, StageSpec] = MappingProxyType(
         ),
         Stage.STRATEGY_RUNNER: StageSpec(
             Stage.STRATEGY_RUNNER,
-            agents=(AgentSpec("strategy-runner", (MARKET_TICKS,)),),
-            outputs=(SIGNALS_GENERATED,),
-            tables=(tables.STRATEGY_STATE,),
+            agents=(
+                AgentSpec(
+                    "strategy-feedback",
+                    (ORDERS_FILLED_PAPER, ORDERS_FILLED_LIVE, SIGNALS_REJECTED),
+                ),
+                AgentSpec(
+                    "strategy-runner",
+                    (MARKET_TICKS, RUNNER_FILLS_BY_INSTRUMENT, RUNNER_REJECTIONS_BY_INSTRUMENT),
+                ),
+            ),
+            outputs=(
+                SIGNALS_GENERATED,
+                RUNNER_FILLS_BY_INSTRUMENT,
+                RUNNER_REJECTIONS_BY_INSTRUMENT,
+            ),
+            tables=(tables.STRATEGY_STATE, tables.OWN_POSITIONS),
         ),
         Stage.RISK_MANAGER: StageSpec(
             Stage.RISK_MANAGER,

@@ -34,8 +34,13 @@ def tick_key(tick: MarketTick) -> str:
     return str(tick.instrument_token)
 
 
+def strategy_instrument_key(strategy_id: str, instrument_token: int) -> str:
+    """``"{strategy_id}:{instrument_token}"``: signals' key, and the strategy runner's."""
+    return f"{strategy_id}:{instrument_token}"
+
+
 def signal_key(signal: TradingSignal) -> str:
-    return f"{signal.strategy_id}:{signal.instrument_token}"
+    return strategy_instrument_key(signal.strategy_id, signal.instrument_token)
 
 
 def validated_key(validated: ValidatedSignal) -> str:
@@ -113,6 +118,14 @@ def instrument_of_validated(validated: ValidatedSignal) -> str:
     return str(validated.signal.instrument_token)
 
 
+def instrument_of_fill(fill: OrderFill) -> str:
+    return str(fill.instrument_token)
+
+
+def instrument_of_rejected(rejected: RejectedSignal) -> str:
+    return str(rejected.signal.instrument_token)
+
+
 RISK_SIGNALS_BY_STRATEGY = TopicSpec(
     "alpha-panda.risk-manager.signals-by-strategy",
     6,
@@ -127,7 +140,27 @@ ENGINE_SIGNALS_BY_INSTRUMENT = TopicSpec(
     EventType.SIGNAL_VALIDATED,
     instrument_of_validated,
 )
-INTERNAL_TOPICS: tuple[TopicSpec, ...] = (RISK_SIGNALS_BY_STRATEGY, ENGINE_SIGNALS_BY_INSTRUMENT)
+# A strategy's own fills and rejections, brought to the partition of its instrument's
+# ticks (and of its strategy-state entry) for the strategy runner: one topic per event
+# type, both partitioned as market.ticks.
+RUNNER_FILLS_BY_INSTRUMENT = TopicSpec(
+    "alpha-panda.strategy-runner.fills-by-instrument",
+    MARKET_TICKS.partitions,
+    EventType.ORDER_FILLED,
+    instrument_of_fill,
+)
+RUNNER_REJECTIONS_BY_INSTRUMENT = TopicSpec(
+    "alpha-panda.strategy-runner.rejections-by-instrument",
+    MARKET_TICKS.partitions,
+    EventType.SIGNAL_REJECTED,
+    instrument_of_rejected,
+)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
+    RISK_SIGNALS_BY_STRATEGY,
+    ENGINE_SIGNALS_BY_INSTRUMENT,
+    RUNNER_FILLS_BY_INSTRUMENT,
+    RUNNER_REJECTIONS_BY_INSTRUMENT,
+)
 INTERNAL_TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in INTERNAL_TOPICS}
 ALL_TOPICS_BY_NAME: dict[str, TopicSpec] = {**TOPICS_BY_NAME, **INTERNAL_TOPICS_BY_NAME}
 
@@ -164,6 +197,7 @@ class Tables:
     PORTFOLIOS = "portfolios"
     RECENT_FILLS = "recent-fills"
     RECENT_REJECTIONS = "recent-rejections"
+    OWN_POSITIONS = "own-positions"
     LIVE_ORDERS = "live-orders"
 
 

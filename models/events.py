@@ -179,11 +179,14 @@ class ValidatedSignal(_Payload):
     validated_ts: UtcDatetime
 
 
+REJECTION_DETAIL_MAX = 500
+
+
 class RejectedSignal(_Payload):
     signal_event_id: str = Field(min_length=1)
     signal: TradingSignal
     reason: RejectionReason
-    detail: str = Field(default="", max_length=500)
+    detail: str = Field(default="", max_length=REJECTION_DETAIL_MAX)
     rejected_by: str = Field(min_length=1, description="Stage that rejected it.")
     rejected_ts: UtcDatetime
 

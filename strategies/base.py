@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from alpha_panda.domain.own_position import OwnPosition
 from models.events import (
     ExecutionMode,
     InstrumentToken,
@@ -140,6 +141,8 @@ class BaseStrategy(ABC, Generic[ParamsT]):
         # except that the host corrects it for the trading day's refusals (set_position).
         self._position = 0
         self._opened_ts: datetime | None = None
+        # Its fills and rejections as booked (read-only; see own_position below).
+        self._own: OwnPosition | None = None
 
     # -- what subclasses provide -------------------------------------------------------
 
@@ -197,6 +200,20 @@ class BaseStrategy(ABC, Generic[ParamsT]):
     def opened_ts(self) -> datetime | None:
         """Exchange time of the signal that opened the current position (None if flat)."""
         return self._opened_ts
+
+    @property
+    def own_position(self) -> OwnPosition | None:
+        """This strategy's position on its instrument as booked from its fills, with its
+        recent fills and rejections; None where no host books them (a bare instance in a
+        test). Set by the host before each tick: the runner's view arrives with the fills,
+        so it may lag the implied :attr:`position` by the pipeline's latency (the backtest
+        books each fill before the next tick). Not part of the exported state: the host
+        hands it over again with every tick."""
+        return self._own
+
+    def see_own_position(self, own: OwnPosition | None) -> None:
+        """Called by the host before each tick (docs/STRATEGIES.md, "Position and fills")."""
+        self._own = own
 
     def set_position(self, quantity: int, opened_ts: datetime | None) -> None:
         """Correct the implied position from outside the strategy's own rules.

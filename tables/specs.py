@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from alpha_panda.domain.live_orders import LiveOrder
+from alpha_panda.domain.own_position import OwnPosition
 from alpha_panda.domain.paper_trader import PendingLimitOrder
 from alpha_panda.domain.strategy_host import StrategyStateEntry
 from alpha_panda.topics import (
@@ -74,6 +75,15 @@ STRATEGY_STATE: TableSpec[StrategyStateEntry] = TableSpec(
     decode=StrategyStateEntry.from_json_dict,
     help="Rolling state per strategy:instrument, with replay bookkeeping",
     write_behind=True,
+)
+OWN_POSITIONS: TableSpec[OwnPosition] = TableSpec(
+    Tables.OWN_POSITIONS,
+    key="{strategy_id}:{instrument_token}",
+    partitions=MARKET_TICKS.partitions,
+    value="OwnPosition (alpha_panda/domain/own_position.py)",
+    encode=OwnPosition.to_json_dict,
+    decode=OwnPosition.from_json_dict,
+    help="A strategy's own fills and rejections per strategy:instrument, for the strategy",
 )
 RISK_STATE: TableSpec[StrategyRiskState] = TableSpec(
     Tables.RISK_STATE,
@@ -145,6 +155,7 @@ RECENT_REJECTIONS: TableSpec[RecentRejections] = TableSpec(
 
 ALL_TABLES: tuple[TableSpec[Any], ...] = (
     STRATEGY_STATE,
+    OWN_POSITIONS,
     RISK_STATE,
     LAST_PRICES,
     PENDING_ORDERS,

@@ -15,11 +15,17 @@ tables:
 5. trading engine, per approved signal: :func:`alpha_panda.domain.engine_rules.execute_validated`
    (paper fills with slippage, or one per level of the last book, charged by each
    strategy's product: :mod:`alpha_panda.domain.products`);
-6. portfolio manager, per fill: :func:`tables.portfolio.book_fill`.
+6. portfolio manager, per fill: :func:`tables.portfolio.book_fill`; strategy runner, per
+   fill and per rejection: the strategy's own position
+   (:class:`alpha_panda.domain.own_position.OwnPosition`), which the host hands the
+   strategy with its next tick.
 
 The live pipeline runs these steps in separate processes; on one instrument a tick
 reaches the engine long before the signals it causes (one hop against four), so the
-engine fills them at that tick's price, as here. docs/BACKTESTING.md has the rest.
+engine fills them at that tick's price, as here. A strategy's own fills and rejections
+reach its runner some ticks later live, before its next tick here: a strategy that reads
+them may decide differently; one that does not decides the same. docs/BACKTESTING.md has
+the rest.
 """
 
 from __future__ import annotations
@@ -33,13 +39,23 @@ from decimal import Decimal
 from alpha_panda.backtest.metrics import Ledger, sharpe_like
 from alpha_panda.db import RuntimeConfig
 from alpha_panda.domain.engine_rules import EngineRejection, execute_validated, tick_is_stale
+from alpha_panda.domain.own_position import NOTHING_BOOKED, OwnPosition
 from alpha_panda.domain.paper_trader import MarketFills, PaperTrader, PendingLimitOrder
 from alpha_panda.domain.products import StrategyProducts
 from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.domain.session_rules import SessionRules, session_rules_from
 from alpha_panda.domain.strategy_host import StrategyHost
 from alpha_panda.settings import Settings
-from models.events import MarketTick, OrderFill, TradingSignal, ValidatedSignal
+from alpha_panda.topics import rejected_key, strategy_instrument_key
+from models.events import (
+    REJECTION_DETAIL_MAX,
+    MarketTick,
+    OrderFill,
+    RejectedSignal,
+    RejectionReason,
+    TradingSignal,
+    ValidatedSignal,
+)
 from tables.portfolio import Portfolio, PortfolioValuation, book_fill
 from tables.risk_state import RiskLimits, StrategyRiskState
 
@@ -157,6 +173,8 @@ class BacktestEngine:
         self._engine_ticks: dict[int, MarketTick] = {}
         self._resting: dict[int, list[PendingLimitOrder]] = {}
         self.portfolios: dict[str, Portfolio] = {}
+        # "strategy:instrument" -> the strategy's own position, as the runner books it.
+        self.own: dict[str, OwnPosition] = {}
         self.marks: dict[int, Decimal] = {}
         self.fills: list[OrderFill] = []
         self.rejections: Counter[tuple[str, str]] = Counter()
@@ -234,7 +252,7 @@ class BacktestEngine:
                         self._book(fill)
 
         # Strategy runner, then risk and the engine for each signal.
-        signals = self._host_on_tick(tick, tick_event_id)
+        signals = self._host_on_tick(tick, tick_event_id, self.own)
         if signals:
             for signal_event_id, signal in signals:
                 self._on_signal(signal_event_id, signal)
@@ -269,7 +287,10 @@ class BacktestEngine:
         if decision.new_state is not None:
             self._risk[sid] = decision.new_state
         if decision.rejection is not None:
-            self.rejections[(sid, decision.rejection.reason.value)] += 1
+            rejection = decision.rejection
+            self._reject(
+                signal_event_id, signal, rejection.reason, rejection.detail, "risk-manager"
+            )
             return
         # Not validated again: the id is derived (32 hex digits), the signal is a validated
         # model (the strategy's), and its time is already UTC. The risk manager validates
@@ -291,7 +312,7 @@ class BacktestEngine:
         if outcome is None:
             return
         if isinstance(outcome, EngineRejection):
-            self.rejections[(sid, outcome.reason.value)] += 1
+            self._reject(signal_event_id, signal, outcome.reason, outcome.detail, "trading-engine")
         elif isinstance(outcome, PendingLimitOrder):
             self._resting[token] = [*resting, outcome]
         elif isinstance(outcome, MarketFills):
@@ -302,7 +323,33 @@ class BacktestEngine:
         else:
             self._book(outcome)
 
+    def _reject(
+        self,
+        signal_event_id: str,
+        signal: TradingSignal,
+        reason: RejectionReason,
+        detail: str,
+        by: str,
+    ) -> None:
+        self.rejections[(signal.strategy_id, reason.value)] += 1
+        rejected = RejectedSignal(
+            signal_event_id=signal_event_id,
+            signal=signal,
+            reason=reason,
+            detail=detail[:REJECTION_DETAIL_MAX],
+            rejected_by=by,
+            rejected_ts=signal.signal_ts,
+        )
+        key = rejected_key(rejected)
+        booked = self.own.get(key, NOTHING_BOOKED).book_rejection(rejected)
+        if booked is not None:
+            self.own[key] = booked
+
     def _book(self, fill: OrderFill) -> None:
+        key = strategy_instrument_key(fill.strategy_id, fill.instrument_token)
+        own = self.own.get(key, NOTHING_BOOKED).book_fill(fill)
+        if own is not None:
+            self.own[key] = own
         sid = fill.strategy_id
         before = self.portfolios.get(sid) or Portfolio.new(sid, self.setup.starting_cash)
         booking = book_fill(before, fill, None)

@@ -30,6 +30,11 @@ from models.events import RejectionReason, Side, TradingSignal
 # the topics tell a forced exit from a strategy's own.
 SQUARE_OFF_REASON = "mis_square_off"
 
+# The reasons :func:`session_rejection` gives. The strategy host foresees them: it takes
+# such a signal out of the strategy's implied position when it emits it, so a rejection
+# for one of them, arriving later, must not be taken out a second time.
+SESSION_REASONS = frozenset({RejectionReason.MARKET_CLOSED, RejectionReason.MIS_CUTOFF})
+
 
 @dataclass(frozen=True)
 class SessionRules:

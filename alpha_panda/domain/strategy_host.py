@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from alpha_panda.domain.own_position import NOTHING_BOOKED, OwnPosition
 from alpha_panda.domain.products import Product, strategy_product
 from alpha_panda.domain.session_rules import (
     SQUARE_OFF_REASON,
@@ -26,6 +27,7 @@ from alpha_panda.domain.session_rules import (
     session_rejection,
     square_off_due,
 )
+from alpha_panda.topics import strategy_instrument_key
 from models.config import RuntimeConfig
 from models.envelope import derived_event_id
 from models.events import MarketTick, TradingSignal
@@ -57,6 +59,9 @@ class StrategyStateEntry(NamedTuple):
     # check (alpha_panda/domain/price_band.py), kept here so it survives a restart.
     price: Decimal | None = None
     version: int | None = ENTRY_VERSION
+    # Shares of the strategy's refused (BUY, SELL) signals the MIS square-off has taken
+    # out of its implied position (``rf``, see _apply_trading_day); None: none yet.
+    refused: tuple[int, int] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -68,17 +73,21 @@ class StrategyStateEntry(NamedTuple):
         if self.price is not None:
             out["px"] = str(self.price)
         out["state"] = self.state
+        if self.refused is not None:
+            out["rf"] = list(self.refused)
         return out
 
     @classmethod
     def from_json_dict(cls, raw: Mapping[str, Any]) -> StrategyStateEntry:
         px = raw.get("px")
+        rf = raw.get("rf")
         return cls(
             offset=raw["offset"],
             state=raw["state"],
             fingerprint=raw.get("fp"),
             price=None if px is None else Decimal(px),
             version=raw.get("v"),
+            refused=None if rf is None else (int(rf[0]), int(rf[1])),
         )
 
 
@@ -98,7 +107,9 @@ class Assignment:
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", f"{self.strategy_id}:{self.config.instrument_token}")
+        object.__setattr__(
+            self, "key", strategy_instrument_key(self.strategy_id, self.config.instrument_token)
+        )
 
 
 @dataclass
@@ -107,11 +118,18 @@ class TickOutcome:
     new_entry: StrategyStateEntry | None  # None: nothing to write (a redelivered tick)
 
 
+# Shares of refused (BUY, SELL) signals the host has already taken out of a strategy's
+# implied position (see _apply_trading_day); stored in its entry as "rf".
+Refused = tuple[int, int]
+NONE_REFUSED: Refused = (0, 0)
+
+
 @dataclass
 class _Cached:
     fingerprint: str
     offset: int | None
     strategy: BaseStrategy[Any]
+    refused: Refused = NONE_REFUSED  # the in-order path's "rf"
 
 
 @dataclass
@@ -122,8 +140,8 @@ class StrategyHost:
     default_allow_pre_open: bool = False
     _routes: dict[int, list[Assignment]] = field(default_factory=dict)
     _cache: dict[str, _Cached] = field(default_factory=dict)
-    # token -> (assignment, strategy) pairs for the in-order path; emptied by configure.
-    _in_order: dict[int, list[tuple[Assignment, BaseStrategy[Any]]]] = field(default_factory=dict)
+    # token -> (assignment, cached strategy) pairs for the in-order path; emptied by configure.
+    _in_order: dict[int, list[tuple[Assignment, _Cached]]] = field(default_factory=dict)
 
     def configure(self, config: RuntimeConfig) -> list[str]:
         """Rebuild the routing from a configuration; returns why strategies were skipped."""
@@ -186,13 +204,20 @@ class StrategyHost:
         tick_event_id: str,
         offset: int,
         entry: StrategyStateEntry | None,
+        own: OwnPosition | None = None,
     ) -> TickOutcome:
+        """The strategy's signals for ``tick``. ``own``: its fills and rejections as
+        booked (handed to the strategy, and used by the MIS square-off); None where the
+        caller books none."""
         if entry is not None and offset <= entry.offset:
             return TickOutcome([], None)
 
         strategy = self._strategy_for(assignment, entry)
+        refused = _refused_of(entry)
         try:
-            emitted = _emit(self.sessions, assignment, strategy, tick, tick_event_id)
+            emitted, refused = _emit(
+                self.sessions, assignment, strategy, tick, tick_event_id, own, refused
+            )
         except Exception:
             # The strategy may have taken the tick into its window before it raised, and
             # its stored entry was not advanced: the next tick must start again from the
@@ -200,53 +225,75 @@ class StrategyHost:
             self._cache.pop(assignment.key, None)
             raise
         new_entry = StrategyStateEntry(
-            offset, strategy.export_state(), assignment.fingerprint, tick.last_price
+            offset,
+            strategy.export_state(),
+            assignment.fingerprint,
+            tick.last_price,
+            refused=None if refused == NONE_REFUSED else refused,
         )
         self._cache[assignment.key] = _Cached(assignment.fingerprint, offset, strategy)
         return TickOutcome(emitted, new_entry)
 
     def on_tick_in_order(
-        self, assignment: Assignment, tick: MarketTick, tick_event_id: str
+        self,
+        assignment: Assignment,
+        tick: MarketTick,
+        tick_event_id: str,
+        own: OwnPosition | None = None,
     ) -> list[tuple[str, TradingSignal]]:
         """:meth:`on_tick` for a caller that hands over every tick once, in order, and keeps
         nothing (the backtest): the same strategy instances and signal ids, without the
         replay bookkeeping (no offsets, no exported state per tick). Not to be mixed with
         :meth:`on_tick` on one host.
         """
-        strategy = self._in_order_strategy(assignment)
-        return _emit(self.sessions, assignment, strategy, tick, tick_event_id)
+        cached = self._in_order_cached(assignment)
+        signals, cached.refused = _emit(
+            self.sessions, assignment, cached.strategy, tick, tick_event_id, own, cached.refused
+        )
+        return signals
 
-    def _in_order_strategy(self, assignment: Assignment) -> BaseStrategy[Any]:
+    def _in_order_cached(self, assignment: Assignment) -> _Cached:
         cached = self._cache.get(assignment.key)
         if cached is None or cached.fingerprint != assignment.fingerprint:
             strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
             cached = _Cached(assignment.fingerprint, None, strategy)
             self._cache[assignment.key] = cached
-        return cached.strategy
+        return cached
 
     def on_instrument_tick_in_order(
-        self, tick: MarketTick, tick_event_id: str
+        self,
+        tick: MarketTick,
+        tick_event_id: str,
+        own: Mapping[str, OwnPosition] | None = None,
     ) -> list[tuple[str, TradingSignal]]:
         """:meth:`on_tick_in_order` for every assignment of the tick's instrument, in
         routing order: the same strategies and signals, with the per-assignment lookups
-        done once per instrument instead of once per tick."""
+        done once per instrument instead of once per tick. ``own``: each strategy's
+        booked position by assignment key (absent: nothing booked yet), or None."""
         token = tick.instrument_token
         pairs = self._in_order.get(token)
         if pairs is None:
-            pairs = [(a, self._in_order_strategy(a)) for a in self.assignments_for(token)]
+            pairs = [(a, self._in_order_cached(a)) for a in self.assignments_for(token)]
             self._in_order[token] = pairs
         sessions = self.sessions
         signals: list[tuple[str, TradingSignal]] = []
         if sessions is None:
             # _emit without the trading day, inlined: this runs for every assignment of
             # every tick of a backtest, and most ticks emit nothing.
-            for assignment, strategy in pairs:
-                emitted = strategy.on_tick(tick)
-                if emitted:
-                    signals += _with_ids(tick_event_id, assignment, emitted)
+            for assignment, cached in pairs:
+                strategy = cached.strategy
+                if own is not None:
+                    strategy.see_own_position(own.get(assignment.key, NOTHING_BOOKED))
+                plain = strategy.on_tick(tick)
+                if plain:
+                    signals += _with_ids(tick_event_id, assignment, plain)
         else:
-            for assignment, strategy in pairs:
-                signals += _emit(sessions, assignment, strategy, tick, tick_event_id)
+            for assignment, cached in pairs:
+                view = None if own is None else own.get(assignment.key, NOTHING_BOOKED)
+                with_ids, cached.refused = _emit(
+                    sessions, assignment, cached.strategy, tick, tick_event_id, view, cached.refused
+                )
+                signals += with_ids
         return signals
 
     def _strategy_for(
@@ -293,6 +340,12 @@ def previous_price(entries: list[StrategyStateEntry | None]) -> Decimal | None:
     return max(priced, key=lambda e: e.offset).price
 
 
+def _refused_of(entry: StrategyStateEntry | None) -> Refused:
+    if entry is None or entry.refused is None:
+        return NONE_REFUSED
+    return entry.refused
+
+
 def _apply_trading_day(
     rules: SessionRules,
     assignment: Assignment,
@@ -301,9 +354,19 @@ def _apply_trading_day(
     signals: list[TradingSignal],
     held: int,
     opened: datetime | None,
-) -> list[TradingSignal]:
+    own: OwnPosition | None,
+    refused: Refused,
+) -> tuple[list[TradingSignal], Refused]:
     """Keep the strategy's implied position in line with what risk will accept, and
-    add the MIS square-off (see alpha_panda/domain/session_rules.py)."""
+    add the MIS square-off (see alpha_panda/domain/session_rules.py).
+
+    With ``own`` (the booked view), the square-off first takes out of the implied position
+    the shares of the strategy's signals refused since the last square-off (by risk or the
+    engine; the trading day's refusals are taken out above, when emitted): a refused BUY
+    is not sold, a refused SELL's shares still are. It does not size from the booked
+    quantity itself, which lags by the pipeline's latency: a BUY filling after the
+    square-off's tick would be missed. Returns the signals and the refused shares now
+    taken out (``refused``, moved on)."""
     for signal in signals:
         # Risk refuses it for the same rule: the signal still goes out (its rejection
         # is visible), but the strategy must not believe it was filled.
@@ -315,11 +378,22 @@ def _apply_trading_day(
             held=held,
         ):
             strategy.set_position(held, opened)
-    if (
-        assignment.product == "MIS"
-        and strategy.position > 0
-        and square_off_due(rules, tick.exchange_ts, strategy.opened_ts)
+    if assignment.product != "MIS":
+        return signals, refused
+    unrefused = own is not None and (own.refused_buy_shares, own.refused_sell_shares) != refused
+    if (strategy.position > 0 or unrefused) and square_off_due(
+        rules, tick.exchange_ts, strategy.opened_ts
     ):
+        if own is not None and unrefused:
+            corrected = (
+                strategy.position
+                - (own.refused_buy_shares - refused[0])
+                + (own.refused_sell_shares - refused[1])
+            )
+            refused = (own.refused_buy_shares, own.refused_sell_shares)
+            # Long-only: a refused SELL of shares never bought leaves nothing to sell.
+            strategy.set_position(max(0, corrected), strategy.opened_ts or tick.exchange_ts)
+
         cutoff = rules.square_off_at(tick.exchange_ts)
         when = f"{cutoff:%H:%M} IST" if cutoff is not None else "the close"
         exit_signal = strategy.close_position(
@@ -327,7 +401,7 @@ def _apply_trading_day(
         )
         if exit_signal is not None:
             signals = [*signals, exit_signal]
-    return signals
+    return signals, refused
 
 
 def _emit(
@@ -336,18 +410,25 @@ def _emit(
     strategy: BaseStrategy[Any],
     tick: MarketTick,
     tick_event_id: str,
-) -> list[tuple[str, TradingSignal]]:
+    own: OwnPosition | None,
+    refused: Refused,
+) -> tuple[list[tuple[str, TradingSignal]], Refused]:
     """The strategy's signals for ``tick`` (with the trading day's corrections and MIS
-    square-off when ``sessions`` is set), each with its id derived from the tick's."""
+    square-off when ``sessions`` is set), each with its id derived from the tick's, and
+    the refused shares taken out of its implied position (see _apply_trading_day)."""
+    if own is not None:
+        strategy.see_own_position(own)
     if sessions is None:
         signals = strategy.on_tick(tick)
         if not signals:
-            return []  # most ticks: nothing to derive ids for
+            return [], refused  # most ticks: nothing to derive ids for
     else:
         held, opened = strategy.position, strategy.opened_ts
         signals = strategy.on_tick(tick)
-        signals = _apply_trading_day(sessions, assignment, strategy, tick, signals, held, opened)
-    return _with_ids(tick_event_id, assignment, signals)
+        signals, refused = _apply_trading_day(
+            sessions, assignment, strategy, tick, signals, held, opened, own, refused
+        )
+    return _with_ids(tick_event_id, assignment, signals), refused
 
 
 def _with_ids(
