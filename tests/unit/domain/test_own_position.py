@@ -12,7 +12,14 @@ import pytest
 from alpha_panda.domain.own_position import NOTHING_BOOKED, RECENT_FILLS_BOUND, OwnPosition
 from alpha_panda.domain.session_rules import SQUARE_OFF_REASON
 from alpha_panda.domain.strategy_host import StrategyHost
-from models.events import MarketTick, RejectionReason, Side, TradingSignal
+from models.events import (
+    MarketTick,
+    OrderFill,
+    RejectedSignal,
+    RejectionReason,
+    Side,
+    TradingSignal,
+)
 from tests.factories import T0, fill, rejection, signal
 from tests.unit.domain.test_session_rules import (
     MONDAY,
@@ -27,10 +34,11 @@ from tests.unit.domain.test_session_rules import (
 D = Decimal
 
 
-def booked(*events: object) -> OwnPosition:
-    own = NOTHING_BOOKED
+def booked(*events: OrderFill | RejectedSignal, onto: OwnPosition = NOTHING_BOOKED) -> OwnPosition:
+    """``onto`` after each of ``events``, none of them a duplicate."""
+    own = onto
     for event in events:
-        after = own.book_fill(event) if hasattr(event, "fill_id") else own.book_rejection(event)  # type: ignore[arg-type]
+        after = own.book_fill(event) if isinstance(event, OrderFill) else own.book_rejection(event)
         assert after is not None
         own = after
     return own
@@ -43,12 +51,10 @@ def test_a_buy_then_a_partial_sell_then_the_rest() -> None:
     own = booked(fill("f1", Side.BUY, 10, "100", "2.50", ts=T0))
     assert (own.quantity, own.avg_price, own.opened_ts, own.fill_count) == (10, D("100"), T0, 1)
     later = T0 + timedelta(minutes=1)
-    own = own.book_fill(fill("f2", Side.SELL, 4, "103", "1.25", ts=later))  # type: ignore[union-attr]
-    assert own is not None
+    own = booked(fill("f2", Side.SELL, 4, "103", "1.25", ts=later), onto=own)
     assert (own.quantity, own.avg_price, own.realized_pnl) == (6, D("100"), D("12"))
     assert own.opened_ts == T0  # still the position the first fill opened
-    own = own.book_fill(fill("f3", Side.SELL, 6, "99", ts=later))  # type: ignore[union-attr]
-    assert own is not None
+    own = booked(fill("f3", Side.SELL, 6, "99", ts=later), onto=own)
     assert (own.quantity, own.avg_price, own.opened_ts) == (0, D("0"), None)
     assert own.realized_pnl == D("6")  # 12 - 6
     assert own.fees_paid == D("3.75")
@@ -172,13 +178,12 @@ def test_a_refused_exit_is_squared_off_and_the_trading_days_refusals_are_not_tak
     ]
     sell = signal(Side.SELL, 5, "100", TOKEN, ts=ist(MONDAY, 15, 2), strategy_id="mis-1")
     after_fill = booked(fill("f1", Side.BUY, 5, "101", strategy_id="mis-1", token=TOKEN))
-    refused_exit = after_fill.book_rejection(
-        rejection(sell, RejectionReason.KILL_SWITCH, signal_event_id="sell-1")
+    refused_exit = booked(
+        rejection(sell, RejectionReason.KILL_SWITCH, signal_event_id="sell-1"), onto=after_fill
     )
-    assert refused_exit is not None
     late_buy = signal(Side.BUY, 5, "101", TOKEN, ts=ist(MONDAY, 15, 21), strategy_id="mis-1")
-    cut_off = refused_exit.book_rejection(
-        rejection(late_buy, RejectionReason.MIS_CUTOFF, signal_event_id="buy-2")
+    cut_off = booked(
+        rejection(late_buy, RejectionReason.MIS_CUTOFF, signal_event_id="buy-2"), onto=refused_exit
     )
     signals, _ = drive_with(host_with("MIS"), ticks, {2: after_fill, 3: refused_exit, 6: cut_off})
     assert [(s.side, s.quantity, s.signal_ts) for s in signals] == [
