@@ -7,6 +7,11 @@ signals, so an entry at offset o proves o's signals are durable: a tick redelive
 after a crash (offset <= o) changes nothing and emits nothing. If the crash lost the
 entry instead, the tick is recomputed from the older state and yields the same signals
 under the same derived event ids, which downstream drops as duplicates.
+
+With each tick the host also hands the strategy its own position as booked
+(:mod:`alpha_panda.domain.own_position`). A recomputed tick may find more booked than the
+first time (fills kept arriving); a strategy that reads the view may then decide
+differently, but its signals keep their tick-derived ids, so downstream still keeps one.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from models.events import (
     Side,
     TradingSignal,
 )
+from strategies.base import StrategyConfig
+from strategies.momentum import MomentumParams, SimpleMomentumStrategy
 from tests.factories import T0, fill, rejection, signal
 from tests.unit.domain.test_session_rules import (
     MONDAY,
@@ -233,3 +235,37 @@ def test_refused_shares_taken_out_survive_a_restart_through_the_entry() -> None:
 def test_without_a_view_the_host_squares_off_as_before() -> None:
     signals = drive(host_with("MIS"), RISE_THEN_HOLD)
     assert [s.side for s in signals] == [Side.BUY, Side.SELL, Side.BUY]
+
+
+# --- the walk-through of docs/STRATEGIES.md ----------------------------------------------
+
+
+class BookedExit(SimpleMomentumStrategy):
+    kind = "booked_exit"
+
+    def _exit_reason(self, tick: MarketTick) -> str | None:
+        own = self.own_position
+        if own is not None and own.quantity <= 0:
+            return None  # nothing booked (yet, or ever): nothing to sell
+        return super()._exit_reason(tick)
+
+
+def test_the_walk_through_strategy_exits_only_what_was_booked() -> None:
+    config = StrategyConfig(strategy_id="bx", instrument_token=TOKEN, symbol="RELIANCE")
+    strategy = BookedExit(config, MomentumParams(lookback=1, threshold_pct=D("0.5"), quantity=5))
+    prices = ["100", "101", "99", "97"]  # BUY on 101; falls of 2 % after it
+    bought = booked(fill("f1", Side.BUY, 5, "101", strategy_id="bx", token=TOKEN))
+    views = [NOTHING_BOOKED, NOTHING_BOOKED, NOTHING_BOOKED, bought]
+    sides = []
+    for i, (price, view) in enumerate(zip(prices, views, strict=True)):
+        strategy.see_own_position(view)
+        tick = MarketTick(
+            instrument_token=TOKEN,
+            symbol="RELIANCE",
+            last_price=D(price),
+            volume=1,
+            exchange_ts=T0 + timedelta(seconds=i),
+        )
+        sides += [(i, s.side) for s in strategy.on_tick(tick)]
+    # 99 would have sold, but nothing was booked yet; 97 sells once the fill is booked.
+    assert sides == [(1, Side.BUY), (3, Side.SELL)]
