@@ -20,6 +20,8 @@ from alpha_panda.topics import (
     ORDERS_FILLED_LIVE,
     ORDERS_FILLED_PAPER,
     RISK_SIGNALS_BY_STRATEGY,
+    RUNNER_FILLS_BY_INSTRUMENT,
+    RUNNER_REJECTIONS_BY_INSTRUMENT,
     SIGNALS_GENERATED,
     SIGNALS_REJECTED,
     SIGNALS_VALIDATED,
@@ -125,6 +127,8 @@ def test_a_poison_pill_on_each_consumed_topic_is_dead_lettered_and_the_rest_proc
         SIGNALS_REJECTED,
         ORDERS_FILLED_PAPER,
         ORDERS_FILLED_LIVE,
+        RUNNER_FILLS_BY_INSTRUMENT,
+        RUNNER_REJECTIONS_BY_INSTRUMENT,
     ]
     try:
         for w in workers.values():
@@ -189,6 +193,16 @@ def test_a_poison_pill_on_each_consumed_topic_is_dead_lettered_and_the_rest_proc
                 == 2 + 2 + 4 + 4
             ),  # ours + ours + risk's 4 rejections + the engine's 4 outcomes
             what="portfolio fills and rejections",
+        )
+        # The runner forwards every good fill and rejection the portfolio manager saw
+        # (2 + 2 live among them) to its own topics, where 2 more were produced to each.
+        wait_for(
+            lambda: (
+                metric(runner, processed, topic=RUNNER_FILLS_BY_INSTRUMENT.name)
+                + metric(runner, processed, topic=RUNNER_REJECTIONS_BY_INSTRUMENT.name)
+                == 2 + 2 + 4 + 4 + 2 + 2 + 2
+            ),
+            what="runner's own fills and rejections",
         )
         for stage, w in workers.items():
             for topic, consumers in CONSUMERS.items():
