@@ -11,7 +11,7 @@ import pytest
 
 from alpha_panda.domain.own_position import NOTHING_BOOKED, RECENT_FILLS_BOUND, OwnPosition
 from alpha_panda.domain.session_rules import SQUARE_OFF_REASON
-from alpha_panda.domain.strategy_host import StrategyHost
+from alpha_panda.domain.strategy_host import StrategyHost, StrategyStateEntry
 from models.events import (
     MarketTick,
     OrderFill,
@@ -208,7 +208,10 @@ def test_refused_shares_taken_out_survive_a_restart_through_the_entry() -> None:
         )
         outcome = host.on_tick(assignment, tick, f"t{offset}", offset, entry, own)
         entry = outcome.new_entry or entry
-    assert entry is not None and entry["rf"] == [5, 0]
+    assert entry is not None and entry.refused == (5, 0)
+    # As the table stores it: its changelog JSON, read back by a restarted runner.
+    assert entry.to_json_dict()["rf"] == [5, 0]
+    entry = StrategyStateEntry.from_json_dict(entry.to_json_dict())
     # A restarted runner's host, fed the next trading day: a BUY filled, then the
     # square-off. The BUY refused on Monday was taken out then, not a second time now.
     restarted = host_with("MIS")

@@ -106,7 +106,7 @@ async def test_each_fill_and_rejection_is_booked_once_and_the_strategy_sees_them
         await stage.deliver(RUNNER_FILLS_BY_INSTRUMENT, bought, offset=1)  # produced twice
         await stage.deliver(RUNNER_REJECTIONS_BY_INSTRUMENT, refused, offset=0)
         await stage.deliver(RUNNER_REJECTIONS_BY_INSTRUMENT, refused, offset=0)
-        own = OwnPosition.from_json_dict(stage.table(Tables.OWN_POSITIONS)[KEY])
+        own: OwnPosition = stage.table(Tables.OWN_POSITIONS)[KEY]
         assert (own.quantity, own.avg_price, own.fees_paid, own.fill_count) == (
             5,
             bought.fill_price,
