@@ -31,7 +31,7 @@ the rest.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -173,8 +173,7 @@ class BacktestEngine:
         self._engine_ticks: dict[int, MarketTick] = {}
         self._resting: dict[int, list[PendingLimitOrder]] = {}
         self.portfolios: dict[str, Portfolio] = {}
-        # "strategy:instrument" -> the strategy's own position, as the runner books it.
-        self.own: dict[str, OwnPosition] = {}
+        self._own_booked = self.host.own_position_booked
         self.marks: dict[int, Decimal] = {}
         self.fills: list[OrderFill] = []
         self.rejections: Counter[tuple[str, str]] = Counter()
@@ -252,7 +251,7 @@ class BacktestEngine:
                         self._book(fill)
 
         # Strategy runner, then risk and the engine for each signal.
-        signals = self._host_on_tick(tick, tick_event_id, self.own)
+        signals = self._host_on_tick(tick, tick_event_id)
         if signals:
             for signal_event_id, signal in signals:
                 self._on_signal(signal_event_id, signal)
@@ -323,6 +322,11 @@ class BacktestEngine:
         else:
             self._book(outcome)
 
+    @property
+    def own(self) -> Mapping[str, OwnPosition]:
+        """Each strategy's own position by "strategy:instrument", as the runner books it."""
+        return self.host.in_order_own
+
     def _reject(
         self,
         signal_event_id: str,
@@ -343,13 +347,13 @@ class BacktestEngine:
         key = rejected_key(rejected)
         booked = self.own.get(key, NOTHING_BOOKED).book_rejection(rejected)
         if booked is not None:
-            self.own[key] = booked
+            self._own_booked(key, booked)
 
     def _book(self, fill: OrderFill) -> None:
         key = strategy_instrument_key(fill.strategy_id, fill.instrument_token)
         own = self.own.get(key, NOTHING_BOOKED).book_fill(fill)
         if own is not None:
-            self.own[key] = own
+            self._own_booked(key, own)
         sid = fill.strategy_id
         before = self.portfolios.get(sid) or Portfolio.new(sid, self.setup.starting_cash)
         booking = book_fill(before, fill, None)

@@ -145,6 +145,9 @@ class StrategyHost:
     default_allow_pre_open: bool = False
     _routes: dict[int, list[Assignment]] = field(default_factory=dict)
     _cache: dict[str, _Cached] = field(default_factory=dict)
+    # The in-order path's own positions by "strategy:instrument", as its caller booked them
+    # (own_position_booked): pushed to a strategy when booked, not looked up per tick.
+    in_order_own: dict[str, OwnPosition] = field(default_factory=dict)
     # token -> (assignment, cached strategy) pairs for the in-order path; emptied by configure.
     _in_order: dict[int, list[tuple[Assignment, _Cached]]] = field(default_factory=dict)
 
@@ -240,41 +243,51 @@ class StrategyHost:
         return TickOutcome(emitted, new_entry)
 
     def on_tick_in_order(
-        self,
-        assignment: Assignment,
-        tick: MarketTick,
-        tick_event_id: str,
-        own: OwnPosition | None = None,
+        self, assignment: Assignment, tick: MarketTick, tick_event_id: str
     ) -> list[tuple[str, TradingSignal]]:
         """:meth:`on_tick` for a caller that hands over every tick once, in order, and keeps
         nothing (the backtest): the same strategy instances and signal ids, without the
         replay bookkeeping (no offsets, no exported state per tick). Not to be mixed with
-        :meth:`on_tick` on one host.
+        :meth:`on_tick` on one host. The strategy's own position is the one last given to
+        :meth:`own_position_booked`.
         """
         cached = self._in_order_cached(assignment)
+        strategy = cached.strategy
         signals, cached.refused = _emit(
-            self.sessions, assignment, cached.strategy, tick, tick_event_id, own, cached.refused
+            self.sessions,
+            assignment,
+            strategy,
+            tick,
+            tick_event_id,
+            strategy.own_position,
+            cached.refused,
         )
         return signals
+
+    def own_position_booked(self, key: str, own: OwnPosition) -> None:
+        """For the in-order path: the strategy at ``key`` ("strategy:instrument") now has
+        ``own`` booked; it sees it from its next tick on. The caller books right after
+        each fill and rejection (as the runner does, without the pipeline's delay)."""
+        self.in_order_own[key] = own
+        cached = self._cache.get(key)
+        if cached is not None:
+            cached.strategy.see_own_position(own)
 
     def _in_order_cached(self, assignment: Assignment) -> _Cached:
         cached = self._cache.get(assignment.key)
         if cached is None or cached.fingerprint != assignment.fingerprint:
             strategy = StrategyFactory.create(assignment.kind, assignment.config, assignment.params)
+            strategy.see_own_position(self.in_order_own.get(assignment.key, NOTHING_BOOKED))
             cached = _Cached(assignment.fingerprint, None, strategy)
             self._cache[assignment.key] = cached
         return cached
 
     def on_instrument_tick_in_order(
-        self,
-        tick: MarketTick,
-        tick_event_id: str,
-        own: Mapping[str, OwnPosition] | None = None,
+        self, tick: MarketTick, tick_event_id: str
     ) -> list[tuple[str, TradingSignal]]:
         """:meth:`on_tick_in_order` for every assignment of the tick's instrument, in
         routing order: the same strategies and signals, with the per-assignment lookups
-        done once per instrument instead of once per tick. ``own``: each strategy's
-        booked position by assignment key (absent: nothing booked yet), or None."""
+        done once per instrument instead of once per tick."""
         token = tick.instrument_token
         pairs = self._in_order.get(token)
         if pairs is None:
@@ -286,17 +299,20 @@ class StrategyHost:
             # _emit without the trading day, inlined: this runs for every assignment of
             # every tick of a backtest, and most ticks emit nothing.
             for assignment, cached in pairs:
-                strategy = cached.strategy
-                if own is not None:
-                    strategy.see_own_position(own.get(assignment.key, NOTHING_BOOKED))
-                plain = strategy.on_tick(tick)
+                plain = cached.strategy.on_tick(tick)
                 if plain:
                     signals += _with_ids(tick_event_id, assignment, plain)
         else:
             for assignment, cached in pairs:
-                view = None if own is None else own.get(assignment.key, NOTHING_BOOKED)
+                strategy = cached.strategy
                 with_ids, cached.refused = _emit(
-                    sessions, assignment, cached.strategy, tick, tick_event_id, view, cached.refused
+                    sessions,
+                    assignment,
+                    strategy,
+                    tick,
+                    tick_event_id,
+                    strategy.own_position,
+                    cached.refused,
                 )
                 signals += with_ids
         return signals

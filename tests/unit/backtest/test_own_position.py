@@ -10,8 +10,10 @@ from typing import Any
 from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
 from alpha_panda.backtest.engine import BacktestEngine, BacktestSetup
+from alpha_panda.domain.own_position import NOTHING_BOOKED, OwnPosition
 from alpha_panda.settings import load_settings
 from models.envelope import new_event_id
+from models.events import MarketTick, TradingSignal
 from tests.factories import RELIANCE, T0, tick
 from tests.unit.domain.test_session_rules import MONDAY, RISE_THEN_HOLD, ist
 
@@ -29,20 +31,22 @@ def engine_for(risk_limits: dict[str, Any]) -> BacktestEngine:
 def test_a_fill_is_booked_before_the_strategys_next_tick() -> None:
     engine = engine_for({"product": "CNC"})
     key = f"s:{RELIANCE}"
-    strategy = engine.host._cache
-    seen = []
-    for i, price in enumerate(["100", "101", "101"]):
+    engine.on_tick(tick("100", 0), new_event_id())  # builds the strategy
+    strategy = engine.host._cache[key].strategy
+    seen: list[OwnPosition | None] = []
+    on_tick = strategy.on_tick
+
+    def watched(t: MarketTick) -> list[TradingSignal]:
+        seen.append(strategy.own_position)  # what it sees while deciding on this tick
+        return on_tick(t)
+
+    strategy.on_tick = watched  # type: ignore[method-assign]
+    for i, price in enumerate(["101", "101"], start=1):
         engine.on_tick(tick(price, i), new_event_id())
-        seen.append(strategy[key].strategy.own_position)
     [buy] = engine.fills
-    assert seen[0] is not None and seen[0].quantity == 0
-    assert seen[1] is not None and seen[1].quantity == 0  # the tick that bought: not yet
-    assert seen[2] == engine.own[key]
-    assert (seen[2].quantity, seen[2].avg_price, seen[2].fees_paid) == (
-        5,
-        buy.fill_price,
-        buy.fees,
-    )
+    assert seen[0] == NOTHING_BOOKED  # the tick that bought saw nothing booked
+    assert seen[1] == engine.own[key]  # the next one sees its fill
+    assert (seen[1].quantity, seen[1].avg_price, seen[1].fees_paid) == (5, buy.fill_price, buy.fees)
 
 
 def test_a_buy_refused_by_risk_is_not_squared_off() -> None:
