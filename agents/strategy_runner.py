@@ -15,6 +15,7 @@ own-positions table, which the host hands the strategy with each tick.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -92,23 +93,27 @@ class StrategyRunner:
 
     async def forward_fill(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         token = str(envelope.data.instrument_token)
-        await self.ctx.forward(RUNNER_FILLS_BY_INSTRUMENT, token, event.message.value)
+        await self.ctx.forward(
+            RUNNER_FILLS_BY_INSTRUMENT, token, event.message.value, _source_header(event)
+        )
 
     async def forward_rejection(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         token = str(envelope.data.signal.instrument_token)
-        await self.ctx.forward(RUNNER_REJECTIONS_BY_INSTRUMENT, token, event.message.value)
+        await self.ctx.forward(
+            RUNNER_REJECTIONS_BY_INSTRUMENT, token, event.message.value, _source_header(event)
+        )
 
     async def book_fill(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         fill: OrderFill = envelope.data
         key = strategy_instrument_key(fill.strategy_id, fill.instrument_token)
-        booked = self.own_view(key).book_fill(fill)
-        if booked is not None:  # None: this fill id is booked already (a redelivery)
+        booked = self.own_view(key).book_fill(fill, _source_of(event))
+        if booked is not None:  # None: booked already (redelivered, or forwarded again)
             self.own_positions[key] = booked
 
     async def book_rejection(self, envelope: EventEnvelope[Any], event: EventT) -> None:
         rejected: RejectedSignal = envelope.data
         key = rejected_key(rejected)
-        booked = self.own_view(key).book_rejection(rejected)
+        booked = self.own_view(key).book_rejection(rejected, _source_of(event))
         if booked is not None:
             self.own_positions[key] = booked
 
@@ -176,3 +181,24 @@ class StrategyRunner:
                     ctx.metrics.domain.labels(ctx.source, "signal", signal.side.value).inc()
             if outcome.new_entry is not None:
                 states[assignment.key] = outcome.new_entry
+
+
+# Where a forwarded fill or rejection was read: "topic:partition:offset" of the original.
+SOURCE_HEADER = "x-source"
+
+
+def _source_header(event: EventT) -> tuple[tuple[str, bytes], ...]:
+    m = event.message
+    return ((SOURCE_HEADER, f"{m.topic}:{m.partition}:{m.offset}".encode()),)
+
+
+def _source_of(event: EventT) -> tuple[str, int] | None:
+    """("topic:partition", offset) of the record a forwarded one was read from; None for a
+    record without the header (not forwarded by this stage)."""
+    headers = event.message.headers or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        if name == SOURCE_HEADER:
+            source, _, offset = bytes(value).decode().rpartition(":")
+            return source, int(offset)
+    return None

@@ -161,7 +161,7 @@ class StageContext:
     async def send(self, record: OutgoingRecord) -> None:
         topic = self.topic(record.topic)
         try:
-            await topic.send(key=record.key, value=record.value)
+            await topic.send(key=record.key, value=record.value, headers=_headers(record))
         except Exception:
             self.metrics.send_errors.labels(self.source, record.topic).inc()
             raise
@@ -177,7 +177,9 @@ class StageContext:
         for record in records:
             topic = self.topic(record.topic)
             try:
-                pending.append(await topic.send(key=record.key, value=record.value))
+                pending.append(
+                    await topic.send(key=record.key, value=record.value, headers=_headers(record))
+                )
             except Exception:
                 self.metrics.send_errors.labels(self.source, record.topic).inc()
                 raise
@@ -200,9 +202,15 @@ class StageContext:
         """
         await faust_internals.flush_open_batches(self.app.producer)
 
-    async def forward(self, spec: TopicSpec, key: str, value: bytes) -> None:
+    async def forward(
+        self,
+        spec: TopicSpec,
+        key: str,
+        value: bytes,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
         """Repartition: the same bytes under a new record key (see topics.py)."""
-        await self.send(OutgoingRecord(spec.name, key.encode(), value, envelope=None))
+        await self.send(OutgoingRecord(spec.name, key.encode(), value, None, headers))
 
     async def dead_letter(
         self,
@@ -385,3 +393,8 @@ class StageContext:
             else:
                 self._meters_for(message.topic).processed.inc()
                 return
+
+
+def _headers(record: OutgoingRecord) -> list[tuple[str, bytes]] | None:
+    # None, not an empty list, for a record without: sent exactly as before headers existed.
+    return list(record.headers) if record.headers else None

@@ -83,6 +83,7 @@ class OutgoingRecord:
     key: bytes
     value: bytes
     envelope: EventEnvelope[Any] | None  # None when forwarding bytes unchanged
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 MARKET_TICKS = TopicSpec("market.ticks", 12, EventType.MARKET_TICK, tick_key)

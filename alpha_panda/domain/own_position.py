@@ -13,7 +13,7 @@ the portfolio manager averages them (:func:`tables.portfolio.average_cost_step`)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -49,10 +49,27 @@ class OwnPosition:
     refused_buy_shares: int = 0
     refused_sell_shares: int = 0
     recent_ids: tuple[str, ...] = ()  # fill ids and rejected signal ids, oldest first
+    # "topic:partition" -> the last offset booked from it, of the record the runner
+    # forwarded (orders.filled.* or trading.signals.rejected). A strategy's records reach
+    # it from one partition of each, in order, so any depth of replay (which forwards them
+    # again, at new offsets of the runner's topics) is recognised, however old.
+    source_offsets: dict[str, int] = field(default_factory=dict)
 
-    def book_fill(self, fill: OrderFill) -> OwnPosition | None:
-        """This position after ``fill``; None when that fill id was booked already."""
-        if fill.fill_id in self.recent_ids:
+    def already_booked(self, at: tuple[str, int] | None) -> bool:
+        """Whether the record forwarded from ``at`` ("topic:partition", offset) was."""
+        if at is None:
+            return False
+        last = self.source_offsets.get(at[0])
+        return last is not None and at[1] <= last
+
+    def _after(self, at: tuple[str, int] | None) -> dict[str, int]:
+        return self.source_offsets if at is None else {**self.source_offsets, at[0]: at[1]}
+
+    def book_fill(self, fill: OrderFill, at: tuple[str, int] | None = None) -> OwnPosition | None:
+        """This position after ``fill``, read from ``at`` (the forwarded record's source;
+        None: unknown, as in the backtest); None when that record or that fill id was
+        booked already."""
+        if self.already_booked(at) or fill.fill_id in self.recent_ids:
             return None
         signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
         quantity, avg_price, realized = average_cost_step(
@@ -74,12 +91,16 @@ class OwnPosition:
             fill_count=self.fill_count + 1,
             recent_fills=(*self.recent_fills, fill)[-RECENT_FILLS_BOUND:],
             recent_ids=(*self.recent_ids, fill.fill_id)[-RECENT_IDS_BOUND:],
+            source_offsets=self._after(at),
         )
 
-    def book_rejection(self, rejected: RejectedSignal) -> OwnPosition | None:
-        """This position after the refusal of one of its signals (by risk or the engine);
-        None when that signal's rejection was booked already."""
-        if rejected.signal_event_id in self.recent_ids:
+    def book_rejection(
+        self, rejected: RejectedSignal, at: tuple[str, int] | None = None
+    ) -> OwnPosition | None:
+        """This position after the refusal of one of its signals (by risk or the engine),
+        read from ``at`` as for :meth:`book_fill`; None when that record or that signal's
+        rejection was booked already."""
+        if self.already_booked(at) or rejected.signal_event_id in self.recent_ids:
             return None
         signal = rejected.signal
         foreseen = rejected.reason in SESSION_REASONS
@@ -92,6 +113,7 @@ class OwnPosition:
             refused_buy_shares=self.refused_buy_shares + buys,
             refused_sell_shares=self.refused_sell_shares + sells,
             recent_ids=(*self.recent_ids, rejected.signal_event_id)[-RECENT_IDS_BOUND:],
+            source_offsets=self._after(at),
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -110,6 +132,7 @@ class OwnPosition:
             "refused_buy_shares": self.refused_buy_shares,
             "refused_sell_shares": self.refused_sell_shares,
             "recent_ids": list(self.recent_ids),
+            "source_offsets": dict(self.source_offsets),
         }
 
     @classmethod
@@ -131,6 +154,7 @@ class OwnPosition:
             refused_buy_shares=int(data["refused_buy_shares"]),
             refused_sell_shares=int(data["refused_sell_shares"]),
             recent_ids=tuple(data["recent_ids"]),
+            source_offsets={str(k): int(v) for k, v in data["source_offsets"].items()},
         )
 
 

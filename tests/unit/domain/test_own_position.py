@@ -78,6 +78,25 @@ def test_a_fill_or_a_rejection_delivered_twice_is_booked_once() -> None:
     assert (after.quantity, after.rejection_count, after.refused_buy_shares) == (10, 1, 5)
 
 
+def test_a_record_read_again_from_its_source_is_not_booked_again_whatever_its_id() -> None:
+    paper = "orders.filled.paper:1"
+    own = NOTHING_BOOKED.book_fill(fill("f1", Side.BUY, 10, "100"), (paper, 41))
+    assert own is not None and own.source_offsets == {paper: 41}
+    # Another fill id at or below that offset of the same partition: read before.
+    assert own.book_fill(fill("f0", Side.BUY, 10, "100"), (paper, 40)) is None
+    refused = rejection(signal(Side.BUY, 5), RejectionReason.MAX_POSITION, signal_event_id="s1")
+    assert own.book_rejection(refused, (paper, 41)) is None
+    # Other partitions, and later offsets, are new.
+    live = own.book_fill(fill("f2", Side.SELL, 4, "101"), ("orders.filled.live:1", 3))
+    assert live is not None and live.quantity == 6
+    rejected = own.book_rejection(refused, ("trading.signals.rejected:4", 0))
+    assert rejected is not None and rejected.source_offsets == {
+        paper: 41,
+        "trading.signals.rejected:4": 0,
+    }
+    assert OwnPosition.from_json_dict(rejected.to_json_dict()) == rejected
+
+
 def test_rejections_count_and_only_the_unforeseen_ones_are_refused_shares() -> None:
     own = booked(
         rejection(signal(Side.BUY, 5), RejectionReason.MAX_POSITION, signal_event_id="a"),

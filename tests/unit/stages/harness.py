@@ -74,6 +74,7 @@ class StageHarness:
         partition: int = 0,
         event_id: str | None = None,
         key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """One record of ``spec`` at ``offset``; returns once the stage has handled it."""
         if isinstance(payload, BaseModel):
@@ -89,7 +90,7 @@ class StageHarness:
             offset=offset,
             timestamp=time.time(),
             timestamp_type=0,
-            headers=None,
+            headers=headers,
             key=key,
             value=value,
             checksum=b"",

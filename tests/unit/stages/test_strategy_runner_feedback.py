@@ -88,6 +88,12 @@ async def test_fills_and_rejections_are_forwarded_keyed_by_instrument_bytes_unch
         assert [e.id for e in stage.sent_to(RUNNER_FILLS_BY_INSTRUMENT)] == ["fill-1", "fill-2"]
         (again,) = stage.sent_to(RUNNER_REJECTIONS_BY_INSTRUMENT)
         assert (again.id, again.data) == ("rej-1", refused)
+        # Each says where it was read, so a replay that forwards it again is recognised.
+        assert [r.headers for r in stage.sent] == [
+            (("x-source", b"orders.filled.paper:0:0"),),
+            (("x-source", b"orders.filled.live:0:0"),),
+            (("x-source", b"trading.signals.rejected:0:0"),),
+        ]
 
 
 async def test_each_fill_and_rejection_is_booked_once_and_the_strategy_sees_them(
@@ -119,3 +125,29 @@ async def test_each_fill_and_rejection_is_booked_once_and_the_strategy_sees_them
         await stage.deliver(MARKET_TICKS, tick("101", 1), offset=1)
         reasons = [s.data.reason for s in stage.sent_to(SIGNALS_GENERATED)]
         assert reasons == ["booked 0 @ 0, 0 refused", "booked 5 @ 100.05, 1 refused"]
+
+
+async def test_a_record_forwarded_again_by_a_replay_is_not_booked_again_whatever_its_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deep replay forwards old fills again, at new offsets of the runner's own topic,
+    # with ids long gone from the entry's recent ids: the source position recognises them.
+    async with running_stage(
+        Stage.STRATEGY_RUNNER, "strategy-runner", tmp_path, monkeypatch, config()
+    ) as stage:
+
+        def read_at(offset: int) -> list[tuple[str, bytes]]:
+            return [("x-source", f"orders.filled.paper:2:{offset}".encode())]
+
+        first = fill("f1", Side.BUY, 5, "100", strategy_id="peek")
+        older = fill("f0", Side.BUY, 5, "99", strategy_id="peek")  # read at 6, booked then
+        await stage.deliver(RUNNER_FILLS_BY_INSTRUMENT, first, offset=0, headers=read_at(7))
+        await stage.deliver(RUNNER_FILLS_BY_INSTRUMENT, older, offset=1, headers=read_at(6))
+        await stage.deliver(RUNNER_FILLS_BY_INSTRUMENT, first, offset=2, headers=read_at(7))
+        own: OwnPosition = stage.table(Tables.OWN_POSITIONS)[KEY]
+        assert (own.quantity, own.fill_count) == (5, 1)
+        assert own.source_offsets == {"orders.filled.paper:2": 7}
+        later = fill("f2", Side.SELL, 5, "101", strategy_id="peek")
+        await stage.deliver(RUNNER_FILLS_BY_INSTRUMENT, later, offset=3, headers=read_at(8))
+        own = stage.table(Tables.OWN_POSITIONS)[KEY]
+        assert (own.quantity, own.fill_count, own.realized_pnl) == (0, 2, 5)
