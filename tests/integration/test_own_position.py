@@ -186,3 +186,10 @@ def test_a_buy_refused_by_risk_is_not_sold_and_the_view_follows_the_fills(
     buy, sell = filled.recent_fills
     assert filled.realized_pnl == (sell.fill_price - buy.fill_price) * 5
     assert filled.fees_paid == buy.fees + sell.fees
+    # The forwarded records carried where they were read (through the real broker), so a
+    # replay forwarding them again would be recognised.
+    assert {k.rsplit(":", 1)[0] for k in capped.source_offsets} == {SIGNALS_REJECTED.name}
+    assert {k.rsplit(":", 1)[0] for k in filled.source_offsets} == {
+        ORDERS_FILLED_PAPER.name,
+        SIGNALS_REJECTED.name,
+    }
