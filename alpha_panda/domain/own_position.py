@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from alpha_panda.domain.session_rules import SESSION_REASONS
@@ -28,6 +29,7 @@ ZERO = Decimal("0")
 # within its commit window, as the portfolio manager allows for: tables/portfolio.py).
 RECENT_FILLS_BOUND = 10
 RECENT_IDS_BOUND = 200
+_NO_SOURCES: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class OwnPosition:
     # forwarded (orders.filled.* or trading.signals.rejected). A strategy's records reach
     # it from one partition of each, in order, so any depth of replay (which forwards them
     # again, at new offsets of the runner's topics) is recognised, however old.
-    source_offsets: dict[str, int] = field(default_factory=dict)
+    # Read-only, as the rest of the view.
+    source_offsets: Mapping[str, int] = field(default_factory=lambda: _NO_SOURCES)
 
     def already_booked(self, at: tuple[str, int] | None) -> bool:
         """Whether the record forwarded from ``at`` ("topic:partition", offset) was."""
@@ -62,8 +65,10 @@ class OwnPosition:
         last = self.source_offsets.get(at[0])
         return last is not None and at[1] <= last
 
-    def _after(self, at: tuple[str, int] | None) -> dict[str, int]:
-        return self.source_offsets if at is None else {**self.source_offsets, at[0]: at[1]}
+    def _after(self, at: tuple[str, int] | None) -> Mapping[str, int]:
+        if at is None:
+            return self.source_offsets
+        return MappingProxyType({**self.source_offsets, at[0]: at[1]})
 
     def book_fill(self, fill: OrderFill, at: tuple[str, int] | None = None) -> OwnPosition | None:
         """This position after ``fill``, read from ``at`` (the forwarded record's source;
@@ -154,7 +159,9 @@ class OwnPosition:
             refused_buy_shares=int(data["refused_buy_shares"]),
             refused_sell_shares=int(data["refused_sell_shares"]),
             recent_ids=tuple(data["recent_ids"]),
-            source_offsets={str(k): int(v) for k, v in data["source_offsets"].items()},
+            source_offsets=MappingProxyType(
+                {str(k): int(v) for k, v in data["source_offsets"].items()}
+            ),
         )
 
 

@@ -116,6 +116,8 @@ def test_the_view_is_read_only_bounded_and_survives_its_table_encoding() -> None
     own = booked(*fills, rejection(signal(), RejectionReason.MAX_POSITION))
     with pytest.raises(dataclasses.FrozenInstanceError):
         own.quantity = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        own.source_offsets["orders.filled.paper:0"] = 0  # type: ignore[index]
     assert len(own.recent_fills) == RECENT_FILLS_BOUND
     assert own.recent_fills[-1].fill_id == fills[-1].fill_id
     assert OwnPosition.from_json_dict(own.to_json_dict()) == own
