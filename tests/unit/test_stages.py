@@ -4,7 +4,9 @@ the replay tool, /health and the docs, which read the specs, describe the runnin
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -80,3 +82,22 @@ def test_run_agent_refuses_handlers_that_do_not_match_the_spec(tmp_path: Path) -
 def test_an_unknown_agent_name_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="risk-manager has no agent 'risk-execute'"):
         STAGES[Stage.RISK_MANAGER].agent("risk-execute")
+
+
+def _stage_table_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "scripts" / "stage_table.py"
+    spec = importlib.util.spec_from_file_location("stage_table", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_architecture_doc_shows_the_specs() -> None:
+    script = _stage_table_script()
+    doc = script.DOC.read_text()
+    assert script.current(doc) == script.render(), (
+        "docs/ARCHITECTURE.md's stage table differs from alpha_panda/stages.py: run `make docs`"
+    )
+    for spec in STAGES.values():  # the table is the specs', not an empty one that matches
+        assert f"| {spec.stage.value} | `{spec.consumer_group}` |" in script.render()
