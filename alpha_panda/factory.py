@@ -71,6 +71,10 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     config.update(faust_overrides)
     app = faust.App(stage.consumer_group, monitor=LeanMonitor(), **config)
+    spec = STAGES[stage]
+    # A stage whose spec consumes nothing (the feed) boots without a consumer group: Faust's
+    # producer-only boot still runs the web server (health, metrics) and its tasks.
+    app.producer_only = not spec.inputs
     faust_drain.install(app)  # a record per event without four tasks (see the module)
     context = StageContext(
         app=app, settings=settings, stage=stage, metrics=StageMetrics(stage.value)
@@ -88,7 +92,6 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     )
     install_identity_check(context)
     context.stage_handlers = build_stage(context)
-    spec = STAGES[stage]
     unwired = [a.name for a in spec.agents if a.name not in app.agents]
     if unwired:  # a wiring bug: the stage's spec and its class disagree
         raise RuntimeError(f"{stage.value}: agents {unwired} of its spec are not wired")

@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 from alpha_panda.factory import create_app
+from alpha_panda.health import evaluate_health
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.stages import STAGES
 from alpha_panda.topics import ALL_TOPICS_BY_NAME, Tables, changelog_topic
@@ -38,6 +39,25 @@ def test_the_built_app_matches_its_spec(stage: Stage, tmp_path: Path) -> None:
             assert app.tables[table.name].changelog_topic.get_topic_name() == changelog_topic(
                 spec.consumer_group, table.name
             )
+
+
+@pytest.mark.parametrize("stage", list(Stage), ids=lambda s: s.value)
+async def test_health_checks_what_the_spec_declares(stage: Stage, tmp_path: Path) -> None:
+    spec = STAGES[stage]
+    app = create_app(load_settings(data_dir=tmp_path, redis={"enabled": False}), stage)
+    healthy, body = await evaluate_health(app.alpha_panda)
+    assert body["stage"] == stage.value
+    # Only a stage that consumes has a partition assignment to report (and a group to join).
+    assert ("assignment" in body["checks"]) == bool(spec.inputs)
+    assert app.producer_only == (not spec.inputs)
+    # "tables" waits for the recovery of the changelogs of the tables the spec declares.
+    recovered = {t.changelog_topic.get_topic_name() for t in app.tables.recovery.tables.values()}
+    assert recovered == {
+        changelog_topic(spec.consumer_group, t.name)
+        for t in spec.tables
+        if t.name != Tables.LIVE_ORDERS  # kept only with Zerodha configured
+    }
+    assert not healthy and body["checks"]["tables"] == {"ok": False, "detail": "recovering"}
 
 
 def test_inputs_are_each_consumed_topic_once_in_agent_order() -> None:
