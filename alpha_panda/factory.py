@@ -12,6 +12,7 @@ import faust
 
 from alpha_panda.broker_probe import install_broker_probe
 from alpha_panda.health import register_health_views
+from alpha_panda.http_errors import install_json_errors
 from alpha_panda.lean_monitor import LeanMonitor
 from alpha_panda.log_identity import install_identity_check
 from alpha_panda.logging import faust_logging_config
@@ -22,7 +23,6 @@ from alpha_panda.settings import Settings, Stage
 from alpha_panda.stages import STAGES
 from alpha_panda.workarounds import faust_drain
 from alpha_panda.workarounds.recovery import table_manager_for
-from web.http_errors import install_json_errors
 
 
 def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
