@@ -13,6 +13,7 @@ from functools import partial
 
 from models.events import (
     ExecutionMode,
+    MarketDepth,
     MarketTick,
     OrderFill,
     OrderType,
@@ -38,6 +39,10 @@ def symbol_of(token: int) -> str:
     return SYMBOLS.get(token, f"S{token}")
 
 
+def _at(ts: datetime | None, second: float) -> datetime:
+    return ts if ts is not None else T0 + timedelta(seconds=second)
+
+
 def tick(
     price: str | Decimal,
     second: float = 0,
@@ -48,6 +53,7 @@ def tick(
     volume: int = 1,
     bid: str | None = None,
     ask: str | None = None,
+    depth: MarketDepth | None = None,
 ) -> MarketTick:
     """A tick at ``ts``, else ``second`` seconds after ``T0``."""
     return MarketTick(
@@ -57,7 +63,8 @@ def tick(
         volume=volume,
         bid=Decimal(bid) if bid is not None else None,
         ask=Decimal(ask) if ask is not None else None,
-        exchange_ts=ts if ts is not None else T0 + timedelta(seconds=second),
+        exchange_ts=_at(ts, second),
+        depth=depth,
     )
 
 
@@ -105,11 +112,13 @@ def fill(
     *,
     strategy_id: str = "momo",
     token: int = RELIANCE,
-    ts: datetime = T0,
+    second: float = 0,
+    ts: datetime | None = None,
     symbol: str | None = None,
     mode: ExecutionMode = ExecutionMode.PAPER,
 ) -> OrderFill:
-    """A fill whose order and signal ids derive from ``fill_id``."""
+    """A fill whose order and signal ids derive from ``fill_id``, at ``ts``, else ``second``
+    seconds after ``T0``."""
     return OrderFill(
         fill_id=fill_id,
         order_id=f"o-{fill_id}",
@@ -122,35 +131,7 @@ def fill(
         fill_price=Decimal(price),
         fees=Decimal(fees),
         execution_mode=mode,
-        filled_ts=ts,
-    )
-
-
-def make_fill(
-    fill_id: str,
-    side: Side,
-    quantity: int,
-    price: str,
-    *,
-    fees: str = "0",
-    strategy_id: str,
-    token: int,
-    filled_ts: datetime,
-    symbol: str | None = None,
-    mode: ExecutionMode = ExecutionMode.PAPER,
-) -> OrderFill:
-    """:func:`fill` with every field named (the integration tests' spelling)."""
-    return fill(
-        fill_id,
-        side,
-        quantity,
-        price,
-        fees,
-        strategy_id=strategy_id,
-        token=token,
-        ts=filled_ts,
-        symbol=symbol,
-        mode=mode,
+        filled_ts=_at(ts, second),
     )
 
 
