@@ -1,16 +1,20 @@
 """Stubs for test events, shared so every test makes them the same way.
 
 One clock (``T0``) and one builder per event: :func:`tick`, :func:`signal`, :func:`fill`,
-:func:`rejection`. Every argument has a default that makes a valid event, so a test names
-only what it is about. Times are given as an offset from ``T0`` (``second=``) or as ``ts=``.
+:func:`rejection`; and :func:`strategy`, a strategy as the configuration store holds it.
+Every argument has a default that makes a valid event, so a test names only what it is
+about. Times are given as an offset from ``T0`` (``second=``) or as ``ts=``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
+from alpha_panda import db
 from models.events import (
     ExecutionMode,
     MarketDepth,
@@ -152,4 +156,30 @@ def rejection(
         detail=detail,
         rejected_by=rejected_by,
         rejected_ts=ts if ts is not None else rejected.signal_ts,
+    )
+
+
+# Momentum that signals on the first tick moving 0.5 % (lookback 1), 10 shares an order.
+QUICK_MOMENTUM = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
+
+
+def strategy(
+    strategy_id: str = "momo",
+    mode: str = "paper",
+    *,
+    params: Mapping[str, Any] = QUICK_MOMENTUM,
+    enabled: bool = True,
+    **risk: Any,
+) -> db.StrategyConfigRecord:
+    """A momentum strategy on RELIANCE, updated at ``T0``; ``risk`` are its risk overrides
+    (``product="CNC"``)."""
+    return db.validated_strategy(
+        strategy_id,
+        "momentum",
+        [(RELIANCE, symbol_of(RELIANCE))],
+        params,
+        enabled=enabled,
+        execution_mode=mode,
+        risk_limits=risk,
+        updated_at=T0,
     )
