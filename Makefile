@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test test-unit lint format typecheck check bench bench-backtest clean
+.PHONY: help venv lock run test test-unit lint format typecheck docs check bench bench-backtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ format: $(STAMP) ## apply ruff formatting and fixes
 
 typecheck: $(STAMP) ## mypy on the packages
 	$(BIN)/mypy
+
+docs: $(STAMP) ## rewrite docs/ARCHITECTURE.md's stage table from alpha_panda/stages.py
+	$(BIN)/python scripts/stage_table.py
 
 check: lint typecheck test ## what CI runs: lint, type check, the whole suite
 

@@ -41,9 +41,6 @@ class MarketFeed:
         # Outside NSE sessions the feed idles (ALPHA_PANDA_FEED_SESSIONS_ONLY=false: any hour).
         self.calendar = NseCalendar.default() if settings.sessions_only else None
         ctx.topic(MARKET_TICKS)
-        # The feed consumes nothing: Faust's producer-only boot runs the web server
-        # (health, metrics) and tasks without a consumer group subscription.
-        ctx.app.producer_only = True
         ctx.app.task(self.publish_ticks)
 
     async def publish_ticks(self) -> None:

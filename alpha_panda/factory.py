@@ -12,6 +12,7 @@ import faust
 
 from alpha_panda.broker_probe import install_broker_probe
 from alpha_panda.health import register_health_views
+from alpha_panda.http_errors import install_json_errors
 from alpha_panda.lean_monitor import LeanMonitor
 from alpha_panda.log_identity import install_identity_check
 from alpha_panda.logging import faust_logging_config
@@ -22,7 +23,6 @@ from alpha_panda.settings import Settings, Stage
 from alpha_panda.stages import STAGES
 from alpha_panda.workarounds import faust_drain, producer_flush
 from alpha_panda.workarounds.recovery import table_manager_for
-from web.http_errors import install_json_errors
 
 
 def faust_config(settings: Settings, stage: Stage) -> dict[str, Any]:
@@ -71,6 +71,10 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     config.update(faust_overrides)
     app = faust.App(stage.consumer_group, monitor=LeanMonitor(), **config)
+    spec = STAGES[stage]
+    # A stage whose spec consumes nothing (the feed) boots without a consumer group: Faust's
+    # producer-only boot still runs the web server (health, metrics) and its tasks.
+    app.producer_only = not spec.inputs
     faust_drain.install(app)  # a record per event without four tasks (see the module)
     producer_flush.install(app)  # a commit waits for every table write before it
     context = StageContext(
@@ -89,7 +93,6 @@ def create_app(settings: Settings, stage: Stage, **faust_overrides: Any) -> faus
     )
     install_identity_check(context)
     context.stage_handlers = build_stage(context)
-    spec = STAGES[stage]
     unwired = [a.name for a in spec.agents if a.name not in app.agents]
     if unwired:  # a wiring bug: the stage's spec and its class disagree
         raise RuntimeError(f"{stage.value}: agents {unwired} of its spec are not wired")

@@ -1,8 +1,12 @@
 """`/health` and `/metrics` on every stage worker.
 
 Part of the stage runtime, not of web/: it reports the worker's own state (broker,
-assignment, tables, the stage's checks and declared inputs), and the factory installs it
-on every stage without importing the web layer (web/ imports the runtime, not the reverse).
+assignment, tables, the stage's own checks), and the factory installs it on every stage
+without importing the web layer (web/ imports the runtime, not the reverse).
+
+What differs by stage comes from its spec (alpha_panda/stages.py): a stage whose spec
+consumes nothing has no assignment to report, and the tables whose recovery "tables"
+waits for are the ones its class declared from the spec (tests/unit/test_stages.py).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web as aiohttp_web
 
+from alpha_panda.stages import STAGES
+
 if TYPE_CHECKING:
     from alpha_panda.runtime import StageContext
 
@@ -21,7 +27,8 @@ async def evaluate_health(context: StageContext) -> tuple[bool, dict[str, Any]]:
     """Liveness is answering at all; readiness is every check passing."""
     app = context.app
     checks: dict[str, dict[str, Any]] = {}
-    consumer = app.consumer if app.started and not app.producer_only else None
+    consumes = bool(STAGES[context.stage].inputs)
+    consumer = app.consumer if app.started and consumes else None
     try:
         assignment = consumer.assignment() if consumer is not None else set()
     except Exception:  # the consumer may not exist yet during startup
@@ -32,7 +39,7 @@ async def evaluate_health(context: StageContext) -> tuple[bool, dict[str, Any]]:
         # Faust keeps "started" while the broker is gone; the cached probe does not.
         broker_ok, broker_detail = context.broker_probe.status()
     checks["broker"] = {"ok": broker_ok, "detail": broker_detail}
-    if not app.producer_only:
+    if consumes:
         checks["assignment"] = {
             "ok": len(assignment) > 0,
             "detail": f"{len(assignment)} partitions assigned",

@@ -5,8 +5,9 @@ Read by the stages' classes (agents/*.py: each Faust agent subscribes to exactly
 spec's inputs through ``StageContext.run_agent``; each table is declared from its
 TableSpec), by the app factory (every agent of the spec must be wired), by
 ``alpha-panda replay`` (which group offsets a stage has) and by the docs
-(docs/ARCHITECTURE.md's stage table). tests/unit/test_stages.py builds every stage's app
-and checks its Faust agents and tables against these specs.
+(docs/ARCHITECTURE.md's stage table, written by scripts/stage_table.py: `make docs`).
+tests/unit/test_stages.py builds every stage's app and checks its Faust agents and tables
+against these specs, and the doc's table against what the script writes.
 """
 
 from __future__ import annotations

@@ -232,7 +232,6 @@ class ZerodhaFeed:
 
 def install_zerodha_feed(ctx: StageContext) -> ZerodhaFeed:
     ctx.topic(MARKET_TICKS)
-    ctx.app.producer_only = True  # consumes nothing (as the mock feed)
     feed = ZerodhaFeed(ctx)
     ConfigWatcher(ctx, feed.on_config).install()
     ctx.health_checks[BROKER] = feed.health

@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -40,15 +41,22 @@ def _require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    """One embedded Tansu broker for the whole session, on a free loopback port."""
+@contextmanager
+def running_broker() -> Iterator[EmbeddedBroker]:
+    """An embedded Tansu broker on a free loopback port, stopped on the way out."""
     embedded = EmbeddedBroker.on_free_port()
     embedded.start()
     try:
         yield embedded
     finally:
         embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """One embedded broker for the whole session."""
+    with running_broker() as embedded:
+        yield embedded
 
 
 @pytest.fixture
@@ -97,9 +105,12 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def fresh_broker(tmp_path: object) -> Iterator[EmbeddedBroker]:
     """A broker of the test's own: stage topics and consumer groups have fixed names."""
-    embedded = EmbeddedBroker.on_free_port()
-    embedded.start()
-    try:
+    with running_broker() as embedded:
         yield embedded
-    finally:
-        embedded.stop()
+
+
+@pytest.fixture
+def second_broker() -> Iterator[EmbeddedBroker]:
+    """Another broker of the test's own, beside ``fresh_broker``."""
+    with running_broker() as embedded:
+        yield embedded

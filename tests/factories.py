@@ -1,18 +1,23 @@
 """Stubs for test events, shared so every test makes them the same way.
 
 One clock (``T0``) and one builder per event: :func:`tick`, :func:`signal`, :func:`fill`,
-:func:`rejection`. Every argument has a default that makes a valid event, so a test names
-only what it is about. Times are given as an offset from ``T0`` (``second=``) or as ``ts=``.
+:func:`rejection`; and :func:`strategy`, a strategy as the configuration store holds it.
+Every argument has a default that makes a valid event, so a test names only what it is
+about. Times are given as an offset from ``T0`` (``second=``) or as ``ts=``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
+from alpha_panda import db
 from models.events import (
     ExecutionMode,
+    MarketDepth,
     MarketTick,
     OrderFill,
     OrderType,
@@ -38,6 +43,10 @@ def symbol_of(token: int) -> str:
     return SYMBOLS.get(token, f"S{token}")
 
 
+def _at(ts: datetime | None, second: float) -> datetime:
+    return ts if ts is not None else T0 + timedelta(seconds=second)
+
+
 def tick(
     price: str | Decimal,
     second: float = 0,
@@ -48,6 +57,7 @@ def tick(
     volume: int = 1,
     bid: str | None = None,
     ask: str | None = None,
+    depth: MarketDepth | None = None,
 ) -> MarketTick:
     """A tick at ``ts``, else ``second`` seconds after ``T0``."""
     return MarketTick(
@@ -57,7 +67,8 @@ def tick(
         volume=volume,
         bid=Decimal(bid) if bid is not None else None,
         ask=Decimal(ask) if ask is not None else None,
-        exchange_ts=ts if ts is not None else T0 + timedelta(seconds=second),
+        exchange_ts=_at(ts, second),
+        depth=depth,
     )
 
 
@@ -105,11 +116,13 @@ def fill(
     *,
     strategy_id: str = "momo",
     token: int = RELIANCE,
-    ts: datetime = T0,
+    second: float = 0,
+    ts: datetime | None = None,
     symbol: str | None = None,
     mode: ExecutionMode = ExecutionMode.PAPER,
 ) -> OrderFill:
-    """A fill whose order and signal ids derive from ``fill_id``."""
+    """A fill whose order and signal ids derive from ``fill_id``, at ``ts``, else ``second``
+    seconds after ``T0``."""
     return OrderFill(
         fill_id=fill_id,
         order_id=f"o-{fill_id}",
@@ -122,35 +135,7 @@ def fill(
         fill_price=Decimal(price),
         fees=Decimal(fees),
         execution_mode=mode,
-        filled_ts=ts,
-    )
-
-
-def make_fill(
-    fill_id: str,
-    side: Side,
-    quantity: int,
-    price: str,
-    *,
-    fees: str = "0",
-    strategy_id: str,
-    token: int,
-    filled_ts: datetime,
-    symbol: str | None = None,
-    mode: ExecutionMode = ExecutionMode.PAPER,
-) -> OrderFill:
-    """:func:`fill` with every field named (the integration tests' spelling)."""
-    return fill(
-        fill_id,
-        side,
-        quantity,
-        price,
-        fees,
-        strategy_id=strategy_id,
-        token=token,
-        ts=filled_ts,
-        symbol=symbol,
-        mode=mode,
+        filled_ts=_at(ts, second),
     )
 
 
@@ -171,4 +156,30 @@ def rejection(
         detail=detail,
         rejected_by=rejected_by,
         rejected_ts=ts if ts is not None else rejected.signal_ts,
+    )
+
+
+# Momentum that signals on the first tick moving 0.5 % (lookback 1), 10 shares an order.
+QUICK_MOMENTUM = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
+
+
+def strategy(
+    strategy_id: str = "momo",
+    mode: str = "paper",
+    *,
+    params: Mapping[str, Any] = QUICK_MOMENTUM,
+    enabled: bool = True,
+    **risk: Any,
+) -> db.StrategyConfigRecord:
+    """A momentum strategy on RELIANCE, updated at ``T0``; ``risk`` are its risk overrides
+    (``product="CNC"``)."""
+    return db.validated_strategy(
+        strategy_id,
+        "momentum",
+        [(RELIANCE, symbol_of(RELIANCE))],
+        params,
+        enabled=enabled,
+        execution_mode=mode,
+        risk_limits=risk,
+        updated_at=T0,
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web as aiohttp_web
 
+from alpha_panda.http_errors import JSON_HEADERS, route_label
 from web.auth import ApiError, error_body
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ Handler = Callable[..., Awaitable[aiohttp_web.StreamResponse]]
 # Registers a handler at a path on the stage's Faust web server (see web/api.py).
 Page = Callable[..., None]
 
-API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
@@ -45,19 +45,12 @@ def json_response(
         status=status,
         text=json.dumps(body),
         content_type="application/json",
-        headers={**API_HEADERS, **(headers or {})},
+        headers={**JSON_HEADERS, **(headers or {})},
     )
 
 
 def error_response(error: ApiError) -> aiohttp_web.Response:
     return json_response(error.body(), error.status, error.headers)
-
-
-def route_label(request: aiohttp_web.Request) -> str:
-    """The route pattern (``/api/v1/portfolios/{strategy_id}``), never the raw path."""
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "unmatched"
 
 
 STREAM_PATH = "/api/v1/stream"

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web as aiohttp_web
 
+from alpha_panda.http_errors import JSON_HEADERS
 from web.auth import ApiError
 from web.live import serve_events
-from web.plumbing import API_HEADERS, STREAM_PATH, Page
+from web.plumbing import STREAM_PATH, Page
 
 if TYPE_CHECKING:
     from web.api import ApiServices
@@ -26,7 +27,7 @@ def register_live_views(services: ApiServices, page: Page) -> None:
         token = request.query.get("access_token")
         principal = await authn.authenticate(header, token)
         if request.method == "HEAD":  # Faust maps HEAD to GET; a HEAD must not stream
-            return aiohttp_web.Response(content_type="text/event-stream", headers=API_HEADERS)
+            return aiohttp_web.Response(content_type="text/event-stream", headers=JSON_HEADERS)
 
         async def still_allowed() -> bool:
             try:

@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web as aiohttp_web
 
+from alpha_panda.http_errors import JSON_HEADERS
 from web.openapi import openapi_document
-from web.plumbing import API_HEADERS, PAGE_HEADERS, Handler, Page
+from web.plumbing import PAGE_HEADERS, Handler, Page
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES_DIR = Path(__file__).with_name("pages")
@@ -58,7 +59,7 @@ def register_document_views(app: Any, page: Page) -> None:
 
     async def openapi(self: Any, request: aiohttp_web.Request) -> aiohttp_web.Response:
         return aiohttp_web.Response(
-            text=document, content_type="application/json", headers=API_HEADERS
+            text=document, content_type="application/json", headers=JSON_HEADERS
         )
 
     page("/api/v1/openapi.json", openapi)

@@ -10,7 +10,7 @@ for its parse errors and no setting for the handler class (``Server.__call__`` b
 constructor (``faust.web.drivers.aiohttp.Web._runner``).
 
 **Workaround**: :func:`install_request_handler` replaces Faust's unstarted runner by one
-whose server builds the given ``RequestHandler`` subclass (``web/http_errors.py``'s
+whose server builds the given ``RequestHandler`` subclass (``alpha_panda/http_errors.py``'s
 ``JsonErrorRequestHandler``, which answers JSON and logs no raw bytes). The server is
 aiohttp's own object, same state, only its class changes to add ``__call__``.
 
@@ -18,7 +18,7 @@ aiohttp's own object, same state, only its class changes to add ``__call__``.
 source fragments relied on (``Server.__call__`` builds ``RequestHandler``, parse errors
 go through ``handle_error``, Faust keeps its runner in ``Web._runner``).
 
-**Proof it is still needed**: ``tests/unit/web/test_http_errors.py`` sends an oversized
+**Proof it is still needed**: ``tests/unit/test_http_errors.py`` sends an oversized
 header to a real socket of a stage app built by the factory and fails if plain text
 comes back or the token reaches a log.
 """

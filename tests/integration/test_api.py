@@ -15,9 +15,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +36,24 @@ from alpha_panda.settings import (
 from alpha_panda.topics import MARKET_TICKS, ORDERS_FILLED_PAPER, SIGNALS_REJECTED
 from models.envelope import new_event_id
 from models.events import (
-    MarketTick,
-    OrderFill,
-    RejectedSignal,
     RejectionReason,
     Side,
-    TradingSignal,
 )
-from tests.factories import T0, make_fill
+from tests.factories import RELIANCE, T0, TCS, fill, rejection, signal, tick
 from tests.integration.harness import Deployment, StageProcess, produce, wait_for
+from tests.unit.web.test_api import EXPECTED_MOM, MOM_FILLS
 from web.auth import issue_token
 from web.summary import equity_summary
 
 pytestmark = pytest.mark.integration
 
 SECRET = "integration-test-secret-" + "z" * 40
-RELIANCE, TCS = 738561, 2953217
 PASSWORD = "correct horse battery"
 MAX_FAILURES = 3
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
-# mom: BUY 10 @ 2900 (fees 12.50), BUY 5 @ 2910 (6.25), SELL 6 @ 2920 (8.00).
-#   cash 1,000,000 - 29,000 - 12.50 - 14,550 - 6.25 + 17,520 - 8.00 = 973,943.25
-#   9 shares left at average 43,550 / 15 = 2903.333...; the SELL realised
-#   (2920 - 2903.333...) * 6 = 100.00. Marked at 2901.35: value 26,112.15,
-#   unrealised -17.85, equity 1,000,055.40, net 55.40, fees 26.75.
+# mom: the read API's worked example (MOM_FILLS, EXPECTED_MOM; computed by hand in
+#   tests/unit/web/test_api.py), marked at 2901.35.
 # meanrev: BUY 4 TCS @ 3900 (fees 5.00): cash 984,395.00; marked at 3912.50: value
 #   15,650.00, unrealised +50.00, equity 1,000,045.00, net 45.00.
 EXPECTED = {
@@ -79,52 +70,19 @@ EXPECTED = {
         "starting_cash": "1000000.00",
         "positions_count": 1,
     },
-    "mom": {
-        "strategy_id": "mom",
-        "cash": "973943.25",
-        "equity": "1000055.40",
-        "market_value": "26112.15",
-        "realised_pnl": "100.00",
-        "unrealised_pnl": "-17.85",
-        "net_pnl": "55.40",
-        "fees_paid": "26.75",
-        "trade_count": 3,
-        "starting_cash": "1000000.00",
-        "positions_count": 1,
-    },
+    "mom": EXPECTED_MOM,
 }
 
 
-def fill(fid: str, sid: str, side: Side, qty: int, price: str, fees: str, token: int) -> OrderFill:
-    return make_fill(
-        fid,
-        side,
-        qty,
-        price,
-        fees=fees,
-        strategy_id=sid,
-        token=token,
-        filled_ts=T0 + timedelta(seconds=int(fid[-1])),
-    )
-
-
 FILLS = [
-    fill("mom-1", "mom", Side.BUY, 10, "2900.00", "12.50", RELIANCE),
-    fill("mom-2", "mom", Side.BUY, 5, "2910.00", "6.25", RELIANCE),
-    fill("mom-3", "mom", Side.SELL, 6, "2920.00", "8.00", RELIANCE),
-    fill("mr-4", "meanrev", Side.BUY, 4, "3900.00", "5.00", TCS),
+    *MOM_FILLS,
+    fill("mr-4", Side.BUY, 4, "3900.00", "5.00", strategy_id="meanrev", token=TCS, second=4),
 ]
 
 
 def tick_record(token: int, price: str, second: int) -> Any:
-    tick = MarketTick(
-        instrument_token=token,
-        symbol="RELIANCE" if token == RELIANCE else "TCS",
-        last_price=Decimal(price),
-        volume=100 + second,
-        exchange_ts=T0 + timedelta(seconds=second),
-    )
-    return MARKET_TICKS.record(tick, event_id=new_event_id(), ts=tick.exchange_ts, source="test")
+    t = tick(price, second, token, volume=100 + second)
+    return MARKET_TICKS.record(t, event_id=new_event_id(), ts=t.exchange_ts, source="test")
 
 
 def seed_records() -> list[Any]:
@@ -133,22 +91,12 @@ def seed_records() -> list[Any]:
         for f in FILLS
     ]
     records += [tick_record(RELIANCE, "2901.35", 10), tick_record(TCS, "3912.50", 10)]
-    signal = TradingSignal(
-        strategy_id="mom",
-        instrument_token=RELIANCE,
-        symbol="RELIANCE",
-        side=Side.BUY,
-        quantity=5000,
-        reference_price=Decimal("2901.35"),
-        signal_ts=T0 + timedelta(seconds=11),
-    )
-    rejected = RejectedSignal(
+    rejected = rejection(
+        signal(quantity=5000, price="2901.35", strategy_id="mom", ts=T0 + timedelta(seconds=11)),
+        RejectionReason.MAX_ORDER_QUANTITY,
+        "quantity 5000 exceeds max_order_quantity 1000",
         signal_event_id="signal-big",
-        signal=signal,
-        reason=RejectionReason.MAX_ORDER_QUANTITY,
-        detail="quantity 5000 exceeds max_order_quantity 1000",
         rejected_by="risk-manager",
-        rejected_ts=T0 + timedelta(seconds=11),
     )
     records.append(
         SIGNALS_REJECTED.record(rejected, event_id="rej-1", ts=rejected.rejected_ts, source="test")
@@ -302,16 +250,6 @@ def seeded_deployment(
     )
 
 
-@pytest.fixture
-def second_broker() -> Iterator[EmbeddedBroker]:
-    embedded = EmbeddedBroker.on_free_port()
-    embedded.start()
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
-
-
 def test_read_api_from_redis_and_from_the_tables(
     fresh_broker: EmbeddedBroker,
     second_broker: EmbeddedBroker,
@@ -354,7 +292,7 @@ def test_read_api_from_redis_and_from_the_tables(
 
         status, _, fills = call(port, "/api/v1/portfolios/mom/fills?limit=2", token=token)
         assert status == 200
-        assert [f["fill_id"] for f in fills["fills"]] == ["mom-3", "mom-2"]
+        assert [f["fill_id"] for f in fills["fills"]] == ["f3", "f2"]
         assert (fills["fills"][0]["fill_price"], fills["fills"][0]["fees"]) == ("2920.00", "8.00")
 
         status, _, equity = call(port, "/api/v1/portfolios/mom/equity", token=token)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,6 @@ from alpha_panda.log_identity import ensure_identity, read_identity
 from alpha_panda.log_snapshot import SnapshotError, restore_log, save_log
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def second_broker() -> Iterator[EmbeddedBroker]:
-    embedded = EmbeddedBroker.on_free_port()
-    embedded.start()
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
 
 
 async def _fill(bootstrap: str) -> None:

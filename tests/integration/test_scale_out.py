@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from models.envelope import EventType, derived_event_id
 from models.events import Side
 from tables.portfolio import Portfolio
 from tests.conftest import REDIS_TEST_URL, _require_service
-from tests.factories import make_fill
+from tests.factories import NIFTY, fill
 from tests.integration.harness import (
     Deployment,
     NotYet,
@@ -377,17 +376,8 @@ def test_single_portfolio_read_is_routed_to_its_owner_without_the_mirror(
         database_url=pg_url,
         extra_env={"ALPHA_PANDA_REDIS_ENABLED": "false"},
     )
-    t0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
     fills = [
-        make_fill(
-            f"f-{sid}-{i}",
-            Side.BUY,
-            i + 1,
-            "100.50",
-            strategy_id=sid,
-            token=256265,
-            filled_ts=t0 + timedelta(seconds=i),
-        )
+        fill(f"f-{sid}-{i}", Side.BUY, i + 1, "100.50", strategy_id=sid, token=NIFTY, second=i)
         for sid in STRATEGIES
         for i in range(2)
     ]

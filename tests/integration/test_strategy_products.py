@@ -18,7 +18,6 @@ import pytest
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
-from alpha_panda.broker_session import store_session
 from alpha_panda.domain.live_orders import order_tag
 from alpha_panda.domain.products import fees_for_product
 from alpha_panda.settings import Stage, load_settings
@@ -42,7 +41,12 @@ from tests.integration.harness import (
     read_topic,
     wait_for,
 )
-from tests.integration.kite_thread import KiteThread, kite_in_thread
+from tests.integration.kite_thread import (
+    KiteThread,
+    kite_in_thread,
+    store_fake_login,
+    zerodha_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,13 +85,7 @@ async def configure(url: str, token: str) -> None:
                 execution_mode=mode,
                 risk_limits={"product": product} if product else None,
             )
-        await store_session(
-            sessions,
-            user_id="FK0001",
-            user_name="Fake User",
-            access_token=token,
-            login_time=datetime.now(UTC),
-        )
+        await store_fake_login(sessions, token)
     finally:
         await engine.dispose()
 
@@ -116,18 +114,7 @@ def test_paper_fees_and_live_kite_orders_follow_each_strategys_product(
         bootstrap=bootstrap,
         data_dir=tmp_path,
         database_url=pg_url,
-        extra_env={
-            # These tests run on the embedded broker: live orders there need the opt-in
-            # (a crash would roll its log back; Kite here is the local fake).
-            "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER": "true",
-            "ALPHA_PANDA_ZERODHA_API_KEY": kite.kite.api_key,
-            "ALPHA_PANDA_ZERODHA_API_SECRET": kite.kite.api_secret,
-            "ALPHA_PANDA_ZERODHA_ROOT_URL": kite.kite.root_url,
-            "ALPHA_PANDA_ZERODHA_WS_URL": kite.kite.ws_url,
-            "ALPHA_PANDA_ZERODHA_TOKEN_POLL_S": "0.3",
-            "ALPHA_PANDA_ZERODHA_ORDER_POLL_S": "0.3",
-            "ALPHA_PANDA_REDIS_ENABLED": "false",
-        },
+        extra_env=zerodha_env(kite),
     )
     engine = StageProcess(deployment, Stage.TRADING_ENGINE).start()
     try:

@@ -35,7 +35,6 @@ from aiohttp import web
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
-from alpha_panda.broker_session import store_session
 from alpha_panda.domain.live_orders import order_tag
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.topics import (
@@ -66,7 +65,12 @@ from tests.integration.harness import (
     read_topic,
     wait_for,
 )
-from tests.integration.kite_thread import KiteThread, kite_in_thread
+from tests.integration.kite_thread import (
+    KiteThread,
+    kite_in_thread,
+    store_fake_login,
+    zerodha_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,13 +114,7 @@ async def migrate(url: str) -> None:
 async def login(url: str, token: str) -> None:
     engine = db.create_engine(url)
     try:
-        await store_session(
-            db.session_factory(engine),
-            user_id="FK0001",
-            user_name="Fake User",
-            access_token=token,
-            login_time=datetime.now(UTC),
-        )
+        await store_fake_login(db.session_factory(engine), token)
     finally:
         await engine.dispose()
 
@@ -131,20 +129,12 @@ def deploy(
         data_dir=tmp_path,
         database_url=pg_url,
         extra_env={
+            **zerodha_env(kite),
             "ALPHA_PANDA_FEED_SOURCE": "zerodha",
-            # These tests run on the embedded broker: live orders there need the opt-in
-            # (a crash would roll its log back; Kite here is the local fake).
-            "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER": "true",
-            "ALPHA_PANDA_ZERODHA_API_KEY": kite.kite.api_key,
-            "ALPHA_PANDA_ZERODHA_API_SECRET": kite.kite.api_secret,
             "ALPHA_PANDA_ZERODHA_ROOT_URL": root_url,
-            "ALPHA_PANDA_ZERODHA_WS_URL": kite.kite.ws_url,
-            "ALPHA_PANDA_ZERODHA_TOKEN_POLL_S": "0.3",
-            "ALPHA_PANDA_ZERODHA_ORDER_POLL_S": "0.3",
             # The restart after SIGKILL may take long on a loaded machine; the redelivered
             # signal must meet the tag lookup, not the stale-signal refusal.
             "ALPHA_PANDA_ZERODHA_MAX_SIGNAL_AGE_S": "600",
-            "ALPHA_PANDA_REDIS_ENABLED": "false",
         },
     )
 

@@ -14,7 +14,6 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import pytest
 from alpha_panda import db
 from alpha_panda.admin import ensure_topics
 from alpha_panda.broker import EmbeddedBroker
-from alpha_panda.broker_session import store_session
 from alpha_panda.commands.zerodha_session import probe_health
 from alpha_panda.domain.live_orders import order_tag
 from alpha_panda.domain.paper_trader import fill_id_for
@@ -50,7 +48,12 @@ from tests.integration.harness import (
     read_topic,
     wait_for,
 )
-from tests.integration.kite_thread import KiteThread, kite_in_thread
+from tests.integration.kite_thread import (
+    KiteThread,
+    kite_in_thread,
+    store_fake_login,
+    zerodha_env,
+)
 from tests.integration.test_pipeline_e2e import q, recompute
 
 pytestmark = pytest.mark.integration
@@ -90,13 +93,7 @@ async def configure(url: str, access_token: str) -> None:
             [(INFY, "INFY")],
             {**momentum, "quantity": 30},
         )
-        await store_session(
-            sessions,
-            user_id="FK0001",
-            user_name="Fake User",
-            access_token=access_token,
-            login_time=datetime.now(UTC),
-        )
+        await store_fake_login(sessions, access_token)
     finally:
         await engine.dispose()
 
@@ -112,19 +109,7 @@ def deployment(
         bootstrap=fresh_broker.bootstrap,
         data_dir=tmp_path,
         database_url=pg_url,
-        extra_env={
-            "ALPHA_PANDA_FEED_SOURCE": "zerodha",
-            # These tests run on the embedded broker: live orders there need the opt-in
-            # (a crash would roll its log back; Kite here is the local fake).
-            "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER": "true",
-            "ALPHA_PANDA_ZERODHA_API_KEY": kite.kite.api_key,
-            "ALPHA_PANDA_ZERODHA_API_SECRET": SECRETS_API,
-            "ALPHA_PANDA_ZERODHA_ROOT_URL": kite.kite.root_url,
-            "ALPHA_PANDA_ZERODHA_WS_URL": kite.kite.ws_url,
-            "ALPHA_PANDA_ZERODHA_TOKEN_POLL_S": "0.5",
-            "ALPHA_PANDA_ZERODHA_ORDER_POLL_S": "0.5",
-            "ALPHA_PANDA_REDIS_ENABLED": "false",
-        },
+        extra_env={**zerodha_env(kite, poll_s=0.5), "ALPHA_PANDA_FEED_SOURCE": "zerodha"},
     )
 
 

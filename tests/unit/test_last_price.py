@@ -5,22 +5,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from models.events import DepthLevel, MarketDepth, MarketTick
+from models.events import DepthLevel, MarketDepth
 from tables.last_price import LastPrice
-from tests.factories import T0
+from tests.factories import NIFTY, T0, tick
 
-
-def tick(depth: MarketDepth | None = None) -> MarketTick:
-    return MarketTick(
-        instrument_token=256265,
-        symbol="NIFTY 50",
-        last_price=Decimal("101.25"),
-        volume=10,
-        exchange_ts=T0,
-        depth=depth,
-    )
-
-
+PRICE = "101.25"
 DEPTH = MarketDepth(
     bids=(DepthLevel(price=Decimal("101.20"), quantity=5, orders=1),),
     asks=(DepthLevel(price=Decimal("101.30"), quantity=7, orders=2),),
@@ -28,7 +17,9 @@ DEPTH = MarketDepth(
 
 
 def test_the_engine_shape_is_what_the_engine_wrote() -> None:
-    written = LastPrice.of_tick(tick(DEPTH), with_depth=True).to_json_dict()
+    written = LastPrice.of_tick(
+        tick(PRICE, token=NIFTY, depth=DEPTH), with_depth=True
+    ).to_json_dict()
     assert written == {
         "price": "101.25",
         "symbol": "NIFTY 50",
@@ -41,12 +32,12 @@ def test_the_engine_shape_is_what_the_engine_wrote() -> None:
 
 
 def test_a_tick_without_depth_clears_the_book() -> None:
-    written = LastPrice.of_tick(tick(), with_depth=True).to_json_dict()
+    written = LastPrice.of_tick(tick(PRICE, token=NIFTY), with_depth=True).to_json_dict()
     assert "depth" not in written
     assert LastPrice.from_json_dict(written).market_depth() is None
 
 
 def test_the_portfolio_shape_is_what_the_portfolio_manager_wrote() -> None:
-    written = LastPrice.of_tick(tick(DEPTH), offset=41).to_json_dict()
+    written = LastPrice.of_tick(tick(PRICE, token=NIFTY, depth=DEPTH), offset=41).to_json_dict()
     assert written == {"price": "101.25", "symbol": "NIFTY 50", "ts": T0.isoformat(), "offset": 41}
     assert LastPrice.from_json_dict(written).offset == 41

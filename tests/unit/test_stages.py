@@ -4,11 +4,14 @@ the replay tool, /health and the docs, which read the specs, describe the runnin
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from alpha_panda.factory import create_app
+from alpha_panda.health import evaluate_health
 from alpha_panda.settings import Stage, load_settings
 from alpha_panda.stages import STAGES
 from alpha_panda.topics import ALL_TOPICS_BY_NAME, Tables, changelog_topic
@@ -36,6 +39,25 @@ def test_the_built_app_matches_its_spec(stage: Stage, tmp_path: Path) -> None:
             assert app.tables[table.name].changelog_topic.get_topic_name() == changelog_topic(
                 spec.consumer_group, table.name
             )
+
+
+@pytest.mark.parametrize("stage", list(Stage), ids=lambda s: s.value)
+async def test_health_checks_what_the_spec_declares(stage: Stage, tmp_path: Path) -> None:
+    spec = STAGES[stage]
+    app = create_app(load_settings(data_dir=tmp_path, redis={"enabled": False}), stage)
+    healthy, body = await evaluate_health(app.alpha_panda)
+    assert body["stage"] == stage.value
+    # Only a stage that consumes has a partition assignment to report (and a group to join).
+    assert ("assignment" in body["checks"]) == bool(spec.inputs)
+    assert app.producer_only == (not spec.inputs)
+    # "tables" waits for the recovery of the changelogs of the tables the spec declares.
+    recovered = {t.changelog_topic.get_topic_name() for t in app.tables.recovery.tables.values()}
+    assert recovered == {
+        changelog_topic(spec.consumer_group, t.name)
+        for t in spec.tables
+        if t.name != Tables.LIVE_ORDERS  # kept only with Zerodha configured
+    }
+    assert not healthy and body["checks"]["tables"] == {"ok": False, "detail": "recovering"}
 
 
 def test_inputs_are_each_consumed_topic_once_in_agent_order() -> None:
@@ -80,3 +102,22 @@ def test_run_agent_refuses_handlers_that_do_not_match_the_spec(tmp_path: Path) -
 def test_an_unknown_agent_name_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="risk-manager has no agent 'risk-execute'"):
         STAGES[Stage.RISK_MANAGER].agent("risk-execute")
+
+
+def _stage_table_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "scripts" / "stage_table.py"
+    spec = importlib.util.spec_from_file_location("stage_table", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_architecture_doc_shows_the_specs() -> None:
+    script = _stage_table_script()
+    doc = script.DOC.read_text()
+    assert script.current(doc) == script.render(), (
+        "docs/ARCHITECTURE.md's stage table differs from alpha_panda/stages.py: run `make docs`"
+    )
+    for spec in STAGES.values():  # the table is the specs', not an empty one that matches
+        assert f"| {spec.stage.value} | `{spec.consumer_group}` |" in script.render()

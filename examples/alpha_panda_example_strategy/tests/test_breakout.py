@@ -11,6 +11,8 @@ from alpha_panda_example_strategy import BreakoutStrategy
 from models.events import MarketTick, Side
 from strategies import StrategyConfig, StrategyConfigError, StrategyFactory
 
+# Its own clock and tick, not tests/factories.py: a plug-in is built against the installed
+# alpha-panda, which does not ship the project's tests/ (docs/TESTING.md).
 T0 = datetime(2026, 3, 2, 3, 45, tzinfo=UTC)  # 09:15 IST
 TOKEN = 738561
 

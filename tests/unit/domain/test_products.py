@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,22 +20,11 @@ from alpha_panda.domain.risk_policy import RiskPolicy
 from alpha_panda.domain.strategy_host import StrategyHost
 from alpha_panda.settings import load_settings
 from tables.risk_state import RiskLimits
-from tests.factories import RELIANCE, T0
+from tests.factories import RELIANCE, T0, strategy
 
 D = Decimal
-FAST = {"lookback": 1, "threshold_pct": "0.05", "quantity": 10}
-
-
-def record(sid: str, *, enabled: bool = True, **risk: Any) -> db.StrategyConfigRecord:
-    return db.validated_strategy(
-        sid,
-        "momentum",
-        [(RELIANCE, "RELIANCE")],
-        FAST,
-        enabled=enabled,
-        risk_limits=risk,
-        updated_at=T0,
-    )
+# Signals on a 0.05 % move: the random walk's small steps trade.
+record = partial(strategy, params={"lookback": 1, "threshold_pct": "0.05", "quantity": 10})
 
 
 def raw(sid: str, product: object) -> db.StrategyConfigRecord:

@@ -20,16 +20,8 @@ from alpha_panda.topics import (
 from alpha_panda.zerodha_trader import Refused
 from models.events import ExecutionMode, RejectionReason, TradingSignal, ValidatedSignal
 from tables.specs import PENDING_ORDERS
-from tests.factories import RELIANCE, T0, signal, tick
+from tests.factories import RELIANCE, signal, strategy, tick
 from tests.unit.stages.harness import running_stage
-
-PARAMS = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
-
-
-def strategy(sid: str, mode: str = "paper") -> db.StrategyConfigRecord:
-    return db.validated_strategy(
-        sid, "momentum", [(RELIANCE, "RELIANCE")], PARAMS, execution_mode=mode, updated_at=T0
-    )
 
 
 def validated(sig: TradingSignal, signal_event_id: str) -> ValidatedSignal:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from alpha_panda import db
 from alpha_panda.backtest.config import runtime_config
 from alpha_panda.domain.products import fees_for_product
 from alpha_panda.settings import RiskSettings, Stage, ZerodhaSettings
@@ -19,22 +18,8 @@ from alpha_panda.topics import (
 )
 from alpha_panda.zerodha_trader import Refused
 from models.events import ExecutionMode, RejectionReason, TradingSignal, ValidatedSignal
-from tests.factories import RELIANCE, T0, signal, tick
+from tests.factories import T0, signal, strategy, tick
 from tests.unit.stages.harness import running_stage
-
-PARAMS = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
-
-
-def strategy(sid: str, mode: str = "paper", **risk: str) -> db.StrategyConfigRecord:
-    return db.validated_strategy(
-        sid,
-        "momentum",
-        [(RELIANCE, "RELIANCE")],
-        PARAMS,
-        execution_mode=mode,
-        risk_limits=risk,
-        updated_at=T0,
-    )
 
 
 def validated(sig: TradingSignal, signal_event_id: str) -> ValidatedSignal:

@@ -26,20 +26,14 @@ from alpha_panda.topics import (
     Tables,
 )
 from models.events import RejectionReason, Side, ValidatedSignal
-from tests.factories import RELIANCE, T0, fill, rejection, signal, tick
+from tests.factories import RELIANCE, T0, fill, rejection, signal, strategy, tick
 from tests.unit.stages.harness import running_stage
 
 D = Decimal
-FAST = {"lookback": 1, "threshold_pct": "0.5", "quantity": 10}
 
 
 def config(*strategy_ids: str) -> db.RuntimeConfig:
-    return runtime_config(
-        [
-            db.validated_strategy(sid, "momentum", [(RELIANCE, "RELIANCE")], FAST, updated_at=T0)
-            for sid in strategy_ids
-        ]
-    )
+    return runtime_config([strategy(sid) for sid in strategy_ids])
 
 
 async def test_strategy_runner_skips_a_tick_at_or_below_the_stored_offset(

@@ -1,6 +1,7 @@
 """Read API logic (formatting, valuation bodies, Redis/tables reads) without a server.
 
-The data here is shared with test_http.py and test_summary.py.
+The data here is shared with test_http.py, test_summary.py, test_ownership.py and
+tests/integration/test_api.py (which serves the same portfolio from a real worker).
 
 Strategy ``mom`` starts with 1,000,000.00 and trades RELIANCE (738561):
 
@@ -18,7 +19,8 @@ f3 realises (2920 - 2903.3333...) * 6 = 100.00. Marked at 2901.35 the 9 shares a
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +30,7 @@ from alpha_panda.circuit_breaker import CircuitBreaker
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
 from models.events import OrderFill, Side
 from tables.portfolio import Portfolio
-from tests.factories import make_fill
+from tests.factories import RELIANCE, T0, TCS, fill
 from web.api import (
     PortfolioReader,
     ReadApi,
@@ -39,10 +41,6 @@ from web.api import (
     parse_limit,
 )
 from web.auth import ApiError
-
-T0 = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
-RELIANCE = 738561
-TCS = 2953217
 
 EXPECTED_MOM = {
     "strategy_id": "mom",
@@ -59,35 +57,10 @@ EXPECTED_MOM = {
 }
 
 
-def fill(
-    fill_id: str,
-    side: Side,
-    quantity: int,
-    price: str,
-    fees: str,
-    *,
-    strategy_id: str = "mom",
-    token: int = RELIANCE,
-    symbol: str = "RELIANCE",
-    second: int = 0,
-) -> OrderFill:
-    return make_fill(
-        fill_id,
-        side,
-        quantity,
-        price,
-        fees=fees,
-        strategy_id=strategy_id,
-        token=token,
-        symbol=symbol,
-        filled_ts=T0 + timedelta(seconds=second),
-    )
-
-
 MOM_FILLS = [
-    fill("f1", Side.BUY, 10, "2900.00", "12.50", second=1),
-    fill("f2", Side.BUY, 5, "2910.00", "6.25", second=2),
-    fill("f3", Side.SELL, 6, "2920.00", "8.00", second=3),
+    fill("f1", Side.BUY, 10, "2900.00", "12.50", strategy_id="mom", second=1),
+    fill("f2", Side.BUY, 5, "2910.00", "6.25", strategy_id="mom", second=2),
+    fill("f3", Side.SELL, 6, "2920.00", "8.00", strategy_id="mom", second=3),
 ]
 
 
@@ -136,13 +109,18 @@ def tables_with_mom() -> dict[str, dict[str, Any]]:
         "recent_fills": {"mom": [f.model_dump(mode="json") for f in reversed(MOM_FILLS)]},
         "last_prices": {str(RELIANCE): price_entry("2901.35")},
         "recent_rejections": {
-            f"mom:{RELIANCE}": [rejection("r2", "mom", "2026-01-05T04:00:02Z")],
-            f"other:{RELIANCE}": [rejection("r1", "other", "2026-01-05T04:00:01.500000Z")],
+            f"mom:{RELIANCE}": [rejection("r2", "mom", "2026-03-02T04:00:02Z")],
+            f"other:{RELIANCE}": [rejection("r1", "other", "2026-03-02T04:00:01.500000Z")],
         },
     }
 
 
-def mirror(breaker: CircuitBreaker | None = None, prefix: str = "ap") -> RedisMirror:
+def mirror(
+    breaker: CircuitBreaker | None = None,
+    prefix: str = "ap",
+    all_keys: Callable[[], tuple[list[str], list[str], list[str]]] | None = None,
+) -> RedisMirror:
+    """A mirror over no tables (``all_keys`` for a resync: portfolios, tokens, rejections)."""
     return RedisMirror(
         url="redis://fake",
         keys=MirrorKeys(prefix),
@@ -152,6 +130,7 @@ def mirror(breaker: CircuitBreaker | None = None, prefix: str = "ap") -> RedisMi
             price=lambda _: None,
             rejections=lambda _: None,
             equity=lambda _: None,
+            all_keys=all_keys,
         ),
         breaker=breaker or CircuitBreaker("test", failure_threshold=2, reset_timeout_s=60),
     )
@@ -277,11 +256,11 @@ def test_strategy_id_check() -> None:
 def test_rejections_merge_newest_first_by_time_not_text() -> None:
     lists = [
         [
-            rejection("a", "s1", "2026-01-05T04:00:00Z"),
-            rejection("c", "s1", "2026-01-05T03:00:00Z"),
+            rejection("a", "s1", "2026-03-02T04:00:00Z"),
+            rejection("c", "s1", "2026-03-02T03:00:00Z"),
         ],
         # as text "...:00.500000Z" < "...:00Z", but it is half a second later
-        [rejection("b", "s2", "2026-01-05T04:00:00.500000Z")],
+        [rejection("b", "s2", "2026-03-02T04:00:00.500000Z")],
         [{"event_id": "broken"}],  # skipped, not a 500
     ]
     rows = merge_rejections(lists, limit=10)
@@ -298,7 +277,7 @@ def test_rejections_merge_newest_first_by_time_not_text() -> None:
         "reason": "max_order_quantity",
         "detail": "quantity 5000 > 1000 (b)",
         "rejected_by": "risk-manager",
-        "rejected_ts": "2026-01-05T04:00:00.500000Z",
+        "rejected_ts": "2026-03-02T04:00:00.500000Z",
     }
     assert [r["event_id"] for r in merge_rejections(lists, limit=2)] == ["b", "a"]
 
@@ -314,7 +293,7 @@ async def test_portfolio_list_from_tables_matches_the_hand_computed_numbers() ->
     row = body["portfolios"][0]
     assert without_source(row) == EXPECTED_MOM
     assert row["source"] == "tables"
-    assert row["last_fill_ts"] == "2026-01-05T04:00:03+00:00"
+    assert row["last_fill_ts"] == "2026-03-02T04:00:03+00:00"
 
 
 async def test_portfolio_detail_lists_positions_with_marks() -> None:
@@ -340,8 +319,8 @@ async def test_portfolio_detail_lists_positions_with_marks() -> None:
 async def test_unpriced_and_flat_positions() -> None:
     tables = tables_with_mom()
     tcs = [
-        fill("t1", Side.BUY, 2, "3900", "1.00", token=TCS, symbol="TCS"),
-        fill("t2", Side.SELL, 2, "3950", "1.00", token=TCS, symbol="TCS"),
+        fill("t1", Side.BUY, 2, "3900", "1.00", strategy_id="mom", token=TCS),
+        fill("t2", Side.SELL, 2, "3950", "1.00", strategy_id="mom", token=TCS),
     ]
     tables["portfolios"]["mom"] = book([*MOM_FILLS, *tcs]).to_json_dict()
     tables["last_prices"] = {}  # no tick yet: marked at cost
@@ -385,7 +364,7 @@ async def test_fills_newest_first_with_limit() -> None:
         "notional": "17520.00",
         "fees": "8.00",
         "execution_mode": "paper",
-        "filled_ts": "2026-01-05T04:00:03Z",
+        "filled_ts": "2026-03-02T04:00:03Z",
         "reason": "",
     }
 
@@ -449,15 +428,15 @@ async def test_equity_samples_from_redis_oldest_first() -> None:
     reader, redis = redis_reader(tables_with_mom())
     key = reader.mirror.keys.equity("mom")  # type: ignore[union-attr]
     redis.lists[key] = [  # stored newest first
-        json.dumps(["2026-01-05T04:00:03+00:00", "1000055.4"]),
-        json.dumps(["2026-01-05T04:00:02+00:00", "999990.123"]),
+        json.dumps(["2026-03-02T04:00:03+00:00", "1000055.4"]),
+        json.dumps(["2026-03-02T04:00:02+00:00", "999990.123"]),
         "not json",
     ]
     body = await ReadApi(reader).equity("mom", 500)
     assert body["source"] == "redis"
     assert body["samples"] == [
-        {"ts": "2026-01-05T04:00:02+00:00", "equity": "999990.12"},
-        {"ts": "2026-01-05T04:00:03+00:00", "equity": "1000055.40"},
+        {"ts": "2026-03-02T04:00:02+00:00", "equity": "999990.12"},
+        {"ts": "2026-03-02T04:00:03+00:00", "equity": "1000055.40"},
     ]
 
 

@@ -12,6 +12,7 @@ from alpha_panda.topics import Tables
 from tests.unit.web.test_api import (
     MOM_FILLS,
     book,
+    mirror,
     model,
     redis_reader,
     tables_with_mom,
@@ -127,23 +128,8 @@ async def test_the_mirror_is_the_whole_view_and_local_extras_are_only_owned_keys
 
 
 async def test_a_resync_after_a_rebalance_copies_every_owned_key_again() -> None:
-    from alpha_panda.circuit_breaker import CircuitBreaker
-    from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
-
     written: list[tuple[set[str], set[str], set[str]]] = []
-    the_mirror = RedisMirror(
-        url="redis://fake",
-        keys=MirrorKeys("ap"),
-        sources=MirrorSources(
-            portfolio=lambda _: None,
-            fills=lambda _: None,
-            price=lambda _: None,
-            rejections=lambda _: None,
-            equity=lambda _: None,
-            all_keys=lambda: (["mom", "mr"], ["256265"], []),
-        ),
-        breaker=CircuitBreaker("test", failure_threshold=2, reset_timeout_s=60),
-    )
+    the_mirror = mirror(all_keys=lambda: (["mom", "mr"], ["256265"], []))
 
     async def capture(portfolios: set[str], prices: set[str], rejections: set[str]) -> None:
         written.append((portfolios, prices, rejections))

@@ -1,5 +1,9 @@
 """JSON errors on every stage's web port, including the ones aiohttp makes itself.
 
+Part of the stage runtime (the factory installs it on every stage, as /health), so it
+imports nothing of web/; the read API's plumbing (web/plumbing.py) takes its headers and
+route label from here.
+
 Two layers, both installed on every stage by :func:`install_json_errors`:
 
 - :func:`json_error_middleware`, outermost: an ``HTTPException`` (404, 405, ...) raised by
@@ -56,7 +60,8 @@ def error_json(status: int, code: str, message: str) -> aiohttp_web.Response:
     )
 
 
-def _route(request: aiohttp_web.Request) -> str:
+def route_label(request: aiohttp_web.Request) -> str:
+    """The route pattern (``/api/v1/portfolios/{strategy_id}``), never the raw path."""
     route = request.match_info.route
     resource = route.resource if route is not None else None
     return resource.canonical if resource is not None else "unmatched"
@@ -82,7 +87,7 @@ async def json_error_middleware(
         raise
     except Exception as exc:
         # The route pattern, never the raw path or headers: either may carry a token.
-        log.error("http_view_failed", route=_route(request), error=type(exc).__name__)
+        log.error("http_view_failed", route=route_label(request), error=type(exc).__name__)
         return error_json(500, "internal_error", "internal server error")
 
 
