@@ -108,8 +108,10 @@ def fill(
     ts: datetime = T0,
     symbol: str | None = None,
     mode: ExecutionMode = ExecutionMode.PAPER,
+    reason: str | None = None,
 ) -> OrderFill:
-    """A fill whose order and signal ids derive from ``fill_id``."""
+    """A fill whose order and signal ids derive from ``fill_id``; ``reason`` is its
+    signal's (an MIS square-off's starts with ``mis_square_off``)."""
     return OrderFill(
         fill_id=fill_id,
         order_id=f"o-{fill_id}",
@@ -123,6 +125,7 @@ def fill(
         fees=Decimal(fees),
         execution_mode=mode,
         filled_ts=ts,
+        reason=reason,
     )
 
 
@@ -138,6 +141,7 @@ def make_fill(
     filled_ts: datetime,
     symbol: str | None = None,
     mode: ExecutionMode = ExecutionMode.PAPER,
+    reason: str | None = None,
 ) -> OrderFill:
     """:func:`fill` with every field named (the integration tests' spelling)."""
     return fill(
@@ -151,6 +155,7 @@ def make_fill(
         ts=filled_ts,
         symbol=symbol,
         mode=mode,
+        reason=reason,
     )
 
 
