@@ -120,9 +120,11 @@ def fill(
     ts: datetime | None = None,
     symbol: str | None = None,
     mode: ExecutionMode = ExecutionMode.PAPER,
+    reason: str | None = None,
 ) -> OrderFill:
     """A fill whose order and signal ids derive from ``fill_id``, at ``ts``, else ``second``
-    seconds after ``T0``."""
+    seconds after ``T0``; ``reason`` is its signal's (an MIS square-off's starts with
+    ``mis_square_off``)."""
     return OrderFill(
         fill_id=fill_id,
         order_id=f"o-{fill_id}",
@@ -136,6 +138,7 @@ def fill(
         fees=Decimal(fees),
         execution_mode=mode,
         filled_ts=_at(ts, second),
+        reason=reason,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from alpha_panda.circuit_breaker import CircuitBreaker
+from alpha_panda.domain.session_rules import SQUARE_OFF_REASON
 from alpha_panda.mirror import MirrorKeys, MirrorSources, RedisMirror
 from models.events import OrderFill, Side
 from tables.portfolio import Portfolio
@@ -422,6 +423,46 @@ async def test_reads_come_from_redis_when_it_is_usable() -> None:
     assert rejected["source"] == "redis"
     assert [r["event_id"] for r in rejected["rejections"]] == ["r2"]
     assert redis.calls > 0
+
+
+# mom's 9 remaining RELIANCE shares, closed by the MIS square-off (the reason the strategy
+# host gives its exit signal, which the fill carries).
+SQUARE_OFF = fill(
+    "f4",
+    Side.SELL,
+    9,
+    "2905.00",
+    "4.00",
+    strategy_id="mom",
+    token=RELIANCE,
+    symbol="RELIANCE",
+    second=4,
+    reason=f"{SQUARE_OFF_REASON}: intraday (MIS) position closed at 15:20 IST",
+)
+
+
+@pytest.mark.parametrize("source", ["redis", "tables"])
+async def test_an_mis_square_off_is_served_with_its_reason(source: str) -> None:
+    fills = [*MOM_FILLS, SQUARE_OFF]
+    tables = tables_with_mom()
+    tables["portfolios"]["mom"] = book(fills).to_json_dict()
+    tables["recent_fills"]["mom"] = [f.model_dump(mode="json") for f in reversed(fills)]
+    if source == "redis":
+        reader, _ = redis_reader(tables)
+    else:
+        reader = PortfolioReader(model(tables), mirror=None)
+    api = ReadApi(reader)
+
+    served = await api.fills("mom", 50)
+    assert served["source"] == source
+    newest = served["fills"][0]
+    assert (newest["fill_id"], newest["side"], newest["quantity"]) == ("f4", "SELL", 9)
+    assert newest["reason"] == SQUARE_OFF.reason
+    assert newest["reason"].startswith(SQUARE_OFF_REASON)
+    # The other fills carry no reason: served empty, so the forced exit stands out.
+    assert [f["reason"] for f in served["fills"][1:]] == ["", "", ""]
+    row = (await api.portfolios())["portfolios"][0]
+    assert (row["positions_count"], row["trade_count"]) == (0, 4)
 
 
 async def test_equity_samples_from_redis_oldest_first() -> None:
