@@ -358,7 +358,12 @@ class PortfolioReader:
             raise PartialViewError()
         portfolios = self._local_portfolios(strategy_id)
         tokens = {t for p in portfolios.values() for t in p.positions}
-        if not complete and not all(self.owns(Tables.LAST_PRICES, str(t)) for t in tokens):
+        # Only an open position's value needs its price; a flat one is worth nothing
+        # whatever the price, so it need not be held here (shown unpriced if it is not).
+        open_tokens = {
+            t for p in portfolios.values() for t, pos in p.positions.items() if pos.quantity
+        }
+        if not complete and not all(self.owns(Tables.LAST_PRICES, str(t)) for t in open_tokens):
             raise PartialViewError()  # another worker holds some of its prices
         return Snapshot(
             portfolios,

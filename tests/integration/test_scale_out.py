@@ -376,10 +376,15 @@ def test_single_portfolio_read_is_routed_to_its_owner_without_the_mirror(
         database_url=pg_url,
         extra_env={"ALPHA_PANDA_REDIS_ENABLED": "false"},
     )
+    # Each portfolio ends flat. An open position would need its instrument's last price,
+    # which the last-prices table keeps by instrument, on whichever worker owns that
+    # partition: without Redis the portfolio's owner then answers 503 by design
+    # (docs/API.md), whatever the routing did, and with these strategies all on NIFTY the
+    # assignment decides whether any portfolio can be served.
     fills = [
-        fill(f"f-{sid}-{i}", Side.BUY, i + 1, "100.50", strategy_id=sid, token=NIFTY, second=i)
+        fill(f"f-{sid}-{i}", side, 2, "100.50", strategy_id=sid, token=NIFTY, second=i)
         for sid in STRATEGIES
-        for i in range(2)
+        for i, side in enumerate((Side.BUY, Side.SELL))
     ]
     records = [
         ORDERS_FILLED_PAPER.record(

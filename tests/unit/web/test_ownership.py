@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -100,6 +101,31 @@ async def test_list_from_part_of_the_tables_is_a_503_never_a_partial_list() -> N
     assert err.value.status == 503 and "several portfolio-manager workers" in err.value.message
     with pytest.raises(ApiError):
         await ReadApi(reader).rejected(None, 10)
+
+
+def _owns_portfolios_only(table: str, key: str) -> bool:
+    return table == Tables.PORTFOLIOS
+
+
+async def test_an_open_position_priced_by_another_worker_is_a_503_a_flat_one_is_served() -> None:
+    from models.events import Side
+    from tests.factories import fill
+
+    tables = tables_with_mom()  # mom holds 9 RELIANCE shares
+    reader = PortfolioReader(
+        model(tables), mirror=None, owns=_owns_portfolios_only, owns_all=lambda: False
+    )
+    with pytest.raises(ApiError) as err:
+        await ReadApi(reader).portfolio("mom")
+    assert err.value.status == 503 and "several portfolio-manager workers" in err.value.message
+
+    closing = fill("f4", Side.SELL, 9, "2930.00", "4.00", strategy_id="mom", second=4)
+    flat = book([*MOM_FILLS, closing])
+    tables["portfolios"]["mom"] = flat.to_json_dict()
+    served = await ReadApi(reader).portfolio("mom")
+    assert served["cash"] == str(flat.cash.quantize(Decimal("0.01")))
+    assert [p["quantity"] for p in served["positions"]] == [0]
+    assert served["positions"][0]["priced"] is False  # its price is another worker's
 
 
 async def test_a_stale_copy_of_a_key_this_worker_no_longer_owns_is_not_served() -> None:
