@@ -155,6 +155,17 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
             for stage in (Stage.MARKET_FEED, Stage.TRADING_ENGINE)
         }
         assert {s["state"] for s in status.values()} == {"connected"}, status
+        # A finished order is forgotten on a later tick of its instrument: a tombstone in
+        # the engine's live-orders changelog. Await it while the feed still ticks: stopped
+        # right after the order finished (as once on CI), no later tick could come.
+        live_orders_log = changelog_topic(Stage.TRADING_ENGINE.consumer_group, Tables.LIVE_ORDERS)
+        wait_for(
+            lambda: any(
+                r.value is None for r in asyncio.run(read_topic(bootstrap, live_orders_log))
+            ),
+            timeout=90,
+            what="a finished live order forgotten (a tombstone in the live-orders changelog)",
+        )
         served = [json.dumps(feed.get("/health")[1]), str(feed.get("/metrics")[1])]
         feed.stop()
         ticks = asyncio.run(read_topic(bootstrap, MARKET_TICKS.name))
@@ -196,17 +207,6 @@ def test_kite_ticks_live_orders_and_fills_through_five_stages(
                 and metric(pm, PROCESSED, topic=MARKET_TICKS.name) >= n_ticks
             ),
             what="portfolio manager booked every fill and tick",
-        )
-        # A finished order is forgotten on a later tick of its instrument: a tombstone in
-        # the engine's live-orders changelog, written at its next commit. Await it while
-        # the stages still run (after the stop no later tick can come).
-        live_orders_log = changelog_topic(Stage.TRADING_ENGINE.consumer_group, Tables.LIVE_ORDERS)
-        wait_for(
-            lambda: any(
-                r.value is None for r in asyncio.run(read_topic(bootstrap, live_orders_log))
-            ),
-            timeout=90,
-            what="a finished live order forgotten (a tombstone in the live-orders changelog)",
         )
         health_status, health = engine.get("/health")
         for stage in order:
