@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -100,7 +100,7 @@ def _prepare_database(settings: Settings) -> list[str]:
     return asyncio.run(prepare())
 
 
-def _live_without_trading_day(settings: Settings) -> str | None:
+def _live_without_trading_day(settings: Settings, live: Sequence[str]) -> str | None:
     """Why live trading must not run with the trading-day rules off, or None.
 
     `make run` turns the NSE session rules off so that its demo trades at any hour; with
@@ -108,10 +108,7 @@ def _live_without_trading_day(settings: Settings) -> str | None:
     cut-off and no MIS position is squared off. Against the real Kite that is refused
     (the caller exits); against the local Kite server it is said loudly and allowed.
     """
-    if settings.market.enforce_sessions:
-        return None
-    live = _enabled_live_strategies(settings)
-    if not live:
+    if settings.market.enforce_sessions or not live:
         return None
     return (
         f"alpha-panda: strategies {', '.join(live)} trade live while the NSE trading-day "
@@ -126,15 +123,12 @@ def _live_without_trading_day(settings: Settings) -> str | None:
     )
 
 
-def _live_refused(settings: Settings) -> str | None:
+def _live_refused(settings: Settings, live: Sequence[str]) -> str | None:
     """What to say at start when live strategies are enabled but the trading engine will
     refuse their signals (``Settings.live_trading_refusal``: the embedded broker without
     the opt-in), or None. Paper trading runs on; the engine's /health says the same."""
     refusal = settings.live_trading_refusal
-    if not settings.zerodha.configured or refusal is None:
-        return None
-    live = _enabled_live_strategies(settings)
-    if not live:
+    if not settings.zerodha.configured or refusal is None or not live:
         return None
     return f"alpha-panda: strategies {', '.join(live)} trade live, but {refusal}"
 
@@ -291,12 +285,13 @@ def run(args: argparse.Namespace) -> int:
         seeded = _prepare_database(settings)
         if seeded:
             print(f"database: seeded demo strategies {', '.join(seeded)}")
-        refusal = _live_without_trading_day(settings)
+        live = _enabled_live_strategies(settings)  # read once, judged twice
+        refusal = _live_without_trading_day(settings, live)
         if refusal is not None:
             print(refusal, file=sys.stderr, flush=True)
             if settings.zerodha.root_url == KITE_ROOT_URL:
                 return 1
-        refused = _live_refused(settings)
+        refused = _live_refused(settings, live)
         if refused is not None:
             print(refused, file=sys.stderr, flush=True)
         for stage in stages:

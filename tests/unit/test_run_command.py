@@ -48,37 +48,35 @@ def test_the_summarys_own_failures_are_still_tolerated(monkeypatch: pytest.Monke
     assert run_command._halted_scopes(load_settings()) == []
 
 
-def test_live_strategies_with_the_trading_day_off_are_refused_against_the_real_kite(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: ["live-1"])
+def test_live_strategies_with_the_trading_day_off_are_refused_against_the_real_kite() -> None:
+    live = ["live-1"]
     off = {"enforce_sessions": False}
-    assert run_command._live_without_trading_day(load_settings(market={})) is None
-    refusal = run_command._live_without_trading_day(load_settings(market=off))
+    assert run_command._live_without_trading_day(load_settings(market={}), live) is None
+    refusal = run_command._live_without_trading_day(load_settings(market=off), live)
     assert refusal is not None
     assert "live-1" in refusal and "Refused against the real Kite" in refusal
     local = load_settings(market=off, zerodha={"root_url": "http://127.0.0.1:5080"})
-    warning = run_command._live_without_trading_day(local)
+    warning = run_command._live_without_trading_day(local, live)
     assert warning is not None and "Allowed against http://127.0.0.1:5080" in warning
 
 
-def test_live_strategies_on_the_embedded_broker_are_announced_as_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: ["live-1"])
+def test_live_strategies_on_the_embedded_broker_are_announced_as_refused() -> None:
+    live = ["live-1"]
     kite = {"api_key": "k"}
-    said = run_command._live_refused(load_settings(zerodha=kite))
+    said = run_command._live_refused(load_settings(zerodha=kite), live)
     assert said is not None and "live-1" in said
     assert "ALPHA_PANDA_ZERODHA_ALLOW_EMBEDDED_BROKER=true" in said
     accepted = load_settings(zerodha={**kite, "allow_embedded_broker": True})
-    assert run_command._live_refused(accepted) is None
+    assert run_command._live_refused(accepted, live) is None
     assert (
-        run_command._live_refused(load_settings(zerodha=kite, broker={"kind": "redpanda"})) is None
+        run_command._live_refused(load_settings(zerodha=kite, broker={"kind": "redpanda"}), live)
+        is None
     )
-    assert run_command._live_refused(load_settings()) is None  # no Kite: nothing live to refuse
+    assert (
+        run_command._live_refused(load_settings(), live) is None
+    )  # no Kite: nothing live to refuse
 
 
-def test_paper_only_pipelines_may_run_at_any_hour(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_command, "_enabled_live_strategies", lambda settings: [])
+def test_paper_only_pipelines_may_run_at_any_hour() -> None:
     off = load_settings(market={"enforce_sessions": False})
-    assert run_command._live_without_trading_day(off) is None
+    assert run_command._live_without_trading_day(off, []) is None
